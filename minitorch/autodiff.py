@@ -1,0 +1,103 @@
+"""Reverse-mode autodiff shared by Scalars and Tensors.
+
+A value in a computation graph follows the ``Variable`` protocol; this module
+orders the graph and pushes derivatives from the output back to the leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+def central_difference(f: Any, *vals: Any, arg: int = 0, epsilon: float = 1e-6) -> Any:
+    """Symmetric difference (f(x+e) - f(x-e)) / 2e along argument ``arg``."""
+    up = list(vals)
+    down = list(vals)
+    up[arg] = up[arg] + epsilon
+    down[arg] = down[arg] - epsilon
+    return (f(*up) - f(*down)) / (2.0 * epsilon)
+
+
+class Variable(Protocol):
+    """What autodiff needs from a value in the graph."""
+
+    def accumulate_derivative(self, x: Any) -> None: ...
+
+    @property
+    def unique_id(self) -> int: ...
+
+    def is_leaf(self) -> bool: ...
+
+    def is_constant(self) -> bool: ...
+
+    @property
+    def parents(self) -> Iterable[Variable]: ...
+
+    def chain_rule(self, d_output: Any) -> Iterable[tuple[Variable, Any]]: ...
+
+
+def topological_sort(variable: Variable) -> list[Variable]:
+    """Non-constant nodes reachable from ``variable``, output first.
+
+    Iterative depth-first search, so deep graphs cannot overflow the stack.
+    """
+    order: list[Variable] = []
+    seen: set[int] = set()
+    if variable.is_constant():
+        return order
+    stack: list[tuple[Variable, bool]] = [(variable, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        uid = node.unique_id
+        if uid in seen:
+            continue
+        seen.add(uid)
+        stack.append((node, True))
+        if not node.is_leaf():
+            for parent in node.parents:
+                if not parent.is_constant() and parent.unique_id not in seen:
+                    stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def backpropagate(variable: Variable, deriv: Any) -> None:
+    """Push ``deriv`` from ``variable`` back, accumulating on the leaves."""
+    derivatives: dict[int, Any] = {variable.unique_id: deriv}
+    for node in topological_sort(variable):
+        d = derivatives.pop(node.unique_id, None)
+        if d is None:
+            continue
+        if node.is_leaf():
+            node.accumulate_derivative(d)
+            continue
+        for parent, d_parent in node.chain_rule(d):
+            if parent.is_constant():
+                continue
+            uid = parent.unique_id
+            previous = derivatives.get(uid)
+            derivatives[uid] = d_parent if previous is None else previous + d_parent
+
+
+@dataclass
+class Context:
+    """Values a function's forward saves for its backward."""
+
+    no_grad: bool = False
+    saved_values: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *values: Any) -> None:
+        """Store values for backward, unless gradients are off."""
+        if self.no_grad:
+            return
+        self.saved_values = values
+
+    @property
+    def saved_tensors(self) -> tuple[Any, ...]:
+        """Alias of ``saved_values``."""
+        return self.saved_values

@@ -1,0 +1,164 @@
+"""Scalar operators: the single source every backend compiles.
+
+Each scalar function uses only arithmetic, ``math`` and if/else, so the same
+Python source compiles under ``numba.njit`` (CPU kernels) and
+``numba.cuda.jit(device=True)`` (GPU kernels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+EPS = 1e-6
+
+
+def mul(x: float, y: float) -> float:
+    """x * y"""
+    return x * y
+
+
+def id(x: float) -> float:  # noqa: A001 - course API name
+    """Identity."""
+    return x
+
+
+def add(x: float, y: float) -> float:
+    """x + y"""
+    return x + y
+
+
+def neg(x: float) -> float:
+    """-x"""
+    return -x
+
+
+def lt(x: float, y: float) -> float:
+    """1.0 if x < y else 0.0"""
+    return 1.0 if x < y else 0.0
+
+
+def eq(x: float, y: float) -> float:
+    """1.0 if x == y else 0.0"""
+    return 1.0 if x == y else 0.0
+
+
+def max(x: float, y: float) -> float:  # noqa: A001 - course API name
+    """x if x > y else y"""
+    return x if x > y else y
+
+
+def is_close(x: float, y: float) -> float:
+    """1.0 if |x - y| < 1e-2 else 0.0"""
+    return 1.0 if abs(x - y) < 1e-2 else 0.0
+
+
+def sigmoid(x: float) -> float:
+    """Logistic function, computed so that neither branch overflows."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    ex = math.exp(x)
+    return ex / (1.0 + ex)
+
+
+def relu(x: float) -> float:
+    """x if x > 0 else 0.0"""
+    return x if x > 0.0 else 0.0
+
+
+def log(x: float) -> float:
+    """Natural log, shifted by EPS so that log(0) stays finite."""
+    return math.log(x + EPS)
+
+
+def exp(x: float) -> float:
+    """e ** x"""
+    return math.exp(x)
+
+
+def log_back(x: float, d: float) -> float:
+    """d * d/dx log(x)"""
+    return d / (x + EPS)
+
+
+def inv(x: float) -> float:
+    """1 / x"""
+    return 1.0 / x
+
+
+def inv_back(x: float, d: float) -> float:
+    """d * d/dx (1/x)"""
+    return -d / (x * x)
+
+
+def relu_back(x: float, d: float) -> float:
+    """d * d/dx relu(x)"""
+    return d if x > 0.0 else 0.0
+
+
+def sigmoid_back(x: float, d: float) -> float:
+    """d * d/dx sigmoid(x)"""
+    s = sigmoid(x)
+    return d * s * (1.0 - s)
+
+
+def exp_back(x: float, d: float) -> float:
+    """d * d/dx exp(x)"""
+    return d * math.exp(x)
+
+
+# Higher-order list functions ------------------------------------------------
+
+
+def map(fn: Callable[[float], float]) -> Callable[[Iterable[float]], list[float]]:  # noqa: A001
+    """Lift a one-argument function to lists."""
+
+    def _map(ls: Iterable[float]) -> list[float]:
+        return [fn(x) for x in ls]
+
+    return _map
+
+
+def zipWith(  # noqa: N802 - course API name
+    fn: Callable[[float, float], float],
+) -> Callable[[Iterable[float], Iterable[float]], list[float]]:
+    """Lift a two-argument function to pairs of lists."""
+
+    def _zip(ls1: Iterable[float], ls2: Iterable[float]) -> list[float]:
+        return [fn(x, y) for x, y in zip(ls1, ls2)]
+
+    return _zip
+
+
+def reduce(
+    fn: Callable[[float, float], float], start: float
+) -> Callable[[Iterable[float]], float]:
+    """Fold a list from the left, starting at ``start``."""
+
+    def _reduce(ls: Iterable[float]) -> float:
+        acc = start
+        for x in ls:
+            acc = fn(acc, x)
+        return acc
+
+    return _reduce
+
+
+def negList(ls: Iterable[float]) -> list[float]:  # noqa: N802
+    """Negate every element."""
+    return map(neg)(ls)
+
+
+def addLists(ls1: Iterable[float], ls2: Iterable[float]) -> list[float]:  # noqa: N802
+    """Elementwise sum of two lists."""
+    return zipWith(add)(ls1, ls2)
+
+
+def sum(ls: Iterable[float]) -> float:  # noqa: A001
+    """Sum of a list; 0 for an empty list."""
+    return reduce(add, 0.0)(ls)
+
+
+def prod(ls: Sequence[float] | Iterable[float]) -> float:
+    """Product of a list (ints give an int); 1 for an empty list."""
+    return reduce(mul, 1)(ls)

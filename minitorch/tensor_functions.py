@@ -1,0 +1,484 @@
+"""Differentiable tensor functions, and the factories that make tensors.
+
+Each function is a class with static ``forward`` and ``backward``; ``apply``
+runs forward on detached inputs and records a ``History`` only when some
+input tracks gradients, so inference pays nothing for autodiff.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import operators
+from .autodiff import Context
+from .tensor_data import IndexingError, TensorData, strides_from_shape
+from .tensor_ops import SimpleBackend, TensorBackend, check_reduce_dim
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+
+@dataclass(slots=True)
+class History:
+    """How a tensor was made: the function, its context and its inputs."""
+
+    last_fn: type[Function] | None = None
+    ctx: Context | None = None
+    inputs: Sequence[Any] = ()
+
+
+def _tensor_class() -> type[Tensor]:
+    from .tensor import Tensor
+
+    return Tensor
+
+
+class Function:
+    """Base class of differentiable functions; never instantiated."""
+
+    @classmethod
+    def _backward(cls, ctx: Context, grad_out: Tensor) -> tuple[Any, ...]:
+        grads = cls.backward(ctx, grad_out)  # type: ignore[attr-defined]
+        return grads if isinstance(grads, tuple) else (grads,)
+
+    @classmethod
+    def _forward(cls, ctx: Context, *inps: Any) -> Tensor:
+        return cls.forward(ctx, *inps)  # type: ignore[attr-defined]
+
+    @classmethod
+    def apply(cls, *vals: Any) -> Tensor:
+        """Run forward; attach history when any tensor input tracks gradients.
+
+        Non-tensor arguments (ints, tuples) pass through as constants.
+        """
+        Tensor = _tensor_class()
+        raw = []
+        need_grad = False
+        for v in vals:
+            if isinstance(v, Tensor):
+                if v.history is not None:
+                    need_grad = True
+                raw.append(v.detach())
+            else:
+                raw.append(v)
+        ctx = Context(not need_grad)
+        c = cls._forward(ctx, *raw)
+        if need_grad:
+            c.history = History(cls, ctx, vals)
+        return c
+
+
+def _as_int(value: Any) -> int:
+    """A dim given as an int or as a 1-element tensor (the course's form)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return int(value.item())
+
+
+def _as_ints(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return tuple(int(v) for v in value.to_numpy().reshape(-1))
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        return t1.f.neg_map(t1)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        return grad_output.f.neg_map(grad_output)
+
+
+class Inv(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        ctx.save_for_backward(t1)
+        return t1.f.inv_map(t1)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (t1,) = ctx.saved_values
+        return grad_output.f.inv_back_zip(t1, grad_output)
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
+        return t1.f.add_zip(t1, t2)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        return grad_output, grad_output
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
+        return t1.f.zip_of(operators_sub)(t1, t2)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        return grad_output, grad_output.f.neg_map(grad_output)
+
+
+def operators_sub(x: float, y: float) -> float:
+    """x - y; one kernel instead of add(neg)."""
+    return x - y
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return a.f.mul_zip(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = ctx.saved_values
+        mul = grad_output.f.mul_zip
+        return mul(grad_output, b), mul(grad_output, a)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        out = t1.f.sigmoid_map(t1)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (out,) = ctx.saved_values
+        return grad_output.f.zip_of(sigmoid_back_from_output)(out, grad_output)
+
+
+def sigmoid_back_from_output(s: float, d: float) -> float:
+    """d * s * (1 - s), given s = sigmoid(x)."""
+    return d * s * (1.0 - s)
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        ctx.save_for_backward(t1)
+        return t1.f.relu_map(t1)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (t1,) = ctx.saved_values
+        return grad_output.f.relu_back_zip(t1, grad_output)
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        ctx.save_for_backward(t1)
+        return t1.f.log_map(t1)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (t1,) = ctx.saved_values
+        return grad_output.f.log_back_zip(t1, grad_output)
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        out = t1.f.exp_map(t1)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (out,) = ctx.saved_values
+        return grad_output.f.mul_zip(grad_output, out)
+
+
+def _reduce_all(a: Tensor, reduce: Any) -> Tensor:
+    """Reduce every element into shape (1,)."""
+    flat = a if a.dims == 1 else a.contiguous()._flat()
+    return reduce(flat, 0)
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, dim: Any = None) -> Tensor:
+        ctx.save_for_backward(a.shape)
+        if dim is None:
+            return _reduce_all(a, a.f.add_reduce)
+        return a.f.add_reduce(a, check_reduce_dim(a, _as_int(dim)))
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (shape,) = ctx.saved_values
+        # The reduced dim has size 1 (or the whole tensor was reduced to (1,)):
+        # broadcasting the gradient back out is a copy into the input's shape.
+        out = grad_output.zeros(shape)
+        return grad_output.f.id_map(grad_output, out), 0.0
+
+
+class All(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, dim: Any = None) -> Tensor:
+        if dim is None:
+            return _reduce_all(a, a.f.mul_reduce)
+        return a.f.mul_reduce(a, check_reduce_dim(a, _as_int(dim)))
+
+
+class LT(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a.shape, b.shape)
+        return a.f.lt_zip(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        a_shape, b_shape = ctx.saved_values
+        return grad_output.zeros(a_shape), grad_output.zeros(b_shape)
+
+
+class EQ(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a.shape, b.shape)
+        return a.f.eq_zip(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        a_shape, b_shape = ctx.saved_values
+        return grad_output.zeros(a_shape), grad_output.zeros(b_shape)
+
+
+class IsClose(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        return a.f.is_close_zip(a, b)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, order: Any) -> Tensor:
+        order = _as_ints(order)
+        ctx.save_for_backward(order)
+        return a._new(a._tensor.permute(*order))
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (order,) = ctx.saved_values
+        inverse = [0] * len(order)
+        for i, o in enumerate(order):
+            inverse[o] = i
+        return grad_output._new(grad_output._tensor.permute(*inverse)), 0.0
+
+
+class View(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, shape: Any) -> Tensor:
+        if not a._tensor.is_contiguous():
+            raise IndexingError(
+                f"view needs a contiguous tensor (shape {a.shape}, strides "
+                f"{a._tensor.strides}); call .contiguous() first."
+            )
+        shape = _resolve_view_shape(a.size, _as_ints(shape))
+        ctx.save_for_backward(a.shape)
+        return a._new(
+            TensorData._trusted(a._tensor._storage, shape, strides_from_shape(shape), a.size)
+        )
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (original,) = ctx.saved_values
+        g = grad_output if grad_output._tensor.is_contiguous() else grad_output.contiguous()
+        return (
+            g._new(
+                TensorData._trusted(
+                    g._tensor._storage, original, strides_from_shape(original), g.size
+                )
+            ),
+            0.0,
+        )
+
+
+def _resolve_view_shape(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Fill in one -1 and check the element count."""
+    if shape.count(-1) > 1:
+        raise IndexingError(f"view shape {shape} may hold at most one -1.")
+    known = 1
+    for s in shape:
+        if s != -1:
+            if s < 0:
+                raise IndexingError(f"view shape {shape} has a negative dimension.")
+            known *= s
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise IndexingError(f"Cannot view {size} elements as {shape}.")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    elif known != size:
+        raise IndexingError(f"Cannot view {size} elements as {shape} ({known} elements).")
+    return shape
+
+
+class Copy(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Tensor) -> Tensor:
+        return a.f.id_map(a)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+class MatMul(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
+        ctx.save_for_backward(t1, t2)
+        return t1.f.matrix_multiply(t1, t2)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        t1, t2 = ctx.saved_values
+        mm = grad_output.f.matrix_multiply
+        return mm(grad_output, _transpose(t2)), mm(_transpose(t1), grad_output)
+
+
+def _transpose(a: Tensor) -> Tensor:
+    order = list(range(a.dims))
+    order[-2], order[-1] = order[-1], order[-2]
+    return a._new(a._tensor.permute(*order))
+
+
+# Factories ---------------------------------------------------------------------
+
+
+def zeros(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
+    """A tensor of zeros."""
+    shape = _check_shape(shape)
+    return _tensor_class().make(np.zeros(_prod(shape)), shape, backend=backend)
+
+
+def ones(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
+    """A tensor of ones."""
+    shape = _check_shape(shape)
+    return _tensor_class().make(np.ones(_prod(shape)), shape, backend=backend)
+
+
+def rand(
+    shape: Sequence[int], backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+) -> Tensor:
+    """Uniform on [0, 1), drawn from Python's ``random`` so seeds repeat."""
+    shape = _check_shape(shape)
+    values = np.array([random.random() for _ in range(_prod(shape))], dtype=np.float64)
+    t = _tensor_class().make(values, shape, backend=backend)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _tensor(
+    ls: Any,
+    shape: Sequence[int],
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor from a flat list of values and a shape."""
+    t = _tensor_class().make(np.array(ls, dtype=np.float64).reshape(-1), tuple(shape), backend=backend)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def tensor(ls: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool = False) -> Tensor:
+    """A tensor from nested lists or tuples (or a number), shape inferred from the nesting."""
+    try:
+        values = np.array(ls, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"tensor() needs a rectangular nesting of numbers: {e}") from None
+    if values.ndim == 0:
+        values = values.reshape(1)
+    return tensor_from_numpy(values, backend=backend, requires_grad=requires_grad)
+
+
+def tensor_from_numpy(
+    array: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+) -> Tensor:
+    """A tensor holding a float64 copy of a NumPy array (no per-element Python work)."""
+    values = np.array(array, dtype=np.float64, copy=True, order="C")
+    if values.ndim == 0:
+        values = values.reshape(1)
+    if backend is not None and not isinstance(backend, TensorBackend):
+        raise TypeError(f"backend must be a TensorBackend, not {backend!r}.")
+    t = _tensor_class().make(values.reshape(-1), values.shape, backend=backend)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise IndexingError(f"Shape {shape} has a negative dimension.")
+    return shape
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# Gradient checking ---------------------------------------------------------------
+
+
+def grad_central_difference(
+    f: Any, *vals: Tensor, arg: int = 0, epsilon: float = 1e-6, ind: tuple[int, ...]
+) -> float:
+    """Central difference of ``f(*vals).sum()`` in one element of argument ``arg``."""
+    x = vals[arg]
+    up = x.zeros(x.shape)
+    up[ind] = epsilon
+    vals1 = [x if j != arg else x + up for j, x in enumerate(vals)]
+    vals2 = [x if j != arg else x - up for j, x in enumerate(vals)]
+    delta = f(*vals1).sum() - f(*vals2).sum()
+    return delta[0] / (2.0 * epsilon)
+
+
+def grad_check(f: Any, *vals: Tensor) -> None:
+    """Check autodiff gradients of ``f`` against central differences at a random element."""
+    for x in vals:
+        x.requires_grad_(True)
+        x.zero_grad_()
+    random.seed(10)
+    out = f(*vals)
+    out.sum().backward()
+    err_msg = """
+
+Gradient check error for function %s.
+
+Input %s
+
+Received derivative %f for argument %d and index %s,
+but was expecting derivative %f from central difference.
+
+"""
+    for i, x in enumerate(vals):
+        ind = x._tensor.sample()
+        check = grad_central_difference(f, *vals, arg=i, ind=ind)
+        assert x.grad is not None
+        np.testing.assert_allclose(
+            x.grad[ind],
+            check,
+            1e-2,
+            1e-2,
+            err_msg=err_msg % (f, vals, x.grad[ind], i, ind, check),
+        )
+

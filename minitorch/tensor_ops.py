@@ -1,0 +1,352 @@
+"""The backend protocol and its readable pure-Python reference, ``SimpleOps``.
+
+A backend supplies four primitives over strided storage: map, zip, reduce and
+matrix multiply. ``TensorBackend`` specialises them for the scalar operators
+that tensors use, so a tensor op is one dictionary lookup away from a kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from . import operators
+from .tensor_data import (
+    IndexingError,
+    Shape,
+    Storage,
+    Strides,
+    TensorData,
+    broadcast_index,
+    index_to_position,
+    shape_broadcast,
+    to_index,
+)
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+
+class MapProto(Protocol):
+    def __call__(self, x: Tensor, out: Tensor | None = ..., /) -> Tensor: ...
+
+
+class TensorOps:
+    """The primitives a backend implements. Each returns a callable over Tensors."""
+
+    cuda = False
+
+    @staticmethod
+    def map(fn: Callable[[float], float]) -> MapProto:
+        raise NotImplementedError
+
+    @staticmethod
+    def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def reduce(
+        fn: Callable[[float, float], float], start: float = 0.0
+    ) -> Callable[[Tensor, int], Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class TensorBackend:
+    """The primitives of one ``TensorOps`` class, specialised for the tensor operators."""
+
+    def __init__(self, ops: type[TensorOps]) -> None:
+        if not (isinstance(ops, type) and issubclass(ops, TensorOps)):
+            raise TypeError(f"TensorBackend takes a TensorOps class, not {ops!r}.")
+        self.ops = ops
+        self.cuda = ops.cuda
+        self._maps: dict[Any, MapProto] = {}
+        self._zips: dict[Any, Callable[[Tensor, Tensor], Tensor]] = {}
+        self._reduces: dict[Any, Callable[[Tensor, int], Tensor]] = {}
+
+        self.neg_map = self.map_of(operators.neg)
+        self.sigmoid_map = self.map_of(operators.sigmoid)
+        self.relu_map = self.map_of(operators.relu)
+        self.log_map = self.map_of(operators.log)
+        self.exp_map = self.map_of(operators.exp)
+        self.id_map = self.map_of(operators.id)
+        self.id_cmap = ops.cmap(operators.id)
+        self.inv_map = self.map_of(operators.inv)
+
+        self.add_zip = self.zip_of(operators.add)
+        self.mul_zip = self.zip_of(operators.mul)
+        self.lt_zip = self.zip_of(operators.lt)
+        self.eq_zip = self.zip_of(operators.eq)
+        self.is_close_zip = self.zip_of(operators.is_close)
+        self.relu_back_zip = self.zip_of(operators.relu_back)
+        self.log_back_zip = self.zip_of(operators.log_back)
+        self.inv_back_zip = self.zip_of(operators.inv_back)
+
+        self.add_reduce = self.reduce_of(operators.add, 0.0)
+        self.mul_reduce = self.reduce_of(operators.mul, 1.0)
+        self.matrix_multiply = ops.matrix_multiply
+
+    def map_of(self, fn: Callable[[float], float]) -> MapProto:
+        """This backend's map for ``fn``, built once and cached."""
+        op = self._maps.get(fn)
+        if op is None:
+            op = self._maps[fn] = self.ops.map(fn)
+        return op
+
+    def zip_of(self, fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        """This backend's zip for ``fn``, built once and cached."""
+        op = self._zips.get(fn)
+        if op is None:
+            op = self._zips[fn] = self.ops.zip(fn)
+        return op
+
+    def reduce_of(
+        self, fn: Callable[[float, float], float], start: float
+    ) -> Callable[[Tensor, int], Tensor]:
+        """This backend's reduce for ``(fn, start)``, built once and cached."""
+        key = (fn, float(start))
+        op = self._reduces.get(key)
+        if op is None:
+            op = self._reduces[key] = self.ops.reduce(fn, start)
+        return op
+
+    def __repr__(self) -> str:
+        return f"TensorBackend({self.ops.__name__})"
+
+
+# Shared checks and layout helpers -------------------------------------------------
+
+
+def check_reduce_dim(a: Tensor, dim: int) -> int:
+    """Normalise a reduce dimension (negatives count from the end) or raise."""
+    dims = a.dims
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"Reduce dimension must be an int, not {type(dim).__name__}.")
+    if dim < -dims or dim >= dims:
+        raise IndexingError(f"Dimension {dim} out of range for shape {a.shape}.")
+    return int(dim) % dims
+
+
+def reduce_shape(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    """``shape`` with ``dim`` kept at size 1."""
+    return shape[:dim] + (1,) + shape[dim + 1 :]
+
+
+def matmul_layout(a: Tensor, b: Tensor) -> tuple[TensorData, TensorData, tuple[int, ...]]:
+    """Check a matrix product and lift both operands to 3-D views.
+
+    Returns the 3-D layouts of ``a`` and ``b`` (batch dims of size 1 broadcast)
+    and the user-facing output shape. More than one batch dim is flattened,
+    copying only when the operands' batch dims cannot be merged.
+    """
+    if a.dims < 2 or b.dims < 2:
+        raise IndexingError(
+            f"Matrix multiply needs operands with at least 2 dims, got {a.shape} @ {b.shape}."
+        )
+    if a.shape[-1] != b.shape[-2]:
+        raise IndexingError(
+            f"Matrix multiply inner dims differ: {a.shape} @ {b.shape} "
+            f"({a.shape[-1]} != {b.shape[-2]})."
+        )
+    batch = shape_broadcast(a.shape[:-2], b.shape[:-2])
+    out_shape = batch + (a.shape[-2], b.shape[-1])
+    if len(batch) <= 1:
+        return _lift3(a._tensor), _lift3(b._tensor), out_shape
+    flat = 1
+    for d in batch:
+        flat *= d
+    return _flatten_batch(a, batch, flat), _flatten_batch(b, batch, flat), out_shape
+
+
+def _lift3(td: TensorData) -> TensorData:
+    if td.dims == 3:
+        return td
+    return TensorData._trusted(td._storage, (1,) + td.shape, (0,) + td.strides, td.size)
+
+
+def _flatten_batch(t: Tensor, batch: tuple[int, ...], flat: int) -> TensorData:
+    rows, cols = t.shape[-2:]
+    full = np.broadcast_to(t.to_numpy(), batch + (rows, cols))
+    storage = np.ascontiguousarray(full).reshape(-1)
+    return TensorData._trusted(storage, (flat, rows, cols), (rows * cols, cols, 1), storage.size)
+
+
+# SimpleOps: the readable reference ------------------------------------------------
+
+
+class SimpleOps(TensorOps):
+    """Pure-Python loops over arbitrary strides: slow, obvious, the oracle."""
+
+    @staticmethod
+    def map(fn: Callable[[float], float]) -> MapProto:
+        kernel = tensor_map(fn)
+
+        def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
+            if out is None:
+                out = a.zeros(a.shape)
+            else:
+                shape_broadcast(a.shape, out.shape)
+            kernel(*out.tuple(), *a.tuple())
+            return out
+
+        return _map
+
+    @staticmethod
+    def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        kernel = tensor_map(fn)
+
+        def _cmap(a: Tensor, out: Tensor) -> Tensor:
+            kernel(*out.tuple(), *a.tuple())
+            return out
+
+        return _cmap
+
+    @staticmethod
+    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        kernel = tensor_zip(fn)
+
+        def _zip(a: Tensor, b: Tensor) -> Tensor:
+            out = a.zeros(shape_broadcast(a.shape, b.shape))
+            kernel(*out.tuple(), *a.tuple(), *b.tuple())
+            return out
+
+        return _zip
+
+    @staticmethod
+    def reduce(
+        fn: Callable[[float, float], float], start: float = 0.0
+    ) -> Callable[[Tensor, int], Tensor]:
+        kernel = tensor_reduce(fn)
+
+        def _reduce(a: Tensor, dim: int) -> Tensor:
+            dim = check_reduce_dim(a, dim)
+            out = a.zeros(reduce_shape(a.shape, dim))
+            out._tensor._storage[:] = start
+            kernel(*out.tuple(), *a.tuple(), dim)
+            return out
+
+        return _reduce
+
+    @staticmethod
+    def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
+        a3, b3, out_shape = matmul_layout(a, b)
+        batch = max(a3.shape[0], b3.shape[0])
+        out = a.zeros((batch, a3.shape[1], b3.shape[2]))
+        tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())
+        return out.view(*out_shape)
+
+
+def tensor_map(
+    fn: Callable[[float], float],
+) -> Callable[[Storage, Shape, Strides, Storage, Shape, Strides], None]:
+    """Reference map kernel: ``out[i] = fn(in[broadcast(i)])`` for every out index."""
+
+    def _map(
+        out: Storage,
+        out_shape: Shape,
+        out_strides: Strides,
+        in_storage: Storage,
+        in_shape: Shape,
+        in_strides: Strides,
+    ) -> None:
+        out_index = np.zeros(len(out_shape), dtype=np.int64)
+        in_index = np.zeros(len(in_shape), dtype=np.int64)
+        for ordinal in range(int(np.prod(out_shape))):
+            to_index(ordinal, out_shape, out_index)
+            broadcast_index(out_index, out_shape, in_shape, in_index)
+            value = in_storage[index_to_position(in_index, in_strides)]
+            out[index_to_position(out_index, out_strides)] = fn(value)
+
+    return _map
+
+
+def tensor_zip(fn: Callable[[float, float], float]) -> Callable[..., None]:
+    """Reference zip kernel: ``out[i] = fn(a[broadcast(i)], b[broadcast(i)])``."""
+
+    def _zip(
+        out: Storage,
+        out_shape: Shape,
+        out_strides: Strides,
+        a_storage: Storage,
+        a_shape: Shape,
+        a_strides: Strides,
+        b_storage: Storage,
+        b_shape: Shape,
+        b_strides: Strides,
+    ) -> None:
+        out_index = np.zeros(len(out_shape), dtype=np.int64)
+        a_index = np.zeros(len(a_shape), dtype=np.int64)
+        b_index = np.zeros(len(b_shape), dtype=np.int64)
+        for ordinal in range(int(np.prod(out_shape))):
+            to_index(ordinal, out_shape, out_index)
+            broadcast_index(out_index, out_shape, a_shape, a_index)
+            broadcast_index(out_index, out_shape, b_shape, b_index)
+            a_value = a_storage[index_to_position(a_index, a_strides)]
+            b_value = b_storage[index_to_position(b_index, b_strides)]
+            out[index_to_position(out_index, out_strides)] = fn(a_value, b_value)
+
+    return _zip
+
+
+def tensor_reduce(fn: Callable[[float, float], float]) -> Callable[..., None]:
+    """Reference reduce kernel: fold ``a`` along ``reduce_dim`` into ``out`` (pre-filled)."""
+
+    def _reduce(
+        out: Storage,
+        out_shape: Shape,
+        out_strides: Strides,
+        a_storage: Storage,
+        a_shape: Shape,
+        a_strides: Strides,
+        reduce_dim: int,
+    ) -> None:
+        out_index = np.zeros(len(out_shape), dtype=np.int64)
+        for ordinal in range(int(np.prod(out_shape))):
+            to_index(ordinal, out_shape, out_index)
+            out_position = index_to_position(out_index, out_strides)
+            a_index = out_index.copy()
+            acc = out[out_position]
+            for k in range(a_shape[reduce_dim]):
+                a_index[reduce_dim] = k
+                acc = fn(acc, a_storage[index_to_position(a_index, a_strides)])
+            out[out_position] = acc
+
+    return _reduce
+
+
+def tensor_matrix_multiply(
+    out: Storage,
+    out_shape: Shape,
+    out_strides: Strides,
+    a_storage: Storage,
+    a_shape: Shape,
+    a_strides: Strides,
+    b_storage: Storage,
+    b_shape: Shape,
+    b_strides: Strides,
+) -> None:
+    """Reference batched matrix multiply on 3-D operands; a batch of 1 broadcasts."""
+    a_batch = a_strides[0] if a_shape[0] > 1 else 0
+    b_batch = b_strides[0] if b_shape[0] > 1 else 0
+    for n in range(out_shape[0]):
+        for i in range(out_shape[1]):
+            for j in range(out_shape[2]):
+                acc = 0.0
+                for k in range(a_shape[2]):
+                    acc += (
+                        a_storage[n * a_batch + i * a_strides[1] + k * a_strides[2]]
+                        * b_storage[n * b_batch + k * b_strides[1] + j * b_strides[2]]
+                    )
+                out[n * out_strides[0] + i * out_strides[1] + j * out_strides[2]] = acc
+
+
+SimpleBackend = TensorBackend(SimpleOps)
