@@ -1,0 +1,354 @@
+"""FastOps: the four primitives as compiled, parallel Numba kernels.
+
+Python does the general work once per call (output allocation, simplifying
+the layout, picking serial or parallel); the loops run in machine code from
+the templates in ``fast_kernels``, compiled per scalar function on first use
+and cached on disk (``kernel_cache``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numba import njit, prange
+from numba.core.errors import NumbaError
+
+from . import fast_kernels
+from .kernel_cache import ScalarCompileError, load_kernels
+from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData
+from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+# Below this many elements a thread launch costs more than the loop.
+PARALLEL_THRESHOLD = 1 << 15
+
+
+# Layout simplification ---------------------------------------------------------
+
+
+def elementwise_layout(
+    shape: tuple[int, ...], operands: list[tuple[tuple[int, ...], tuple[int, ...]]]
+) -> tuple[list[int], list[list[int]]]:
+    """Simplify an elementwise loop over ``shape`` for every operand.
+
+    ``operands`` are ``(shape, strides)`` pairs that broadcast to ``shape``
+    (the first is usually the output). Broadcast dims get stride 0, size-1
+    dims are dropped, and neighbours that are contiguous in every operand are
+    merged. Returns the simplified shape and each operand's strides.
+    """
+    nd = len(shape)
+    strides = []
+    for op_shape, op_strides in operands:
+        off = nd - len(op_shape)
+        full = [0] * nd
+        for d in range(len(op_shape)):
+            if op_shape[d] != 1:
+                full[d + off] = op_strides[d]
+        strides.append(full)
+    dims = [d for d in range(nd) if shape[d] != 1]
+    out_shape: list[int] = []
+    out_strides: list[list[int]] = [[] for _ in operands]
+    for d in dims:
+        if out_shape:
+            n = shape[d]
+            if all(s[-1] == st[d] * n for s, st in zip(out_strides, strides)):
+                out_shape[-1] *= n
+                for s, st in zip(out_strides, strides):
+                    s[-1] = st[d]
+                continue
+        out_shape.append(shape[d])
+        for s, st in zip(out_strides, strides):
+            s.append(st[d])
+    return out_shape, out_strides
+
+
+def _pick(module: Any, name: str, size: int) -> Any:
+    return getattr(module, name + ("_par" if size >= PARALLEL_THRESHOLD else "_ser"))
+
+
+def _guarded(fn: Callable[..., float], call: Callable[[], None]) -> None:
+    """Run a kernel, turning numba's compile failures into an error naming ``fn``."""
+    try:
+        call()
+    except NumbaError as e:
+        name = getattr(fn, "__qualname__", repr(fn))
+        reason = str(e).strip().splitlines()
+        short = next((line for line in reason if line.strip()), "unknown reason")
+        raise ScalarCompileError(
+            f"Cannot compile scalar function {name!r} into a FastOps kernel: {short.strip()}"
+        ) from None
+
+
+def _elementwise(
+    fn: Callable[..., float], module: Any, kind: str, out: Tensor, inputs: list[Tensor]
+) -> None:
+    """Run the map (one input) or zip (two inputs) kernel of ``module`` into ``out``."""
+    otd = out._tensor
+    size = otd.size
+    if size == 0:
+        return
+    tds = [t._tensor for t in inputs]
+    shape, strides = elementwise_layout(
+        otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
+    )
+    storages = [otd._storage] + [td._storage for td in tds]
+    if len(shape) <= 2:
+        if not shape:
+            shape = [1, 1]
+            strides = [[0, 0] for _ in strides]
+        elif len(shape) == 1:
+            shape = [1, shape[0]]
+            strides = [[0, s[0]] for s in strides]
+        args = [x for s in strides for x in s]
+        kernel = _pick(module, kind + "2d", size)
+        _guarded(fn, lambda: kernel(*storages, shape[0], shape[1], *args))
+        return
+    shape_arr = np.array(shape, dtype=np.int64)
+    arrays = []
+    for storage, s in zip(storages, strides):
+        arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
+    kernel = _pick(module, kind + "_nd", size)
+    _guarded(fn, lambda: kernel(*arrays))
+
+
+def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    size = 1
+    for s in shape:
+        size *= s
+    return a._make_like(np.empty(size), shape, size)
+
+
+# The backend -----------------------------------------------------------------
+
+
+class FastOps(TensorOps):
+    """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
+
+    @staticmethod
+    def map(fn: Callable[[float], float]) -> MapProto:
+        module = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+
+        def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
+            if out is None:
+                out = _empty_like_shape(a, a.shape)
+            elif out._tensor.shape != a._tensor.shape:
+                _check_broadcast_into(a.shape, out.shape)
+            _elementwise(fn, module, "map", out, [a])
+            return out
+
+        return _map
+
+    @staticmethod
+    def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        module = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+
+        def _cmap(a: Tensor, out: Tensor) -> Tensor:
+            _check_broadcast_into(a.shape, out.shape)
+            _elementwise(fn, module, "map", out, [a])
+            return out
+
+        return _cmap
+
+    @staticmethod
+    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+        module = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn)
+
+        def _zip(a: Tensor, b: Tensor) -> Tensor:
+            sa = a._tensor.shape
+            sb = b._tensor.shape
+            shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
+            out = _empty_like_shape(a, shape)
+            _elementwise(fn, module, "zip", out, [a, b])
+            return out
+
+        return _zip
+
+    @staticmethod
+    def reduce(
+        fn: Callable[[float, float], float], start: float = 0.0
+    ) -> Callable[[Tensor, int], Tensor]:
+        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn)
+        start = float(start)
+
+        def _reduce(a: Tensor, dim: int) -> Tensor:
+            dim = check_reduce_dim(a, dim)
+            td = a._tensor
+            shape = reduce_shape(td.shape, dim)
+            size = 1
+            for s in shape:
+                size *= s
+            out = a._make_like(np.full(size, start), shape, size)
+            if td.size == 0:
+                return out
+            layout = _reduce_layout(td, dim)
+            work = td.size
+            if layout is not None:
+                kernel = _pick(module, "reduce3", work)
+                _guarded(fn, lambda: kernel(out._tensor._storage, td._storage, *layout))
+            else:
+                kernel = _pick(module, "reduce_nd", work)
+                _guarded(fn, lambda: kernel(*out.tuple(), *td.tuple(), dim))
+            return out
+
+        return _reduce
+
+    @staticmethod
+    def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
+        """Batched matrix product; a batch of 1 broadcasts, operands may be strided."""
+        a3, b3, out_shape = matmul_layout(a, b)
+        batch = max(a3.shape[0], b3.shape[0])
+        m, k = a3.shape[1], a3.shape[2]
+        n = b3.shape[2]
+        size = batch * m * n
+        out = np.empty(size)
+        if size:
+            b_storage, b_strides = b3._storage, b3.strides
+            if b_strides[2] != 1 and k * n >= 64 * 64:
+                # A transposed right operand would make the inner loop strided:
+                # one contiguous copy is cheaper than K * N strided passes.
+                packed = np.ascontiguousarray(_as_numpy(b3))
+                b_storage = packed.reshape(-1)
+                b_strides = (k * n if b3.shape[0] > 1 else 0, n, 1)
+            kernel = _matmul_par if size * k >= PARALLEL_THRESHOLD * 8 else _matmul_ser
+            kernel(
+                out, a3._storage, b_storage, batch, m, n, k,
+                a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
+                b_strides[0] if b3.shape[0] > 1 else 0, b_strides[1], b_strides[2],
+            )  # fmt: skip
+        return a._make_like(out, out_shape, size)
+
+
+def _as_numpy(td: TensorData) -> np.ndarray:
+    storage = td._storage
+    return np.lib.stride_tricks.as_strided(
+        storage, shape=td.shape, strides=tuple(s * storage.itemsize for s in td.strides)
+    )
+
+
+def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
+    if TensorData.shape_broadcast(src, dst) != tuple(dst):
+        raise IndexingError(f"Cannot broadcast shape {src} into output shape {dst}.")
+
+
+def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
+    """``(n_outer, n_reduce, n_inner, s_outer, s_reduce, s_inner)``, or None if strided.
+
+    The dims before ``dim`` must merge into one, and so must the dims after it.
+    """
+    shape, strides = td.shape, td.strides
+    merged = []
+    for lo, hi in ((0, dim), (dim + 1, len(shape))):
+        n, s = 1, 0
+        for d in range(hi - 1, lo - 1, -1):
+            if shape[d] == 1:
+                continue
+            if n == 1:
+                n, s = shape[d], strides[d]
+            elif strides[d] == s * n:
+                n *= shape[d]
+            else:
+                return None
+        merged.append((n, s))
+    (n_outer, s_outer), (n_inner, s_inner) = merged
+    return (n_outer, shape[dim], n_inner, s_outer, strides[dim], s_inner)
+
+
+# Matrix multiply ----------------------------------------------------------------
+
+# Rows of A per task, and the k / j extents of a cache block: a KB x JB block of
+# B (256 KiB) stays in L2 while every row of the task streams through it.
+_ROWS = 4
+_KB = 128
+_JB = 256
+
+
+def _matmul_body(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B for a (batch, m, k) A and (batch, k, n) B into contiguous ``out``.
+
+    Parallel over (batch, block of rows); each output sums over k in order, so
+    results are bit-identical for any thread count.
+    """
+    row_blocks = (m + _ROWS - 1) // _ROWS
+    for t in prange(batch * row_blocks):
+        p = t // row_blocks
+        i0 = (t - p * row_blocks) * _ROWS
+        i1 = min(m, i0 + _ROWS)
+        a_base = p * sa0
+        b_base = p * sb0
+        o_base = p * m * n
+        for i in range(i0, i1):
+            for j in range(n):
+                out[o_base + i * n + j] = 0.0
+        for k0 in range(0, k, _KB):
+            k1 = min(k, k0 + _KB)
+            for j0 in range(0, n, _JB):
+                j1 = min(n, j0 + _JB)
+                for i in range(i0, i1):
+                    o_row = o_base + i * n
+                    a_row = a_base + i * sa1
+                    for kk in range(k0, k1):
+                        aik = a[a_row + kk * sa2]
+                        b_row = b_base + kk * sb1
+                        if sb2 == 1:
+                            for j in range(j0, j1):
+                                out[o_row + j] += aik * b[b_row + j]
+                        else:
+                            for j in range(j0, j1):
+                                out[o_row + j] += aik * b[b_row + j * sb2]
+
+
+_matmul_par = njit(parallel=True, cache=True)(_matmul_body)
+_matmul_ser = njit(cache=True)(_matmul_body)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def tensor_matrix_multiply(
+    out: Storage,
+    out_shape: Shape,
+    out_strides: Strides,
+    a_storage: Storage,
+    a_shape: Shape,
+    a_strides: Strides,
+    b_storage: Storage,
+    b_shape: Shape,
+    b_strides: Strides,
+) -> None:
+    """The course's matmul entry point on 3-D operands, any output strides."""
+    a_batch = a_strides[0] if a_shape[0] > 1 else 0
+    b_batch = b_strides[0] if b_shape[0] > 1 else 0
+    rows = out_shape[1]
+    cols = out_shape[2]
+    inner = a_shape[2]
+    for t in prange(out_shape[0] * rows):
+        p = t // rows
+        i = t - p * rows
+        a_row = p * a_batch + i * a_strides[1]
+        o_row = p * out_strides[0] + i * out_strides[1]
+        for j in range(cols):
+            b_col = p * b_batch + j * b_strides[2]
+            acc = 0.0
+            for kk in range(inner):
+                acc += a_storage[a_row + kk * a_strides[2]] * b_storage[b_col + kk * b_strides[1]]
+            out[o_row + j * out_strides[2]] = acc
+
+
+# The course's kernel factories --------------------------------------------------
+
+
+def tensor_map(fn: Callable[[float], float]) -> Any:
+    """Parallel map kernel ``(out, out_shape, out_strides, in_storage, in_shape, in_strides)``."""
+    return load_kernels("map", fast_kernels.MAP_SOURCE, fn).map_nd_par
+
+
+def tensor_zip(fn: Callable[[float, float], float]) -> Any:
+    """Parallel zip kernel ``(out…3, a…3, b…3)`` with broadcasting."""
+    return load_kernels("zip", fast_kernels.ZIP_SOURCE, fn).zip_nd_par
+
+
+def tensor_reduce(fn: Callable[[float, float], float]) -> Any:
+    """Parallel reduce kernel ``(out…3, a…3, reduce_dim)``; ``out`` pre-filled with the start."""
+    return load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn).reduce_nd_par

@@ -1,0 +1,197 @@
+"""Compile scalar functions into kernels, cached on disk across processes.
+
+Numba's ``cache=True`` only works for module-level functions of an importable
+file. So every kernel family (map, zip, reduce) is written once as a source
+template; for each scalar function the template is rendered into a module in a
+cache directory, keyed by a hash of the template and of the function's code,
+and imported from there. The scalar function is injected as the module global
+``fn`` before the first call, and numba caches the compiled kernels next to the
+generated file, so a second process loads machine code instead of compiling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numba
+from numba.core.registry import CPUDispatcher
+
+CACHE_ENV = "MINITORCH_CACHE_DIR"
+
+
+class ScalarCompileError(TypeError):
+    """A user scalar function that numba cannot compile into a kernel."""
+
+
+def cache_dir() -> Path:
+    """Where generated kernel modules and numba's cache files live."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minitorch" / f"numba-{numba.__version__}"
+
+
+def python_function(fn: Callable[..., float]) -> types.FunctionType:
+    """The plain Python function behind ``fn`` (unwrapping numba dispatchers)."""
+    py = getattr(fn, "py_func", fn)
+    if not isinstance(py, types.FunctionType):
+        raise ScalarCompileError(
+            f"{getattr(fn, '__qualname__', fn)!r} is not a Python function; "
+            "kernels need a plain `def` or lambda of floats."
+        )
+    return py
+
+
+def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) -> Any:
+    """Compile a scalar function for use inside kernels.
+
+    Plain Python functions that ``fn`` calls through its globals (for example
+    ``operators.sigmoid`` calling nothing, or a user's ``softplus`` calling
+    ``operators.exp``) are compiled too, so users write ordinary Python.
+    ``jit`` defaults to ``numba.njit(inline="always")``; CUDA passes its
+    device-function decorator.
+    """
+    if jit is None:
+        if isinstance(fn, CPUDispatcher):
+            return fn
+        jit = numba.njit(inline="always")
+    py = python_function(fn)
+    return jit(_with_compiled_globals(py, jit, {}))
+
+
+def _with_compiled_globals(
+    py: types.FunctionType, jit: Callable[..., Any], seen: dict[int, Any]
+) -> types.FunctionType:
+    replaced: dict[str, Any] = {}
+    for name in py.__code__.co_names:
+        value = py.__globals__.get(name)
+        if isinstance(value, types.FunctionType):
+            key = id(value)
+            if key not in seen:
+                seen[key] = None
+                seen[key] = jit(_with_compiled_globals(value, jit, seen))
+            replaced[name] = seen[key]
+    if not replaced:
+        return py
+    new_globals = dict(py.__globals__)
+    new_globals.update(replaced)
+    clone = types.FunctionType(
+        py.__code__, new_globals, py.__name__, py.__defaults__, py.__closure__
+    )
+    clone.__qualname__ = py.__qualname__
+    clone.__module__ = py.__module__
+    return clone
+
+
+def function_key(fn: Callable[..., float]) -> str | None:
+    """A hash of what a compiled kernel depends on, or None when it cannot be cached.
+
+    Covers the function's bytecode, constants, closure values and the code of
+    the Python functions it calls; constants read from globals are assumed
+    fixed (they are frozen at compile time, as numba does).
+    """
+    py = python_function(fn)
+    h = hashlib.sha256()
+    try:
+        _hash_code(py, h, set())
+    except _Uncacheable:
+        return None
+    return h.hexdigest()[:20]
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _hash_code(py: types.FunctionType, h: Any, seen: set[int]) -> None:
+    if id(py) in seen:
+        return
+    seen.add(id(py))
+    code = py.__code__
+    h.update(py.__module__.encode() if py.__module__ else b"")
+    h.update(py.__qualname__.encode())
+    _hash_code_object(code, h)
+    for cell in py.__closure__ or ():
+        value = cell.cell_contents
+        if isinstance(value, (int, float, bool, str)):
+            h.update(repr(value).encode())
+        elif isinstance(value, types.FunctionType):
+            _hash_code(value, h, seen)
+        else:
+            raise _Uncacheable
+    for name in code.co_names:
+        value = py.__globals__.get(name)
+        if isinstance(value, types.FunctionType):
+            _hash_code(value, h, seen)
+        elif isinstance(value, CPUDispatcher):
+            _hash_code(value.py_func, h, seen)
+        elif isinstance(value, (int, float, bool)):
+            h.update(f"{name}={value!r}".encode())
+
+
+def _hash_code_object(code: types.CodeType, h: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code_object(const, h)
+        else:
+            h.update(repr(const).encode())
+
+
+_loaded: dict[str, types.ModuleType] = {}
+
+
+def load_kernels(family: str, source: str, fn: Callable[..., float]) -> types.ModuleType:
+    """Import the kernel module of ``family`` specialised to ``fn``.
+
+    Cached functions get a generated file on disk (and numba's cache beside
+    it); functions that cannot be keyed (closures over objects) are compiled
+    in memory from the same source.
+    """
+    compiled = jit_scalar(fn)
+    key = function_key(fn)
+    if key is None:
+        module = types.ModuleType(f"_minitorch_{family}_inmemory")
+        exec(compile(source.replace("cache=True", "cache=False"), module.__name__, "exec"),
+             module.__dict__)
+        module.fn = compiled
+        return module
+    digest = hashlib.sha256((source + key).encode()).hexdigest()[:24]
+    name = f"_minitorch_{family}_{digest}"
+    module = _loaded.get(name)
+    if module is not None:
+        return module
+    path = _write_once(cache_dir() / f"{name}.py", source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    module.fn = compiled
+    _loaded[name] = module
+    return module
+
+
+def _write_once(path: Path, source: str) -> Path:
+    """Write ``source`` atomically unless the same file exists (its mtime keys numba's cache)."""
+    try:
+        if path.read_text() == source:
+            return path
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    os.replace(tmp, path)
+    return path
