@@ -26,7 +26,7 @@ fn = None
 CHUNK = {chunk}
 '''
 
-_MAP = '''
+_MAP = """
 
 @njit({flags})
 def map2d_{variant}(out, a, n0, n1, so0, so1, sa0, sa1):
@@ -38,12 +38,15 @@ def map2d_{variant}(out, a, n0, n1, so0, so1, sa0, sa1):
         po = r * so0 + j0 * so1
         pa = r * sa0 + j0 * sa1
         if so1 == 1 and sa1 == 1:
+            o_ = out[po:po + m]
+            a_ = a[pa:pa + m]
             for j in range(m):
-                out[po + j] = fn(a[pa + j])
+                o_[j] = fn(a_[j])
         elif so1 == 1 and sa1 == 0:
             v = fn(a[pa])
+            o_ = out[po:po + m]
             for j in range(m):
-                out[po + j] = v
+                o_[j] = v
         else:
             for j in range(m):
                 out[po + j * so1] = fn(a[pa + j * sa1])
@@ -75,14 +78,16 @@ def map_nd_{variant}(out, out_shape, out_strides, in_storage, in_shape, in_strid
             po += idx * out_strides[d]
             pa += idx * bs[d]
         if so1 == 1 and sa1 == 1:
+            o_ = out[po:po + inner]
+            a_ = in_storage[pa:pa + inner]
             for j in range(inner):
-                out[po + j] = fn(in_storage[pa + j])
+                o_[j] = fn(a_[j])
         else:
             for j in range(inner):
                 out[po + j * so1] = fn(in_storage[pa + j * sa1])
-'''
+"""
 
-_ZIP = '''
+_ZIP = """
 
 @njit({flags})
 def zip2d_{variant}(out, a, b, n0, n1, so0, so1, sa0, sa1, sb0, sb1):
@@ -95,16 +100,23 @@ def zip2d_{variant}(out, a, b, n0, n1, so0, so1, sa0, sa1, sb0, sb1):
         pa = r * sa0 + j0 * sa1
         pb = r * sb0 + j0 * sb1
         if so1 == 1 and sa1 == 1 and sb1 == 1:
+            o_ = out[po:po + m]
+            a_ = a[pa:pa + m]
+            b_ = b[pb:pb + m]
             for j in range(m):
-                out[po + j] = fn(a[pa + j], b[pb + j])
+                o_[j] = fn(a_[j], b_[j])
         elif so1 == 1 and sa1 == 1 and sb1 == 0:
             vb = b[pb]
+            o_ = out[po:po + m]
+            a_ = a[pa:pa + m]
             for j in range(m):
-                out[po + j] = fn(a[pa + j], vb)
+                o_[j] = fn(a_[j], vb)
         elif so1 == 1 and sa1 == 0 and sb1 == 1:
             va = a[pa]
+            o_ = out[po:po + m]
+            b_ = b[pb:pb + m]
             for j in range(m):
-                out[po + j] = fn(va, b[pb + j])
+                o_[j] = fn(va, b_[j])
         else:
             for j in range(m):
                 out[po + j * so1] = fn(a[pa + j * sa1], b[pb + j * sb1])
@@ -145,12 +157,15 @@ def zip_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strides,
             pa += idx * bsa[d]
             pb += idx * bsb[d]
         if so1 == 1 and sa1 == 1 and sb1 == 1:
+            o_ = out[po:po + inner]
+            a_ = a_storage[pa:pa + inner]
+            b_ = b_storage[pb:pb + inner]
             for j in range(inner):
-                out[po + j] = fn(a_storage[pa + j], b_storage[pb + j])
+                o_[j] = fn(a_[j], b_[j])
         else:
             for j in range(inner):
                 out[po + j * so1] = fn(a_storage[pa + j * sa1], b_storage[pb + j * sb1])
-'''
+"""
 
 _REDUCE = '''
 
@@ -172,12 +187,12 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
                 c2 = a[base + 2]
                 c3 = a[base + 3]
                 quads = n_reduce // 4
+                a_ = a[base:base + 4 * quads]
                 for q in range(1, quads):
-                    p = base + 4 * q
-                    c0 = fn(c0, a[p])
-                    c1 = fn(c1, a[p + 1])
-                    c2 = fn(c2, a[p + 2])
-                    c3 = fn(c3, a[p + 3])
+                    c0 = fn(c0, a_[4 * q])
+                    c1 = fn(c1, a_[4 * q + 1])
+                    c2 = fn(c2, a_[4 * q + 2])
+                    c3 = fn(c3, a_[4 * q + 3])
                 acc = fn(acc, fn(fn(c0, c1), fn(c2, c3)))
                 for r in range(4 * quads, n_reduce):
                     acc = fn(acc, a[base + r])
@@ -193,11 +208,13 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
             m = min(CHUNK, n_inner - i0)
             po = o * n_inner + i0
             pa = o * sa_outer + i0 * sa_inner
+            o_ = out[po:po + m]
             for r in range(n_reduce):
                 pr = pa + r * sa_reduce
                 if sa_inner == 1:
+                    a_ = a[pr:pr + m]
                     for i in range(m):
-                        out[po + i] = fn(out[po + i], a[pr + i])
+                        o_[i] = fn(o_[i], a_[i])
                 else:
                     for i in range(m):
                         out[po + i] = fn(out[po + i], a[pr + i * sa_inner])

@@ -17,7 +17,7 @@ from numba.core.errors import NumbaError
 
 from . import fast_kernels
 from .kernel_cache import ScalarCompileError, load_kernels
-from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData
+from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
 
 if TYPE_CHECKING:
@@ -66,14 +66,24 @@ def elementwise_layout(
     return out_shape, out_strides
 
 
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Row-major strides, with the common ranks spelled out because this runs per op."""
+    n = len(shape)
+    if n == 1:
+        return (1,)
+    if n == 2:
+        return (shape[1], 1)
+    return strides_from_shape(shape)
+
+
 def _pick(module: Any, name: str, size: int) -> Any:
     return getattr(module, name + ("_par" if size >= PARALLEL_THRESHOLD else "_ser"))
 
 
-def _guarded(fn: Callable[..., float], call: Callable[[], None]) -> None:
+def _guarded(fn: Callable[..., float], kernel: Any, *args: Any) -> None:
     """Run a kernel, turning numba's compile failures into an error naming ``fn``."""
     try:
-        call()
+        kernel(*args)
     except NumbaError as e:
         name = getattr(fn, "__qualname__", repr(fn))
         reason = str(e).strip().splitlines()
@@ -92,6 +102,24 @@ def _elementwise(
     if size == 0:
         return
     tds = [t._tensor for t in inputs]
+    if otd.strides == contiguous_strides(otd.shape):
+        # Fast paths: every operand contiguous like ``out``, or a single value.
+        flat = []
+        for td in tds:
+            if td.shape == otd.shape and td.strides == otd.strides:
+                flat.append(1)
+            elif td.size == 1:
+                flat.append(0)
+            else:
+                break
+        else:
+            kernel = _pick(module, kind + "2d", size)
+            if kind == "map":
+                _guarded(fn, kernel, otd._storage, tds[0]._storage, 1, size, 0, 1, 0, flat[0])
+            else:
+                storages = (otd._storage, tds[0]._storage, tds[1]._storage)
+                _guarded(fn, kernel, *storages, 1, size, 0, 1, 0, flat[0], 0, flat[1])
+            return
     shape, strides = elementwise_layout(
         otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
     )
@@ -105,14 +133,14 @@ def _elementwise(
             strides = [[0, s[0]] for s in strides]
         args = [x for s in strides for x in s]
         kernel = _pick(module, kind + "2d", size)
-        _guarded(fn, lambda: kernel(*storages, shape[0], shape[1], *args))
+        _guarded(fn, kernel, *storages, shape[0], shape[1], *args)
         return
     shape_arr = np.array(shape, dtype=np.int64)
     arrays = []
     for storage, s in zip(storages, strides):
         arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
     kernel = _pick(module, kind + "_nd", size)
-    _guarded(fn, lambda: kernel(*arrays))
+    _guarded(fn, kernel, *arrays)
 
 
 def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -188,10 +216,10 @@ class FastOps(TensorOps):
             work = td.size
             if layout is not None:
                 kernel = _pick(module, "reduce3", work)
-                _guarded(fn, lambda: kernel(out._tensor._storage, td._storage, *layout))
+                _guarded(fn, kernel, out._tensor._storage, td._storage, *layout)
             else:
                 kernel = _pick(module, "reduce_nd", work)
-                _guarded(fn, lambda: kernel(*out.tuple(), *td.tuple(), dim))
+                _guarded(fn, kernel, *out.tuple(), *td.tuple(), dim)
             return out
 
         return _reduce
@@ -206,20 +234,42 @@ class FastOps(TensorOps):
         size = batch * m * n
         out = np.empty(size)
         if size:
-            b_storage, b_strides = b3._storage, b3.strides
-            if b_strides[2] != 1 and k * n >= 64 * 64:
-                # A transposed right operand would make the inner loop strided:
-                # one contiguous copy is cheaper than K * N strided passes.
-                packed = np.ascontiguousarray(_as_numpy(b3))
-                b_storage = packed.reshape(-1)
-                b_strides = (k * n if b3.shape[0] > 1 else 0, n, 1)
-            kernel = _matmul_par if size * k >= PARALLEL_THRESHOLD * 8 else _matmul_ser
-            kernel(
-                out, a3._storage, b_storage, batch, m, n, k,
-                a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
-                b_strides[0] if b3.shape[0] > 1 else 0, b_strides[1], b_strides[2],
-            )  # fmt: skip
+            _matmul_into(out, a3, b3, batch, m, n, k)
         return a._make_like(out, out_shape, size)
+
+
+def _matmul_into(
+    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
+) -> None:
+    """Pick the matmul kernel for the operands' layout, packing one operand if it pays."""
+    work = batch * m * n
+    work *= max(k, 1)
+    parallel = work >= PARALLEL_THRESHOLD * 8
+    a_batch = a3.strides[0] if a3.shape[0] > 1 else 0
+    if k == 0:
+        out[:] = 0.0
+        return
+    if b3.strides[2] == 1 and (b3.strides[1] != 1 or n == 1) and work < _PACK_WORK:
+        # Small product with row-major B: rows of B stream through the inner loop.
+        kernel = _matmul_rows_par if parallel else _matmul_rows_ser
+        kernel(out, a3._storage, b3._storage, batch, m, n, k,
+               a_batch, a3.strides[1], a3.strides[2],
+               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1])  # fmt: skip
+        return
+    # Dot-product form: rows of A and columns of B both contiguous over k.
+    a_storage, a_strides = a3._storage, a3.strides
+    if a_strides[2] != 1 and k > 1:
+        a_storage = np.ascontiguousarray(_as_numpy(a3)).reshape(-1)
+        a_strides = (m * k, k, 1)
+        a_batch = m * k if a3.shape[0] > 1 else 0
+    b_storage, b_strides = b3._storage, b3.strides
+    if b_strides[1] != 1 and k > 1:
+        packed = np.ascontiguousarray(np.swapaxes(_as_numpy(b3), 1, 2))
+        b_storage = packed.reshape(-1)
+        b_strides = (n * k, 1, k)
+    kernel = _matmul_dots_par if parallel else _matmul_dots_ser
+    kernel(out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
+           b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2])  # fmt: skip
 
 
 def _as_numpy(td: TensorData) -> np.ndarray:
@@ -259,50 +309,100 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 
 # Matrix multiply ----------------------------------------------------------------
 
-# Rows of A per task, and the k / j extents of a cache block: a KB x JB block of
-# B (256 KiB) stays in L2 while every row of the task streams through it.
-_ROWS = 4
-_KB = 128
-_JB = 256
+# Above this many multiply-adds, packing an operand for the dot-product kernel pays.
+_PACK_WORK = 96**3
+
+# Matrix multiply kernels. Each output element sums over k in a fixed order
+# (blocks of k in sequence, lanes combined the same way every time), so results
+# are bit-identical for any thread count. ``reassoc`` lets LLVM vectorise the
+# dot products; ``contract`` allows fused multiply-adds.
+_MATMUL_MATH = {"reassoc", "contract", "nsz"}
+
+# A task owns a block of _ROWS rows of C; within it, a block of _JB columns of B
+# (as rows of B^T) times _KB of k stays in L2 while every row pair streams by.
+_ROWS = 32
+_JB = 64
+_KB = 256
 
 
-def _matmul_body(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
-    """C = A @ B for a (batch, m, k) A and (batch, k, n) B into contiguous ``out``.
+def _matmul_dots(out, a, bt, batch, m, n, k, sa0, sa1, sb0, sb2):  # noqa: ANN001
+    """C = A @ B from rows of A and columns of B that are contiguous over k.
 
-    Parallel over (batch, block of rows); each output sums over k in order, so
-    results are bit-identical for any thread count.
+    A 2x2 register block of dot products: four loads feed four multiply-adds.
     """
     row_blocks = (m + _ROWS - 1) // _ROWS
     for t in prange(batch * row_blocks):
         p = t // row_blocks
-        i0 = (t - p * row_blocks) * _ROWS
-        i1 = min(m, i0 + _ROWS)
-        a_base = p * sa0
-        b_base = p * sb0
+        r0 = (t - p * row_blocks) * _ROWS
+        r1 = min(m, r0 + _ROWS)
         o_base = p * m * n
-        for i in range(i0, i1):
+        for j0 in range(0, n, _JB):
+            j1 = min(n, j0 + _JB)
+            for k0 in range(0, k, _KB):
+                kw = min(k, k0 + _KB) - k0
+                first = k0 == 0
+                for i in range(r0, r1, 2):
+                    pa = p * sa0 + i * sa1 + k0
+                    a0 = a[pa : pa + kw]
+                    two_rows = i + 1 < r1
+                    a1 = a[pa + sa1 : pa + sa1 + kw] if two_rows else a0
+                    for j in range(j0, j1, 2):
+                        pb = p * sb0 + j * sb2 + k0
+                        two_cols = j + 1 < j1
+                        b0 = bt[pb : pb + kw]
+                        b1 = bt[pb + sb2 : pb + sb2 + kw] if two_cols else b0
+                        c00 = 0.0
+                        c01 = 0.0
+                        c10 = 0.0
+                        c11 = 0.0
+                        for kk in range(kw):
+                            x0 = a0[kk]
+                            x1 = a1[kk]
+                            y0 = b0[kk]
+                            y1 = b1[kk]
+                            c00 += x0 * y0
+                            c01 += x0 * y1
+                            c10 += x1 * y0
+                            c11 += x1 * y1
+                        po = o_base + i * n + j
+                        if not first:
+                            c00 += out[po]
+                            if two_cols:
+                                c01 += out[po + 1]
+                            if two_rows:
+                                c10 += out[po + n]
+                                if two_cols:
+                                    c11 += out[po + n + 1]
+                        out[po] = c00
+                        if two_cols:
+                            out[po + 1] = c01
+                        if two_rows:
+                            out[po + n] = c10
+                            if two_cols:
+                                out[po + n + 1] = c11
+
+
+def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1):  # noqa: ANN001
+    """C = A @ B with row-major B: each row of C accumulates scaled rows of B."""
+    for t in prange(batch * m):
+        p = t // m
+        i = t - p * m
+        o_ = out[t * n : t * n + n]
+        for j in range(n):
+            o_[j] = 0.0
+        pa = p * sa0 + i * sa1
+        for kk in range(k):
+            aik = a[pa + kk * sa2]
+            pb = p * sb0 + kk * sb1
+            b_ = b[pb : pb + n]
             for j in range(n):
-                out[o_base + i * n + j] = 0.0
-        for k0 in range(0, k, _KB):
-            k1 = min(k, k0 + _KB)
-            for j0 in range(0, n, _JB):
-                j1 = min(n, j0 + _JB)
-                for i in range(i0, i1):
-                    o_row = o_base + i * n
-                    a_row = a_base + i * sa1
-                    for kk in range(k0, k1):
-                        aik = a[a_row + kk * sa2]
-                        b_row = b_base + kk * sb1
-                        if sb2 == 1:
-                            for j in range(j0, j1):
-                                out[o_row + j] += aik * b[b_row + j]
-                        else:
-                            for j in range(j0, j1):
-                                out[o_row + j] += aik * b[b_row + j * sb2]
+                o_[j] += aik * b_[j]
 
 
-_matmul_par = njit(parallel=True, cache=True)(_matmul_body)
-_matmul_ser = njit(cache=True)(_matmul_body)
+_matmul_dots_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(_matmul_dots)
+_matmul_dots_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_matmul_dots)
+_matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(_matmul_rows)
+_matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_matmul_rows)
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -162,8 +162,10 @@ def load_kernels(family: str, source: str, fn: Callable[..., float]) -> types.Mo
     key = function_key(fn)
     if key is None:
         module = types.ModuleType(f"_minitorch_{family}_inmemory")
-        exec(compile(source.replace("cache=True", "cache=False"), module.__name__, "exec"),
-             module.__dict__)
+        exec(
+            compile(source.replace("cache=True", "cache=False"), module.__name__, "exec"),
+            module.__dict__,
+        )
         module.fn = compiled
         return module
     digest = hashlib.sha256((source + key).encode()).hexdigest()[:24]

@@ -130,9 +130,7 @@ def zipWith(  # noqa: N802 - course API name
     return _zip
 
 
-def reduce(
-    fn: Callable[[float, float], float], start: float
-) -> Callable[[Iterable[float]], float]:
+def reduce(fn: Callable[[float, float], float], start: float) -> Callable[[Iterable[float]], float]:
     """Fold a list from the left, starting at ``start``."""
 
     def _reduce(ls: Iterable[float]) -> float:

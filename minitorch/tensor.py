@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import backpropagate
+from .cuda_ops import device_zeros
 from .tensor_data import IndexingError, Storage, TensorData, UserIndex, UserShape
 from .tensor_functions import (
     EQ,
@@ -85,10 +86,9 @@ class Tensor:
         size = 1
         for s in shape:
             size *= s
-        out = self._make_like(np.zeros(size), shape, size)
         if self.backend.cuda:
-            out._type_(self.backend)
-        return out
+            return self._make_like(device_zeros(size), shape, size)
+        return self._make_like(np.zeros(size), shape, size)
 
     def _type_(self, backend: TensorBackend) -> None:
         """Switch this tensor's backend, moving storage to the GPU when needed."""
@@ -103,9 +103,14 @@ class Tensor:
             if b.backend is not self.backend:
                 if b.backend.cuda and not self.backend.cuda:
                     return Tensor.make(b.to_numpy().reshape(-1), b.shape, backend=self.backend)
-                moved = b._new(b._tensor)
+                # A TensorData of its own, so moving it to the GPU leaves b's untouched.
+                td = b._tensor
+                moved = Tensor(
+                    TensorData._trusted(td._storage, td.shape, td.strides, td.size),
+                    back=b.history,
+                    backend=b.backend,
+                )
                 moved._type_(self.backend)
-                moved.history = b.history
                 return moved
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
@@ -380,4 +385,3 @@ def _dim(t: Tensor, dim: Any) -> int:
     if dim < -t.dims or dim >= t.dims:
         raise IndexingError(f"Dimension {dim} out of range for shape {t.shape}.")
     return dim % t.dims
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -48,9 +48,7 @@ def to_index(ordinal: int, shape: Shape, out_index: OutIndex) -> None:
         remaining = remaining // dim
 
 
-def broadcast_index(
-    big_index: Index, big_shape: Shape, shape: Shape, out_index: OutIndex
-) -> None:
+def broadcast_index(big_index: Index, big_shape: Shape, shape: Shape, out_index: OutIndex) -> None:
     """Map an index of the broadcast shape onto an index of ``shape``.
 
     Extra leading dimensions are dropped and size-1 dimensions map to 0.
@@ -174,7 +172,8 @@ class TensorData:
         """Move the storage to the GPU, unless it is already there."""
         from numba import cuda
 
-        if not cuda.is_cuda_array(self._storage):
+        # ``copy_to_host`` marks a device array (the simulator has no ``is_cuda_array``).
+        if not hasattr(self._storage, "copy_to_host"):
             self._storage = cuda.to_device(self._storage)
 
     def is_contiguous(self) -> bool:
@@ -197,9 +196,14 @@ class TensorData:
         elif isinstance(index, np.ndarray):
             index = tuple(int(i) for i in index)
         else:
-            index = tuple(index)
+            try:
+                index = tuple(index)
+            except TypeError:
+                raise IndexingError(f"Index {index!r} is not an int or a tuple of ints.") from None
         if len(index) != self.dims:
-            raise IndexingError(f"Index {index} must have {self.dims} entries for shape {self.shape}.")
+            raise IndexingError(
+                f"Index {index} must have {self.dims} entries for shape {self.shape}."
+            )
         position = 0
         for i, (ind, dim, stride) in enumerate(zip(index, self.shape, self.strides)):
             if not isinstance(ind, (int, np.integer)):
@@ -254,7 +258,8 @@ class TensorData:
             strides=tuple(s * storage.itemsize for s in self.strides),
             writeable=False,
         )
-        return np.ascontiguousarray(view)
+        # A copy even when the view is already contiguous: never alias the storage.
+        return np.array(view, order="C")
 
     def to_string(self) -> str:
         """Readable nested-bracket printing; NaN and inf print as such."""

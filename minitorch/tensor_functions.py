@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import operators
 from .autodiff import Context
 from .tensor_data import IndexingError, TensorData, strides_from_shape
 from .tensor_ops import SimpleBackend, TensorBackend, check_reduce_dim
@@ -388,7 +387,9 @@ def _tensor(
     requires_grad: bool = False,
 ) -> Tensor:
     """A tensor from a flat list of values and a shape."""
-    t = _tensor_class().make(np.array(ls, dtype=np.float64).reshape(-1), tuple(shape), backend=backend)
+    t = _tensor_class().make(
+        np.array(ls, dtype=np.float64).reshape(-1), tuple(shape), backend=backend
+    )
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -481,4 +482,3 @@ but was expecting derivative %f from central difference.
             1e-2,
             err_msg=err_msg % (f, vals, x.grad[ind], i, ind, check),
         )
-
