@@ -76,71 +76,99 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return strides_from_shape(shape)
 
 
-def _pick(module: Any, name: str, size: int) -> Any:
-    return getattr(module, name + ("_par" if size >= PARALLEL_THRESHOLD else "_ser"))
+class _Elementwise:
+    """The map (one input) or zip (two inputs) kernels of one scalar function."""
 
+    def __init__(self, fn: Callable[..., float], module: Any, kind: str) -> None:
+        self.fn = fn
+        self.flat_ser = getattr(module, kind + "2d_ser")
+        self.flat_par = getattr(module, kind + "2d_par")
+        self.nd_ser = getattr(module, kind + "_nd_ser")
+        self.nd_par = getattr(module, kind + "_nd_par")
 
-def _guarded(fn: Callable[..., float], kernel: Any, *args: Any) -> None:
-    """Run a kernel, turning numba's compile failures into an error naming ``fn``."""
-    try:
-        kernel(*args)
-    except NumbaError as e:
-        name = getattr(fn, "__qualname__", repr(fn))
-        reason = str(e).strip().splitlines()
-        short = next((line for line in reason if line.strip()), "unknown reason")
-        raise ScalarCompileError(
-            f"Cannot compile scalar function {name!r} into a FastOps kernel: {short.strip()}"
-        ) from None
-
-
-def _elementwise(
-    fn: Callable[..., float], module: Any, kind: str, out: Tensor, inputs: list[Tensor]
-) -> None:
-    """Run the map (one input) or zip (two inputs) kernel of ``module`` into ``out``."""
-    otd = out._tensor
-    size = otd.size
-    if size == 0:
-        return
-    tds = [t._tensor for t in inputs]
-    if otd.strides == contiguous_strides(otd.shape):
-        # Fast paths: every operand contiguous like ``out``, or a single value.
-        flat = []
-        for td in tds:
-            if td.shape == otd.shape and td.strides == otd.strides:
-                flat.append(1)
-            elif td.size == 1:
-                flat.append(0)
-            else:
-                break
-        else:
-            kernel = _pick(module, kind + "2d", size)
-            if kind == "map":
-                _guarded(fn, kernel, otd._storage, tds[0]._storage, 1, size, 0, 1, 0, flat[0])
-            else:
-                storages = (otd._storage, tds[0]._storage, tds[1]._storage)
-                _guarded(fn, kernel, *storages, 1, size, 0, 1, 0, flat[0], 0, flat[1])
+    def run(self, otd: TensorData, *tds: TensorData) -> None:
+        """Fill ``otd`` (broadcasting every input into its shape)."""
+        size = otd.size
+        if size == 0:
             return
-    shape, strides = elementwise_layout(
-        otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
+        par = size >= PARALLEL_THRESHOLD
+        try:
+            if otd.strides == contiguous_strides(otd.shape):
+                # Fast path: each input contiguous like the output, a single value,
+                # or a contiguous trailing block repeated along the leading dims (a bias).
+                inner = 0
+                steps: list[int] = []
+                for td in tds:
+                    if td.size == 1:
+                        steps.extend((0, 0))
+                    elif td.strides == otd.strides and td.shape == otd.shape:
+                        steps.append(-1)
+                    elif inner == 0 and _is_trailing_block(td, otd.shape):
+                        inner = td.size
+                        steps.extend((0, 1))
+                    else:
+                        break
+                else:
+                    rows, cols = (1, size) if inner == 0 else (size // inner, inner)
+                    args: list[Any] = [otd._storage]
+                    args.extend(td._storage for td in tds)
+                    args.extend((rows, cols, cols, 1))
+                    for step in steps:
+                        if step == -1:
+                            args.extend((cols, 1))
+                        else:
+                            args.append(step)
+                    (self.flat_par if par else self.flat_ser)(*args)
+                    return
+            self._general(otd, tds, par)
+        except NumbaError as e:
+            raise _compile_error(self.fn, e) from None
+
+    def _general(self, otd: TensorData, tds: tuple[TensorData, ...], par: bool) -> None:
+        shape, strides = elementwise_layout(
+            otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
+        )
+        storages = [otd._storage] + [td._storage for td in tds]
+        if len(shape) <= 2:
+            if not shape:
+                shape = [1, 1]
+                strides = [[0, 0] for _ in strides]
+            elif len(shape) == 1:
+                shape = [1, shape[0]]
+                strides = [[0, s[0]] for s in strides]
+            args = [x for s in strides for x in s]
+            kernel = self.flat_par if par else self.flat_ser
+            kernel(*storages, shape[0], shape[1], *args)
+            return
+        shape_arr = np.array(shape, dtype=np.int64)
+        arrays = []
+        for storage, s in zip(storages, strides):
+            arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
+        kernel = self.nd_par if par else self.nd_ser
+        kernel(*arrays)
+
+
+def _is_trailing_block(td: TensorData, shape: tuple[int, ...]) -> bool:
+    """True when ``td`` is contiguous and its shape (less leading 1s) ends ``shape``."""
+    own = td.shape
+    while len(own) > 1 and own[0] == 1:
+        own = own[1:]
+    n = len(own)
+    return (
+        n < len(shape)
+        and shape[len(shape) - n :] == own
+        and td.strides[len(td.shape) - n :] == contiguous_strides(own)
     )
-    storages = [otd._storage] + [td._storage for td in tds]
-    if len(shape) <= 2:
-        if not shape:
-            shape = [1, 1]
-            strides = [[0, 0] for _ in strides]
-        elif len(shape) == 1:
-            shape = [1, shape[0]]
-            strides = [[0, s[0]] for s in strides]
-        args = [x for s in strides for x in s]
-        kernel = _pick(module, kind + "2d", size)
-        _guarded(fn, kernel, *storages, shape[0], shape[1], *args)
-        return
-    shape_arr = np.array(shape, dtype=np.int64)
-    arrays = []
-    for storage, s in zip(storages, strides):
-        arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
-    kernel = _pick(module, kind + "_nd", size)
-    _guarded(fn, kernel, *arrays)
+
+
+def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError:
+    """A short error naming the user's function instead of numba's traceback dump."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(e).__name__
+    return ScalarCompileError(
+        f"Cannot compile scalar function {name!r} into a FastOps kernel: {reason}"
+    )
 
 
 def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -158,39 +186,39 @@ class FastOps(TensorOps):
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
-        module = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+        engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
                 out = _empty_like_shape(a, a.shape)
             elif out._tensor.shape != a._tensor.shape:
                 _check_broadcast_into(a.shape, out.shape)
-            _elementwise(fn, module, "map", out, [a])
+            engine.run(out._tensor, a._tensor)
             return out
 
         return _map
 
     @staticmethod
     def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        module = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+        engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
             _check_broadcast_into(a.shape, out.shape)
-            _elementwise(fn, module, "map", out, [a])
+            engine.run(out._tensor, a._tensor)
             return out
 
         return _cmap
 
     @staticmethod
     def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        module = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn)
+        engine = _Elementwise(fn, load_kernels("zip", fast_kernels.ZIP_SOURCE, fn), "zip")
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             sa = a._tensor.shape
             sb = b._tensor.shape
             shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
             out = _empty_like_shape(a, shape)
-            _elementwise(fn, module, "zip", out, [a, b])
+            engine.run(out._tensor, a._tensor, b._tensor)
             return out
 
         return _zip
@@ -214,12 +242,16 @@ class FastOps(TensorOps):
                 return out
             layout = _reduce_layout(td, dim)
             work = td.size
-            if layout is not None:
-                kernel = _pick(module, "reduce3", work)
-                _guarded(fn, kernel, out._tensor._storage, td._storage, *layout)
-            else:
-                kernel = _pick(module, "reduce_nd", work)
-                _guarded(fn, kernel, *out.tuple(), *td.tuple(), dim)
+            par = work >= PARALLEL_THRESHOLD
+            try:
+                if layout is not None:
+                    kernel = module.reduce3_par if par else module.reduce3_ser
+                    kernel(out._tensor._storage, td._storage, *layout)
+                else:
+                    kernel = module.reduce_nd_par if par else module.reduce_nd_ser
+                    kernel(*out.tuple(), *td.tuple(), dim)
+            except NumbaError as e:
+                raise _compile_error(fn, e) from None
             return out
 
         return _reduce
@@ -405,7 +437,8 @@ _matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(_matmu
 _matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_matmul_rows)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# Not disk-cached: numba keeps ``parallel_diagnostics`` only for code it compiled.
+@njit(parallel=True, fastmath=True)
 def tensor_matrix_multiply(
     out: Storage,
     out_shape: Shape,
@@ -441,14 +474,14 @@ def tensor_matrix_multiply(
 
 def tensor_map(fn: Callable[[float], float]) -> Any:
     """Parallel map kernel ``(out, out_shape, out_strides, in_storage, in_shape, in_strides)``."""
-    return load_kernels("map", fast_kernels.MAP_SOURCE, fn).map_nd_par
+    return load_kernels("map", fast_kernels.MAP_SOURCE, fn, cache=False).map_nd_par
 
 
 def tensor_zip(fn: Callable[[float, float], float]) -> Any:
     """Parallel zip kernel ``(out…3, a…3, b…3)`` with broadcasting."""
-    return load_kernels("zip", fast_kernels.ZIP_SOURCE, fn).zip_nd_par
+    return load_kernels("zip", fast_kernels.ZIP_SOURCE, fn, cache=False).zip_nd_par
 
 
 def tensor_reduce(fn: Callable[[float, float], float]) -> Any:
     """Parallel reduce kernel ``(out…3, a…3, reduce_dim)``; ``out`` pre-filled with the start."""
-    return load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn).reduce_nd_par
+    return load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, cache=False).reduce_nd_par

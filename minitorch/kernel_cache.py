@@ -151,15 +151,18 @@ def _hash_code_object(code: types.CodeType, h: Any) -> None:
 _loaded: dict[str, types.ModuleType] = {}
 
 
-def load_kernels(family: str, source: str, fn: Callable[..., float]) -> types.ModuleType:
+def load_kernels(
+    family: str, source: str, fn: Callable[..., float], cache: bool = True
+) -> types.ModuleType:
     """Import the kernel module of ``family`` specialised to ``fn``.
 
     Cached functions get a generated file on disk (and numba's cache beside
-    it); functions that cannot be keyed (closures over objects) are compiled
-    in memory from the same source.
+    it); functions that cannot be keyed (closures over objects), and callers
+    that need numba's compile-time reports (``parallel_diagnostics`` is not
+    kept in the disk cache), get kernels compiled in memory from the same source.
     """
     compiled = jit_scalar(fn)
-    key = function_key(fn)
+    key = function_key(fn) if cache else None
     if key is None:
         module = types.ModuleType(f"_minitorch_{family}_inmemory")
         exec(

@@ -40,7 +40,7 @@ _ids = itertools.count()
 class Tensor:
     """A multidimensional float64 array that can record its history for autodiff."""
 
-    __slots__ = ("_tensor", "history", "grad", "name", "unique_id", "backend", "f")
+    __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
 
     def __init__(
         self,
@@ -53,11 +53,20 @@ class Tensor:
         self.history = back
         self.grad: Tensor | None = None
         self.unique_id = next(_ids)
-        self.name = name if name is not None else str(self.unique_id)
+        self._name = name
         if backend is None:
             backend = SimpleBackend
         self.backend = backend
         self.f = backend
+
+    @property
+    def name(self) -> str:
+        """The tensor's name; defaults to its unique id, as in the course."""
+        return self._name if self._name is not None else str(self.unique_id)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     # Construction -------------------------------------------------------------
 
@@ -217,8 +226,9 @@ class Tensor:
         h = self.history
         assert h is not None and h.last_fn is not None and h.ctx is not None
         grads = h.last_fn._backward(h.ctx, d_output)
+        # A number (the 0.0 of a dim or shape argument) becomes a zeros gradient.
         return [
-            (inp, inp.expand(g))
+            (inp, inp.expand(g) if isinstance(g, Tensor) else inp.zeros() + g)
             for inp, g in zip(h.inputs, grads)
             if isinstance(inp, Tensor) and not inp.is_constant()
         ]

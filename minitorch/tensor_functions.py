@@ -31,9 +31,15 @@ class History:
     inputs: Sequence[Any] = ()
 
 
+_TENSOR: Any = None
+
+
 def _tensor_class() -> type[Tensor]:
+    """The Tensor class, imported late: tensor.py sits above this module."""
+    global _TENSOR
     from .tensor import Tensor
 
+    _TENSOR = Tensor
     return Tensor
 
 
@@ -55,18 +61,18 @@ class Function:
 
         Non-tensor arguments (ints, tuples) pass through as constants.
         """
-        Tensor = _tensor_class()
-        raw = []
+        Tensor = _TENSOR or _tensor_class()
         need_grad = False
+        raw = []
         for v in vals:
             if isinstance(v, Tensor):
                 if v.history is not None:
                     need_grad = True
-                raw.append(v.detach())
+                raw.append(Tensor(v._tensor, None, None, v.backend))
             else:
                 raw.append(v)
         ctx = Context(not need_grad)
-        c = cls._forward(ctx, *raw)
+        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if need_grad:
             c.history = History(cls, ctx, vals)
         return c
@@ -375,8 +381,8 @@ def rand(
     shape = _check_shape(shape)
     values = np.array([random.random() for _ in range(_prod(shape))], dtype=np.float64)
     t = _tensor_class().make(values, shape, backend=backend)
-    if requires_grad:
-        t.requires_grad_(True)
+    # As in the course, the flag is ignored: the result is a leaf that tracks gradients.
+    t.requires_grad_(requires_grad)
     return t
 
 
@@ -390,8 +396,7 @@ def _tensor(
     t = _tensor_class().make(
         np.array(ls, dtype=np.float64).reshape(-1), tuple(shape), backend=backend
     )
-    if requires_grad:
-        t.requires_grad_(True)
+    t.requires_grad_(requires_grad)  # always a leaf, as in the course
     return t
 
 
@@ -403,7 +408,9 @@ def tensor(ls: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool 
         raise ValueError(f"tensor() needs a rectangular nesting of numbers: {e}") from None
     if values.ndim == 0:
         values = values.reshape(1)
-    return tensor_from_numpy(values, backend=backend, requires_grad=requires_grad)
+    t = tensor_from_numpy(values, backend=backend)
+    t.requires_grad_(requires_grad)  # always a leaf, as in the course
+    return t
 
 
 def tensor_from_numpy(

@@ -1,0 +1,202 @@
+"""Neural-network functions built from the tensor primitives.
+
+Pooling, max, softmax, dropout and the losses are compositions of map, zip,
+reduce and movement ops (view / permute), so every backend runs them and
+autodiff needs only one new ``Function``: ``Max``, whose backward routes the
+gradient to the argmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import operators
+from .autodiff import Context
+from .tensor import Tensor
+from .tensor_data import IndexingError
+from .tensor_functions import Function, rand, tensor_from_numpy
+from .tensor_ops import check_reduce_dim
+
+# Pooling ---------------------------------------------------------------------
+
+
+def _contiguous(t: Tensor) -> Tensor:
+    """``t`` itself when already row-major, else a differentiable copy."""
+    return t if t._tensor.is_contiguous() else t.contiguous()
+
+
+def tile(input: Tensor, kernel: tuple[int, int]) -> tuple[Tensor, int, int]:
+    """Split ``(B, C, H, W)`` into non-overlapping ``kh x kw`` blocks.
+
+    Returns ``(B, C, H/kh, W/kw, kh*kw)`` (each block flattened row by row, so a
+    reduce over the last dim pools it), and the new height and width.
+    """
+    if input.dims != 4:
+        raise IndexingError(f"tile needs a (B, C, H, W) tensor, not shape {input.shape}.")
+    kh, kw = (int(k) for k in kernel)
+    batch, channel, height, width = input.shape
+    if kh < 1 or kw < 1 or height % kh or width % kw:
+        raise IndexingError(
+            f"Pooling kernel {(kh, kw)} must be positive and divide the input's "
+            f"height and width {(height, width)}."
+        )
+    new_h, new_w = height // kh, width // kw
+    # Split W into (new_w, kw), bring H next to kw, then split H into (new_h, kh):
+    # the trailing (kh, kw) pair of each block lands contiguous as kh*kw.
+    t = _contiguous(input).view(batch, channel, height, new_w, kw)
+    t = t.permute(0, 1, 3, 2, 4).contiguous().view(batch, channel, new_w, new_h, kh * kw)
+    return t.permute(0, 1, 3, 2, 4).contiguous(), new_h, new_w
+
+
+def avgpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
+    """Mean over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``."""
+    batch, channel = input.shape[:2]
+    tiled, new_h, new_w = tile(input, kernel)
+    return tiled.mean(4).view(batch, channel, new_h, new_w)
+
+
+def maxpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
+    """Maximum over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``."""
+    batch, channel = input.shape[:2]
+    tiled, new_h, new_w = tile(input, kernel)
+    return max(tiled, 4).view(batch, channel, new_h, new_w)
+
+
+# Max, argmax, softmax ----------------------------------------------------------
+
+
+def max_reduce(input: Tensor, dim: int) -> Tensor:
+    """Maximum along ``dim`` (kept at size 1) on ``input``'s backend, without history.
+
+    The fold starts at -1e9, so smaller values are not supported.
+    """
+    return input.f.reduce_of(operators.max, -1e9)(input, dim)
+
+
+def argmax(input: Tensor, dim: int) -> Tensor:
+    """1.0 where an element equals the maximum of its slice along ``dim``, else 0.0.
+
+    Ties give several ones in a slice.
+    """
+    return input.f.eq_zip(input, max_reduce(input, dim))
+
+
+def _as_dim(input: Tensor, dim: Any) -> int:
+    """A dim given as an int or a 1-element tensor, checked and made non-negative."""
+    if isinstance(dim, Tensor):
+        dim = int(dim.item())
+    return check_reduce_dim(input, dim)
+
+
+class Max(Function):
+    """Maximum along a dim; the gradient flows to the argmax (to every tie)."""
+
+    @staticmethod
+    def forward(ctx: Context, input: Tensor, dim: Any) -> Tensor:
+        out = max_reduce(input, _as_dim(input, dim))
+        ctx.save_for_backward(input, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        input, out = ctx.saved_values
+        f = grad_output.f
+        return f.mul_zip(grad_output, f.eq_zip(input, out)), 0.0
+
+
+def max(input: Tensor, dim: int) -> Tensor:  # noqa: A001 - course API name
+    """Differentiable maximum along ``dim``, which stays at size 1."""
+    return Max.apply(input, input._ensure_tensor(dim))
+
+
+def softmax(input: Tensor, dim: int) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``dim``; same shape, slices sum to 1.
+
+    The per-slice max is subtracted first so ``exp`` cannot overflow; softmax is
+    shift-invariant, so the shift needs no gradient.
+    """
+    dim = _as_dim(input, dim)
+    e = (input - max_reduce(input, dim)).exp()
+    return e / e.sum(dim)
+
+
+def logsoftmax(input: Tensor, dim: int) -> Tensor:
+    """``x - log(sum(exp(x)))`` along ``dim``, computed stably.
+
+    After subtracting the per-slice max the sum is at least 1, so ``log``'s EPS
+    is negligible even for inputs near -100.
+    """
+    dim = _as_dim(input, dim)
+    shifted = input - max_reduce(input, dim)
+    return shifted - shifted.exp().sum(dim).log()
+
+
+# Dropout -----------------------------------------------------------------------
+
+
+def dropout(input: Tensor, rate: float, ignore: bool = False) -> Tensor:
+    """Zero each element with probability ``rate``; no rescaling of the survivors.
+
+    ``ignore=True`` (evaluation) or ``rate == 0`` returns ``input`` unchanged. The
+    mask comes from Python's ``random`` (via ``rand``), so seeds repeat.
+    """
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"dropout rate must lie in [0, 1], not {rate}.")
+    if ignore or rate == 0.0:
+        return input
+    # rand is in [0, 1): P(r > rate) = 1 - rate, and nothing survives rate 1.
+    keep = rand(input.shape, backend=input.backend) > rate
+    return input * keep
+
+
+# Losses ------------------------------------------------------------------------
+
+
+def one_hot(target: Tensor, num_classes: int) -> Tensor:
+    """``(B,)`` class indices (stored as floats) to a ``(B, num_classes)`` 0/1 tensor."""
+    if target.dims != 1:
+        raise IndexingError(f"Class targets must have shape (B,), not {target.shape}.")
+    labels = target.to_numpy()
+    index = labels.astype(np.int64)
+    if np.any(index != labels) or np.any(index < 0) or np.any(index >= num_classes):
+        raise ValueError(
+            f"Class targets must be whole numbers in [0, {num_classes}), got {labels.tolist()}."
+        )
+    return tensor_from_numpy(np.eye(num_classes)[index], backend=target.backend)
+
+
+def nll_loss(logprobs: Tensor, target: Tensor) -> Tensor:
+    """Mean negative log-likelihood of the target classes, shape ``(1,)``.
+
+    ``logprobs`` is ``(B, C)`` log-probabilities; ``target`` is ``(B,)`` class
+    indices stored as floats (PyTorch's ``nll_loss`` with the default mean).
+    """
+    if logprobs.dims != 2:
+        raise IndexingError(f"nll_loss needs (B, C) log-probabilities, not {logprobs.shape}.")
+    batch, classes = logprobs.shape
+    if target.shape != (batch,):
+        raise IndexingError(f"Targets of shape {target.shape} do not match batch size {batch}.")
+    return -(logprobs * one_hot(target, classes)).sum() / batch
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean softmax cross-entropy of ``(B, C)`` logits against ``(B,)`` class indices."""
+    if logits.dims != 2:
+        raise IndexingError(f"cross_entropy needs (B, C) logits, not {logits.shape}.")
+    return nll_loss(logsoftmax(logits, 1), target)
+
+
+def binary_cross_entropy(probs: Tensor, target: Tensor) -> Tensor:
+    """Mean of ``-(t log p + (1 - t) log(1 - p))``, shape ``(1,)``.
+
+    ``probs`` and ``target`` have the same shape; ``log``'s EPS keeps p = 0 or 1
+    finite (about -13.8 instead of -inf).
+    """
+    if probs.shape != target.shape:
+        raise IndexingError(
+            f"binary_cross_entropy needs equal shapes, got {probs.shape} and {target.shape}."
+        )
+    return -(target * probs.log() + (1.0 - target) * (1.0 - probs).log()).mean()
