@@ -69,7 +69,7 @@ def map_nd_{variant}(out, out_shape, out_strides, in_storage, in_shape, in_strid
     so1 = out_strides[nd - 1]
     sa1 = bs[nd - 1]
     for row in {loop}(size // inner):
-        rem = row
+        rem = row + 0  # a copy: numba forbids reassigning the prange index
         po = 0
         pa = 0
         for d in range(nd - 2, -1, -1):
@@ -146,7 +146,7 @@ def zip_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strides,
     sa1 = bsa[nd - 1]
     sb1 = bsb[nd - 1]
     for row in {loop}(size // inner):
-        rem = row
+        rem = row + 0  # a copy: numba forbids reassigning the prange index
         po = 0
         pa = 0
         pb = 0
@@ -229,7 +229,7 @@ def reduce_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strid
     n_reduce = a_shape[reduce_dim]
     step = a_strides[reduce_dim]
     for o in {loop}(size):
-        rem = o
+        rem = o + 0  # a copy: numba forbids reassigning the prange index
         po = 0
         pa = 0
         for d in range(nd - 1, -1, -1):

@@ -165,9 +165,12 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
     """A short error naming the user's function instead of numba's traceback dump."""
     name = getattr(fn, "__qualname__", repr(fn))
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(e).__name__
+    reason = [line for line in lines if not line.startswith("Failed in")][:3]
+    where = [line for line in lines if line.startswith("File ")][-1:]
+    detail = " ".join(reason + where) or type(e).__name__
     return ScalarCompileError(
-        f"Cannot compile scalar function {name!r} into a FastOps kernel: {reason}"
+        f"Cannot compile scalar function {name!r} into a FastOps kernel "
+        f"(use floats, arithmetic, math.* and if/else): {detail}"
     )
 
 

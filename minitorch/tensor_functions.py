@@ -8,7 +8,7 @@ input tracks gradients, so inference pays nothing for autodiff.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -489,3 +489,91 @@ but was expecting derivative %f from central difference.
             1e-2,
             err_msg=err_msg % (f, vals, x.grad[ind], i, ind, check),
         )
+
+
+# User-defined operators -----------------------------------------------------------
+
+
+def unary_op(
+    fn: Callable[[float], float],
+    derivative: Callable[[float], float] | None = None,
+    name: str | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """Turn a scalar function (and its derivative) into a differentiable tensor op.
+
+    ``fn(x)`` and ``derivative(x)`` are plain Python functions of one float that
+    use arithmetic, ``math`` and if/else; every backend compiles them with the
+    same machinery as the built-in operators (FastOps kernels, CUDA device
+    functions). Without ``derivative`` the op is not differentiable::
+
+        def softplus(x):
+            return math.log(1.0 + math.exp(x))
+
+        def softplus_grad(x):
+            return 1.0 / (1.0 + math.exp(-x))
+
+        op = minitorch.unary_op(softplus, softplus_grad)
+        y = op(t)  # forward and backward on t's backend
+    """
+
+    def forward(ctx: Context, t: Tensor) -> Tensor:
+        ctx.save_for_backward(t)
+        return t.f.map_of(fn)(t)
+
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        if derivative is None:
+            raise RuntimeError(f"{op_name} was defined without a derivative: it cannot backprop.")
+        (t,) = ctx.saved_values
+        local = grad_output.f.map_of(derivative)(t)
+        return grad_output.f.mul_zip(local, grad_output)
+
+    op_name = name or getattr(fn, "__name__", "unary_op")
+    function = type(
+        op_name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    )
+
+    def apply(t: Tensor) -> Tensor:
+        return function.apply(t)
+
+    apply.__name__ = op_name
+    apply.__doc__ = fn.__doc__
+    return apply
+
+
+def binary_op(
+    fn: Callable[[float, float], float],
+    d_first: Callable[[float, float], float] | None = None,
+    d_second: Callable[[float, float], float] | None = None,
+    name: str | None = None,
+) -> Callable[[Tensor, Any], Tensor]:
+    """Turn a scalar function of two floats into a broadcasting, differentiable tensor op.
+
+    ``d_first(x, y)`` and ``d_second(x, y)`` are the partial derivatives of
+    ``fn`` in its first and second argument (see ``unary_op``).
+    """
+
+    def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return a.f.zip_of(fn)(a, b)
+
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        if d_first is None or d_second is None:
+            raise RuntimeError(f"{op_name} was defined without derivatives: it cannot backprop.")
+        a, b = ctx.saved_values
+        f = grad_output.f
+        return (
+            f.mul_zip(f.zip_of(d_first)(a, b), grad_output),
+            f.mul_zip(f.zip_of(d_second)(a, b), grad_output),
+        )
+
+    op_name = name or getattr(fn, "__name__", "binary_op")
+    function = type(
+        op_name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    )
+
+    def apply(a: Tensor, b: Any) -> Tensor:
+        return function.apply(a, a._ensure_tensor(b))
+
+    apply.__name__ = op_name
+    apply.__doc__ = fn.__doc__
+    return apply
