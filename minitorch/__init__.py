@@ -1,0 +1,59 @@
+"""minitorch: a small, readable deep-learning library with fast tensor operations."""
+
+from numba import cuda  # noqa: F401  (makes numba.cuda importable as an attribute)
+
+from . import (
+    autodiff,
+    cuda_ops,
+    fast_conv,
+    fast_ops,
+    module,
+    nn,
+    operators,
+    optim,
+    scalar,
+    scalar_functions,
+    tensor_data,
+    tensor_functions,
+    tensor_ops,
+    testing,
+)
+from .autodiff import Context, backpropagate, central_difference, topological_sort
+from .cuda_ops import CudaOps, mm_practice, sum_practice
+from .datasets import datasets
+from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d
+from .fast_ops import FastOps
+from .kernel_cache import ScalarCompileError
+from .module import Module, Parameter
+from .nn import Max, argmax, avgpool2d, dropout, logsoftmax, max, maxpool2d, softmax, tile
+from .operators import prod
+from .optim import SGD, Optimizer
+from .scalar import Scalar, ScalarHistory, derivative_check
+from .scalar_functions import ScalarFunction
+from .tensor import Tensor
+from .tensor_data import (
+    IndexingError,
+    TensorData,
+    UserIndex,
+    UserShape,
+    UserStrides,
+    shape_broadcast,
+)
+from .tensor_functions import (
+    Function,
+    History,
+    binary_op,
+    grad_central_difference,
+    grad_check,
+    ones,
+    rand,
+    tensor,
+    tensor_from_numpy,
+    unary_op,
+    zeros,
+)
+from .tensor_ops import SimpleBackend, SimpleOps, TensorBackend, TensorOps
+from .testing import MathTest, MathTestVariable
+
+version = "0.1.0"
+__version__ = version

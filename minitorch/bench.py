@@ -1,0 +1,451 @@
+"""``python -m minitorch bench``: FastOps against NumPy and PyTorch on this machine.
+
+Every case runs side by side in one process, each side producing a fresh
+output, timed as the best of several repeats (the least disturbed run). The
+results go to a Markdown file (``docs/benchmarks.md`` by default) with a
+matmul GFLOP/s plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+import minitorch
+
+FAST = minitorch.TensorBackend(minitorch.FastOps)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="docs/benchmarks.md", help="Markdown report path")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--no-startup", action="store_true", help="skip cold/warm start timing")
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 7, min_time: float = 0.05) -> float:
+    """Seconds per call: the best of ``repeat`` rounds, each long enough to time."""
+    fn()
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        if time.perf_counter() - start >= min_time or number >= 1 << 16:
+            break
+        number *= 2
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@dataclass
+class Row:
+    case: str
+    ours: float
+    numpy: float | None
+    torch: float | None
+    target: str
+    ratio: float
+    met: bool
+    unit: str = "ms"
+
+
+def _fmt(seconds: float | None, unit: str = "ms") -> str:
+    if seconds is None:
+        return "—"
+    if unit == "GFLOP/s":
+        return f"{seconds:.1f}"
+    return f"{seconds * 1e3:.3f}"
+
+
+def _fast(x: np.ndarray) -> minitorch.Tensor:
+    return minitorch.tensor_from_numpy(x, backend=FAST)
+
+
+def op_cases(repeat: int) -> list[Row]:
+    """The elementwise and reduction targets of the FastOps issue."""
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def case(name: str, ours: Callable, ref: Callable, tref: Callable | None, limit: float) -> None:
+        t_ours = best_time(ours, repeat)
+        t_np = best_time(ref, repeat)
+        t_torch = best_time(tref, repeat) if tref is not None else None
+        ratio = t_ours / t_np
+        rows.append(Row(name, t_ours, t_np, t_torch, f"<= {limit}x NumPy", ratio, ratio <= limit))
+
+    x, y = rng.random(10**6), rng.random(10**6)
+    a, b = _fast(x), _fast(y)
+    tx, ty = (torch.from_numpy(x), torch.from_numpy(y)) if torch else (None, None)
+    case("zip add, 1e6 contiguous", lambda: a.f.add_zip(a, b), lambda: x + y,
+         (lambda: tx + ty) if torch else None, 1.5)  # fmt: skip
+    case("map exp, 1e6 contiguous", lambda: a.f.exp_map(a), lambda: np.exp(x),
+         (lambda: torch.exp(tx)) if torch else None, 1.0)  # fmt: skip
+
+    m, c = rng.random((1000, 1000)), rng.random((1000, 1))
+    mt, ct = _fast(m), _fast(c)
+    tm_, tc = (torch.from_numpy(m), torch.from_numpy(c)) if torch else (None, None)
+    case("zip mul broadcast, (1000,1000) * (1000,1)", lambda: mt.f.mul_zip(mt, ct),
+         lambda: m * c, (lambda: tm_ * tc) if torch else None, 2.0)  # fmt: skip
+    mtt = mt.permute(1, 0)
+    case("zip add transposed view + contiguous, 1000x1000", lambda: mt.f.add_zip(mtt, mt),
+         lambda: m.T + m, (lambda: tm_.T + tm_) if torch else None, 2.0)  # fmt: skip
+    case("sum along dim 0, 1000x1000", lambda: mt.f.add_reduce(mt, 0),
+         lambda: m.sum(0, keepdims=True),
+         (lambda: tm_.sum(0, keepdim=True)) if torch else None, 2.0)  # fmt: skip
+    case("sum along dim 1, 1000x1000", lambda: mt.f.add_reduce(mt, 1),
+         lambda: m.sum(1, keepdims=True),
+         (lambda: tm_.sum(1, keepdim=True)) if torch else None, 2.0)  # fmt: skip
+    return rows
+
+
+def matmul_gflops(shape_a: tuple[int, ...], shape_b: tuple[int, ...], repeat: int) -> tuple:
+    """GFLOP/s of minitorch, NumPy and PyTorch for one product."""
+    torch = _torch()
+    rng = np.random.default_rng(1)
+    x, y = rng.random(shape_a), rng.random(shape_b)
+    a, b = _fast(x), _fast(y)
+    flops = 2.0 * np.prod(np.broadcast_shapes(shape_a[:-2], shape_b[:-2]) or (1,))
+    flops *= shape_a[-2] * shape_a[-1] * shape_b[-1]
+    ours = flops / best_time(lambda: FAST.matrix_multiply(a, b), repeat) / 1e9
+    ref = flops / best_time(lambda: x @ y, repeat) / 1e9
+    theirs = None
+    if torch:
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        theirs = flops / best_time(lambda: tx @ ty, repeat) / 1e9
+    return ours, ref, theirs
+
+
+def matmul_cases(repeat: int) -> list[Row]:
+    rows = []
+    for name, sa, sb in (
+        ("matmul 256x256", (256, 256), (256, 256)),
+        ("matmul batched 16x128x128", (16, 128, 128), (16, 128, 128)),
+    ):
+        ours, ref, theirs = matmul_gflops(sa, sb, repeat)
+        ratio = ours / ref
+        rows.append(Row(name, ours, ref, theirs, ">= 50% of NumPy GFLOP/s", ratio, ratio >= 0.5,
+                        "GFLOP/s"))  # fmt: skip
+    return rows
+
+
+# Training: the course's network and loop, on minitorch and on PyTorch -------------
+
+
+def _minitorch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> float:
+    backend = FAST
+
+    class Linear(minitorch.Module):
+        def __init__(self, n_in: int, n_out: int) -> None:
+            super().__init__()
+            self.weights = minitorch.Parameter(
+                2 * (minitorch.rand((n_in, n_out), backend=backend) - 0.5)
+            )
+            self.bias = minitorch.Parameter(2 * (minitorch.rand((n_out,), backend=backend) - 0.5))
+
+        def forward(self, x: minitorch.Tensor) -> minitorch.Tensor:
+            rows, cols = x.shape
+            return x.view(rows, cols) @ self.weights.value + self.bias.value
+
+    class Network(minitorch.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer1 = Linear(2, hidden)
+            self.layer2 = Linear(hidden, hidden)
+            self.layer3 = Linear(hidden, 1)
+
+        def forward(self, x: minitorch.Tensor) -> minitorch.Tensor:
+            h = self.layer1.forward(x).relu()
+            h = self.layer2.forward(h).relu()
+            return self.layer3.forward(h).sigmoid()
+
+    random.seed(1)
+    data = minitorch.datasets["Split"](points)
+    model = Network()
+    optim = minitorch.SGD(model.parameters(), 0.05)
+
+    def step(xs: Any, ys: Any) -> None:
+        optim.zero_grad()
+        x = minitorch.tensor(xs, backend=backend)
+        y = minitorch.tensor(ys, backend=backend)
+        out = model.forward(x).view(y.shape[0])
+        prob = (out * y) + (out - 1.0) * (y - 1.0)
+        loss = -prob.log()
+        (loss / y.shape[0]).sum().view(1).backward()
+        optim.step()
+
+    return _epochs(data, batch, epochs, step)
+
+
+def _torch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> float | None:
+    torch = _torch()
+    if torch is None:
+        return None
+    dtype = torch.float64
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, hidden, dtype=dtype), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden, dtype=dtype), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, 1, dtype=dtype), torch.nn.Sigmoid(),
+    )  # fmt: skip
+    optim = torch.optim.SGD(model.parameters(), 0.05)
+    random.seed(1)
+    data = minitorch.datasets["Split"](points)
+
+    def step(xs: Any, ys: Any) -> None:
+        optim.zero_grad()
+        x = torch.tensor(xs, dtype=dtype)
+        y = torch.tensor(ys, dtype=dtype)
+        out = model(x).view(y.shape[0])
+        prob = (out * y) + (out - 1.0) * (y - 1.0)
+        loss = -prob.log()
+        (loss / y.shape[0]).sum().view(1).backward()
+        optim.step()
+
+    return _epochs(data, batch, epochs, step)
+
+
+def _epochs(data: Any, batch: int, epochs: int, step: Callable[[Any, Any], None]) -> float:
+    """Best epoch time after a warm-up epoch (which compiles kernels)."""
+    times = []
+    for _ in range(epochs + 1):
+        start = time.perf_counter()
+        pairs = list(zip(data.X, data.y))
+        random.shuffle(pairs)
+        xs, ys = zip(*pairs)
+        for i in range(0, len(xs), batch):
+            step(xs[i : i + batch], ys[i : i + batch])
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def training_cases(quick: bool) -> list[Row]:
+    rows = []
+    for name, points, hidden, batch, epochs, limit in (
+        ("training epoch, hidden 100, 50 points, batch 10", 50, 100, 10, 20 if quick else 60, 3.0),
+        ("training epoch, hidden 200, 1000 points, batch 100", 1000, 200, 100,
+         3 if quick else 8, 2.0),
+    ):  # fmt: skip
+        ours = _minitorch_epoch_time(points, hidden, batch, epochs)
+        theirs = _torch_epoch_time(points, hidden, batch, epochs)
+        ratio = ours / theirs if theirs else float("nan")
+        rows.append(Row(name, ours, None, theirs, f"<= {limit}x PyTorch", ratio,
+                        theirs is not None and ratio <= limit))  # fmt: skip
+    return rows
+
+
+# Speed ladder and plot ------------------------------------------------------------
+
+
+def ladder(repeat: int) -> list[tuple[str, float, float]]:
+    """Seconds per call of SimpleOps and FastOps for each primitive on 100x100 operands."""
+    rng = np.random.default_rng(2)
+    x, y = rng.random((100, 100)), rng.random((100, 100))
+    results = []
+    for name, call in (
+        ("map (exp)", lambda a, b: a.f.exp_map(a)),
+        ("zip (mul)", lambda a, b: a.f.mul_zip(a, b)),
+        ("reduce (sum dim 1)", lambda a, b: a.f.add_reduce(a, 1)),
+        ("matrix multiply", lambda a, b: a.f.matrix_multiply(a, b)),
+    ):
+        timings = []
+        for backend, reps, min_time in ((minitorch.SimpleBackend, 1, 0.0), (FAST, repeat, 0.05)):
+            a = minitorch.tensor_from_numpy(x, backend=backend)
+            b = minitorch.tensor_from_numpy(y, backend=backend)
+            timings.append(best_time(lambda a=a, b=b, call=call: call(a, b), reps, min_time))
+        results.append((name, timings[0], timings[1]))
+    return results
+
+
+def matmul_sweep(sizes: list[int], repeat: int) -> list[tuple[int, float, float, float | None]]:
+    return [(n, *matmul_gflops((n, n), (n, n), repeat)) for n in sizes]
+
+
+def plot_sweep(sweep: list[tuple[int, float, float, float | None]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [s for s, *_ in sweep]
+    ax.plot(sizes, [r[1] for r in sweep], "o-", label="minitorch FastOps")
+    ax.plot(sizes, [r[2] for r in sweep], "s-", label="NumPy (OpenBLAS)")
+    if all(r[3] is not None for r in sweep):
+        ax.plot(sizes, [r[3] for r in sweep], "^-", label="PyTorch CPU")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("n (n x n @ n x n, float64)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title("Matrix multiply throughput")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# Start-up ---------------------------------------------------------------------------
+
+_STARTUP = """
+import time
+t0 = time.perf_counter()
+import minitorch
+be = minitorch.TensorBackend(minitorch.FastOps)
+from minitorch.bench import _minitorch_epoch_time
+import random
+random.seed(0)
+w = minitorch.Parameter(minitorch.rand((2, 10), backend=be) - 0.5)
+x = minitorch.rand((10, 2), backend=be)
+y = minitorch.rand((10,), backend=be)
+out = (x @ w.value).relu().sum(1).view(10).sigmoid()
+loss = -((out * y) + (out - 1.0) * (y - 1.0)).log()
+(loss / 10).sum().view(1).backward()
+minitorch.SGD([w], 0.1).step()
+print(time.perf_counter() - t0)
+"""
+
+
+def startup_times() -> tuple[float, float]:
+    """Seconds from interpreter start to the first training step: cold, then warm cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, MINITORCH_CACHE_DIR=tmp, NUMBA_CACHE_DIR=tmp)
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
+                           capture_output=True)  # fmt: skip
+            times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
+# Report -------------------------------------------------------------------------------
+
+
+def _machine() -> str:
+    torch = _torch()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    parts = [
+        f"{cpu}, {os.cpu_count()} cores",
+        f"Python {platform.python_version()}",
+        f"NumPy {np.__version__}",
+        f"Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads)",
+        f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
+        if torch
+        else "no PyTorch",
+    ]
+    return "; ".join(parts)
+
+
+def main(args: argparse.Namespace) -> int:
+    repeat = 3 if args.quick else 7
+    output = Path(args.output or "docs/benchmarks.md")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+
+    say("[1/6] elementwise and reduction cases")
+    rows = op_cases(repeat)
+    say("[2/6] matrix multiply cases")
+    rows += matmul_cases(repeat)
+    say("[3/6] training epochs (minitorch and PyTorch)")
+    rows += training_cases(args.quick)
+    say("[4/6] SimpleOps -> FastOps ladder")
+    steps = ladder(repeat)
+    say("[5/6] matmul sweep 64..1024")
+    sizes = [64, 128, 256, 512] if args.quick else [64, 128, 256, 512, 1024]
+    sweep = matmul_sweep(sizes, repeat)
+    plot_path = output.with_name("matmul_gflops.png")
+    plotted = plot_sweep(sweep, plot_path)
+    startup = None
+    if not getattr(args, "no_startup", False):
+        say("[6/6] cold and warm start")
+        startup = startup_times()
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured with `python -m minitorch bench{' --quick' if args.quick else ''}` "
+        f"(`make bench`) on {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"Machine: {_machine()}.",
+        "",
+        "Each figure is the best of several repeats in one process, each side making a fresh",
+        "output. Times in milliseconds; matmul rows in GFLOP/s (higher is better). Ratio is",
+        "minitorch / NumPy for times, minitorch / NumPy GFLOP/s for matmul, and minitorch /",
+        "PyTorch for training epochs.",
+        "",
+        "## FastOps targets",
+        "",
+        "| case | minitorch | NumPy | PyTorch | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.case} | {_fmt(r.ours, r.unit)} | {_fmt(r.numpy, r.unit)} | "
+            f"{_fmt(r.torch, r.unit)} | {r.ratio:.2f} | {r.target} | {'yes' if r.met else 'NO'} |"
+        )
+    lines += [
+        "",
+        "## Speed ladder: SimpleOps -> FastOps (100x100 operands, ms per call)",
+        "",
+        "| primitive | SimpleOps | FastOps | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for prim, slow, fast in steps:
+        lines.append(f"| {prim} | {slow * 1e3:.2f} | {fast * 1e3:.4f} | {slow / fast:,.0f}x |")
+    lines += [
+        "",
+        "## Matrix multiply, n x n @ n x n (GFLOP/s)",
+        "",
+        "| n | minitorch | NumPy | PyTorch | minitorch / NumPy |",
+        "|---|---|---|---|---|",
+    ]
+    for n, ours, ref, theirs in sweep:
+        t = f"{theirs:.1f}" if theirs is not None else "—"
+        lines.append(f"| {n} | {ours:.1f} | {ref:.1f} | {t} | {ours / ref:.2f} |")
+    if plotted:
+        lines += ["", f"![matmul GFLOP/s]({plot_path.name})"]
+    if startup:
+        lines += [
+            "",
+            "## Start-up: interpreter start to the first training step",
+            "",
+            f"- cold (empty kernel cache, every kernel compiled): {startup[0]:.2f} s",
+            f"- warm (second process, kernels loaded from the disk cache): {startup[1]:.2f} s",
+        ]
+    output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    say(f"wrote {output}")
+    return 0
