@@ -28,6 +28,11 @@ def add(x: float, y: float) -> float:
     return x + y
 
 
+def sub(x: float, y: float) -> float:
+    """x - y (one kernel rather than add and neg)"""
+    return x - y
+
+
 def neg(x: float) -> float:
     """-x"""
     return -x
@@ -99,6 +104,11 @@ def relu_back(x: float, d: float) -> float:
 def sigmoid_back(x: float, d: float) -> float:
     """d * d/dx sigmoid(x)"""
     s = sigmoid(x)
+    return d * s * (1.0 - s)
+
+
+def sigmoid_back_from_output(s: float, d: float) -> float:
+    """d * d/dx sigmoid(x), given s = sigmoid(x): the forward's output is reused."""
     return d * s * (1.0 - s)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import operators
 from .autodiff import Context
 from .tensor_data import IndexingError, TensorData, strides_from_shape
 from .tensor_ops import SimpleBackend, TensorBackend, check_reduce_dim
@@ -126,16 +127,11 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
-        return t1.f.zip_of(operators_sub)(t1, t2)
+        return t1.f.zip_of(operators.sub)(t1, t2)
 
     @staticmethod
     def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
         return grad_output, grad_output.f.neg_map(grad_output)
-
-
-def operators_sub(x: float, y: float) -> float:
-    """x - y; one kernel instead of add(neg)."""
-    return x - y
 
 
 class Mul(Function):
@@ -161,12 +157,7 @@ class Sigmoid(Function):
     @staticmethod
     def backward(ctx: Context, grad_output: Tensor) -> Tensor:
         (out,) = ctx.saved_values
-        return grad_output.f.zip_of(sigmoid_back_from_output)(out, grad_output)
-
-
-def sigmoid_back_from_output(s: float, d: float) -> float:
-    """d * s * (1 - s), given s = sigmoid(x)."""
-    return d * s * (1.0 - s)
+        return grad_output.f.zip_of(operators.sigmoid_back_from_output)(out, grad_output)
 
 
 class ReLU(Function):
