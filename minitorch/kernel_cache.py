@@ -25,6 +25,8 @@ from typing import Any
 import numba
 from numba.core.registry import CPUDispatcher
 
+from . import fast_math
+
 CACHE_ENV = "MINITORCH_CACHE_DIR"
 
 
@@ -56,30 +58,34 @@ def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) 
     """Compile a scalar function for use inside kernels.
 
     Plain Python functions that ``fn`` calls through its globals (for example
-    ``operators.sigmoid`` calling nothing, or a user's ``softplus`` calling
-    ``operators.exp``) are compiled too, so users write ordinary Python.
-    ``jit`` defaults to ``numba.njit(inline="always")``; CUDA passes its
-    device-function decorator.
+    a user's ``softplus`` calling ``operators.exp``) are compiled too, so users
+    write ordinary Python. ``jit`` defaults to ``numba.njit(inline="always")``
+    for FastOps, where ``math`` is swapped for ``fast_math`` (a vectorisable
+    ``exp``); CUDA passes its device-function decorator and keeps ``math``.
     """
+    substitutes: dict[str, Any] = {}
     if jit is None:
         if isinstance(fn, CPUDispatcher):
             return fn
         jit = numba.njit(inline="always")
+        substitutes["math"] = fast_math.math_module()
     py = python_function(fn)
-    return jit(_with_compiled_globals(py, jit, {}))
+    return jit(_with_compiled_globals(py, jit, {}, substitutes))
 
 
 def _with_compiled_globals(
-    py: types.FunctionType, jit: Callable[..., Any], seen: dict[int, Any]
+    py: types.FunctionType, jit: Callable[..., Any], seen: dict[int, Any], substitutes: dict
 ) -> types.FunctionType:
     replaced: dict[str, Any] = {}
     for name in py.__code__.co_names:
         value = py.__globals__.get(name)
-        if isinstance(value, types.FunctionType):
+        if isinstance(value, types.ModuleType) and value.__name__ in substitutes:
+            replaced[name] = substitutes[value.__name__]
+        elif isinstance(value, types.FunctionType):
             key = id(value)
             if key not in seen:
                 seen[key] = None
-                seen[key] = jit(_with_compiled_globals(value, jit, seen))
+                seen[key] = jit(_with_compiled_globals(value, jit, seen, substitutes))
             replaced[name] = seen[key]
     if not replaced:
         return py
@@ -173,7 +179,7 @@ def load_kernels(
         exec(compile(text, filename, "exec"), module.__dict__)
         module.fn = compiled
         return module
-    digest = hashlib.sha256((source + key).encode()).hexdigest()[:24]
+    digest = hashlib.sha256((source + key + fast_math.VERSION).encode()).hexdigest()[:24]
     name = f"_minitorch_{family}_{digest}"
     module = _loaded.get(name)
     if module is not None:
