@@ -30,6 +30,7 @@ from .tensor_functions import (
     Sigmoid,
     Sub,
     Sum,
+    ToBackend,
     View,
 )
 from .tensor_ops import SimpleBackend, TensorBackend
@@ -110,17 +111,7 @@ class Tensor:
         """A number becomes a (1,) tensor; a tensor moves to this backend if needed."""
         if isinstance(b, Tensor):
             if b.backend is not self.backend:
-                if b.backend.cuda and not self.backend.cuda:
-                    return Tensor.make(b.to_numpy().reshape(-1), b.shape, backend=self.backend)
-                # A TensorData of its own, so moving it to the GPU leaves b's untouched.
-                td = b._tensor
-                moved = Tensor(
-                    TensorData._trusted(td._storage, td.shape, td.strides, td.size),
-                    back=b.history,
-                    backend=b.backend,
-                )
-                moved._type_(self.backend)
-                return moved
+                return ToBackend.apply(b, self.backend)
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
             c = self._make_like(np.array([float(b)]), (1,), 1)

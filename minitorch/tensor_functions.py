@@ -331,6 +331,33 @@ class Copy(Function):
         return grad_output
 
 
+class ToBackend(Function):
+    """Move a tensor to another backend; the gradient moves back."""
+
+    @staticmethod
+    def forward(ctx: Context, t: Tensor, backend: TensorBackend) -> Tensor:
+        ctx.save_for_backward(t.backend)
+        return move_to_backend(t, backend)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (backend,) = ctx.saved_values
+        return move_to_backend(grad_output, backend), 0.0
+
+
+def move_to_backend(t: Tensor, backend: TensorBackend) -> Tensor:
+    """The same values on ``backend``: a host copy off the GPU, a device copy onto it."""
+    if t.backend is backend:
+        return t
+    td = t._tensor
+    if t.backend.cuda and not backend.cuda:
+        return _tensor_class().make(td.to_numpy().reshape(-1), td.shape, backend=backend)
+    # A TensorData of its own, so moving it to the GPU leaves t's storage where it is.
+    moved = _tensor_class()(TensorData._trusted(td._storage, td.shape, td.strides, td.size))
+    moved._type_(backend)
+    return moved
+
+
 class MatMul(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:

@@ -1,0 +1,65 @@
+"""Shared pytest set-up: markers and the ``backend`` fixture.
+
+Markers:
+  ``cuda``    tests that need the CUDA backend (real GPU or ``NUMBA_ENABLE_CUDASIM=1``);
+  ``kernels`` tests that exercise the numba-compiled FastOps kernels
+              (the Makefile re-runs them with ``NUMBA_BOUNDSCHECK=1``).
+
+``backend`` is parametrised over ``simple``, ``fast`` and ``cuda``; the cuda
+parameter is skipped when ``numba.cuda.is_available()`` is false.
+"""
+
+from __future__ import annotations
+
+import numba.cuda
+import pytest
+from hypothesis import settings
+
+import minitorch
+
+CUDA_AVAILABLE = numba.cuda.is_available()
+
+# Timing deadlines make hypothesis flaky on a loaded machine (and numba compiles
+# on first use); tests that want a deadline set one explicitly.
+settings.register_profile("minitorch", deadline=None)
+settings.load_profile("minitorch")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs the CUDA backend (GPU or simulator)")
+    config.addinivalue_line("markers", "kernels: exercises the numba FastOps kernels")
+
+
+_BACKENDS: dict[str, minitorch.TensorBackend] = {
+    "simple": minitorch.SimpleBackend,
+    "fast": minitorch.TensorBackend(minitorch.FastOps),
+}
+
+
+def make_backend(name: str) -> minitorch.TensorBackend:
+    """The backend called ``name``, built once per process."""
+    if name not in _BACKENDS:
+        _BACKENDS[name] = minitorch.TensorBackend(minitorch.CudaOps)
+    return _BACKENDS[name]
+
+
+BACKEND_PARAMS = [
+    pytest.param("simple", id="simple"),
+    pytest.param("fast", id="fast", marks=pytest.mark.kernels),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not CUDA_AVAILABLE, reason="numba.cuda is not available"),
+        ],
+    ),
+]
+
+
+# Session scope: hypothesis rejects function-scoped fixtures in @given tests,
+# and a backend is immutable anyway.
+@pytest.fixture(scope="session", params=BACKEND_PARAMS)
+def backend(request: pytest.FixtureRequest) -> minitorch.TensorBackend:
+    """Each tensor backend in turn: simple, fast and (when available) cuda."""
+    return make_backend(request.param)
