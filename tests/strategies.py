@@ -1,0 +1,185 @@
+"""Hypothesis strategies and helpers shared by the tensor test files.
+
+Tensors come paired with a NumPy array holding the same values, which is the
+oracle. Sizes depend on the backend: SimpleOps is pure Python and the CUDA
+simulator runs one Python thread per GPU thread, so both get small tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import minitorch
+from minitorch import Tensor, TensorBackend
+
+# Values -------------------------------------------------------------------------
+
+small_floats = st.floats(min_value=-100, max_value=100, allow_nan=False, allow_infinity=False)
+# Away from 0, for divisors and logs.
+positive_floats = st.floats(min_value=0.1, max_value=100)
+# Few distinct values, so that == and < see ties.
+small_ints = st.integers(min_value=-3, max_value=3).map(float)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large a test may make its tensors, and how many examples it runs."""
+
+    max_size: int  # elements per tensor
+    max_dim: int  # size of any one dimension
+    examples: int  # hypothesis examples per property
+    heavy_examples: int  # for properties that launch many kernels (matmul, long chains)
+
+
+CPU_LIMITS = Limits(max_size=60, max_dim=5, examples=25, heavy_examples=15)
+# The simulator starts a Python thread per GPU thread (1024 per reduce or matmul block).
+# Hypothesis tries the simplest example (all ones and zeros) first, so keep at least 2.
+CUDA_LIMITS = Limits(max_size=8, max_dim=3, examples=3, heavy_examples=2)
+
+
+def limits(backend: TensorBackend) -> Limits:
+    """The size limits that suit ``backend``."""
+    return CUDA_LIMITS if backend.cuda else CPU_LIMITS
+
+
+def run_property(
+    backend: TensorBackend, check: Callable[..., None], *strategies: Any, heavy: bool = False
+) -> None:
+    """Run ``check`` now as a hypothesis property, sized for ``backend``."""
+    lim = limits(backend)
+    configured = settings(
+        max_examples=lim.heavy_examples if heavy else lim.examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    configured(given(*strategies)(check))()
+
+
+# Shapes -------------------------------------------------------------------------
+
+
+@st.composite
+def shapes(
+    draw: st.DrawFn,
+    min_dims: int = 1,
+    max_dims: int = 4,
+    max_size: int = CPU_LIMITS.max_size,
+    max_dim: int = CPU_LIMITS.max_dim,
+) -> tuple[int, ...]:
+    """A shape with 1-4 dims (size-1 dims included) and at most ``max_size`` elements."""
+    n = draw(st.integers(min_value=min_dims, max_value=max_dims))
+    shape = []
+    size = 1
+    for _ in range(n):
+        d = draw(st.integers(min_value=1, max_value=max(1, min(max_dim, max_size // size))))
+        shape.append(d)
+        size *= d
+    return tuple(shape)
+
+
+def backend_shapes(backend: TensorBackend, **kwargs: Any) -> st.SearchStrategy[tuple[int, ...]]:
+    """``shapes`` within ``backend``'s limits."""
+    lim = limits(backend)
+    return shapes(max_size=lim.max_size, max_dim=lim.max_dim, **kwargs)
+
+
+@st.composite
+def broadcast_shape_pairs(
+    draw: st.DrawFn,
+    max_size: int = CPU_LIMITS.max_size,
+    max_dim: int = CPU_LIMITS.max_dim,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Two shapes that broadcast together, possibly of different ranks.
+
+    Both are cut from one target shape by dropping leading dims and turning
+    some dims into 1, so their broadcast never exceeds ``max_size``.
+    """
+    target = draw(shapes(max_size=max_size, max_dim=max_dim))
+
+    def cut() -> tuple[int, ...]:
+        start = draw(st.integers(min_value=0, max_value=len(target) - 1))
+        return tuple(1 if draw(st.booleans()) else d for d in target[start:])
+
+    return cut(), cut()
+
+
+# Tensors paired with NumPy arrays ----------------------------------------------
+
+
+def inverse_permutation(order: Sequence[int]) -> list[int]:
+    inverse = [0] * len(order)
+    for i, o in enumerate(order):
+        inverse[o] = i
+    return inverse
+
+
+@st.composite
+def tensor_arrays(
+    draw: st.DrawFn,
+    backend: TensorBackend,
+    shape: Sequence[int] | None = None,
+    elements: st.SearchStrategy[float] = small_floats,
+    permute: bool = True,
+) -> tuple[Tensor, np.ndarray]:
+    """A tensor and the NumPy array with the same values.
+
+    With ``permute``, the tensor is a permuted view of a contiguous tensor, so
+    its strides are usually not row-major.
+    """
+    if shape is None:
+        shape = draw(backend_shapes(backend))
+    shape = tuple(shape)
+    n = len(shape)
+    order = draw(st.permutations(range(n))) if permute else list(range(n))
+    base_shape = [0] * n
+    for i, o in enumerate(order):
+        base_shape[o] = shape[i]
+    base = draw(arrays(np.float64, tuple(base_shape), elements=elements))
+    t = minitorch.tensor_from_numpy(base, backend=backend).permute(*order)
+    expected = base.transpose(order)
+    assert t.shape == expected.shape
+    return t, expected
+
+
+@st.composite
+def tensor_array_pairs(
+    draw: st.DrawFn,
+    backend: TensorBackend,
+    elements: st.SearchStrategy[float] = small_floats,
+    elements_b: st.SearchStrategy[float] | None = None,
+    broadcast: bool = True,
+) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
+    """Two (possibly permuted) tensors of broadcast-compatible (or equal) shapes."""
+    lim = limits(backend)
+    if broadcast:
+        shape_a, shape_b = draw(broadcast_shape_pairs(max_size=lim.max_size, max_dim=lim.max_dim))
+    else:
+        shape_a = shape_b = draw(backend_shapes(backend))
+    ta, na = draw(tensor_arrays(backend, shape_a, elements))
+    tb, nb = draw(tensor_arrays(backend, shape_b, elements if elements_b is None else elements_b))
+    return ta, na, tb, nb
+
+
+# Assertions ---------------------------------------------------------------------
+
+
+def assert_close(actual: Tensor | np.ndarray | float, expected: Any) -> None:
+    """Values (and shape, for tensors) close in the contract's sense."""
+    if isinstance(actual, Tensor):
+        expected = np.asarray(expected, dtype=np.float64)
+        assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+        actual = actual.to_numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-2)
+
+
+def assert_exact(actual: Tensor, expected: Any) -> None:
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    np.testing.assert_array_equal(actual.to_numpy(), expected)
