@@ -66,16 +66,6 @@ def elementwise_layout(
     return out_shape, out_strides
 
 
-def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Row-major strides, with the common ranks spelled out because this runs per op."""
-    n = len(shape)
-    if n == 1:
-        return (1,)
-    if n == 2:
-        return (shape[1], 1)
-    return strides_from_shape(shape)
-
-
 class _Elementwise:
     """The map (one input) or zip (two inputs) kernels of one scalar function."""
 
@@ -93,7 +83,7 @@ class _Elementwise:
             return
         par = size >= PARALLEL_THRESHOLD
         try:
-            if otd.strides == contiguous_strides(otd.shape):
+            if otd.strides == strides_from_shape(otd.shape):
                 # Fast path: each input contiguous like the output, a single value,
                 # or a contiguous trailing block repeated along the leading dims (a bias).
                 inner = 0
@@ -157,7 +147,7 @@ def _is_trailing_block(td: TensorData, shape: tuple[int, ...]) -> bool:
     return (
         n < len(shape)
         and shape[len(shape) - n :] == own
-        and td.strides[len(td.shape) - n :] == contiguous_strides(own)
+        and td.strides[len(td.shape) - n :] == strides_from_shape(own)
     )
 
 

@@ -10,7 +10,14 @@ import numpy as np
 
 from .autodiff import backpropagate
 from .cuda_ops import device_zeros
-from .tensor_data import IndexingError, Storage, TensorData, UserIndex, UserShape
+from .tensor_data import (
+    IndexingError,
+    Storage,
+    TensorData,
+    UserIndex,
+    UserShape,
+    strides_from_shape,
+)
 from .tensor_functions import (
     EQ,
     LT,
@@ -87,7 +94,7 @@ class Tensor:
 
     def _make_like(self, storage: Any, shape: tuple[int, ...], size: int) -> Tensor:
         """A contiguous tensor on this backend over freshly computed ``storage``."""
-        strides = _row_major(shape)
+        strides = strides_from_shape(shape)
         return Tensor(TensorData._trusted(storage, shape, strides, size), backend=self.backend)
 
     def zeros(self, shape: UserShape | None = None) -> Tensor:
@@ -359,20 +366,9 @@ class Tensor:
 
     def _view_raw(self, shape: tuple[int, ...]) -> Tensor:
         td = self._tensor
-        return self._new(TensorData._trusted(td._storage, shape, _row_major(shape), td.size))
-
-
-def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(shape) == 1:
-        return (1,)
-    if len(shape) == 2:
-        return (shape[1], 1)
-    strides = []
-    step = 1
-    for dim in reversed(shape):
-        strides.append(step)
-        step *= dim
-    return tuple(reversed(strides))
+        return self._new(
+            TensorData._trusted(td._storage, shape, strides_from_shape(shape), td.size)
+        )
 
 
 def _key(key: Any) -> Any:

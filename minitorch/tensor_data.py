@@ -77,7 +77,15 @@ def shape_broadcast(shape1: UserShape, shape2: UserShape) -> tuple[int, ...]:
 
 
 def strides_from_shape(shape: UserShape) -> tuple[int, ...]:
-    """Row-major (C-contiguous) strides for ``shape``."""
+    """Row-major (C-contiguous) strides for ``shape``.
+
+    The common ranks are spelled out: this runs for nearly every new tensor.
+    """
+    n = len(shape)
+    if n == 1:
+        return (1,)
+    if n == 2:
+        return (shape[1], 1)
     strides = []
     step = 1
     for dim in reversed(shape):
