@@ -41,7 +41,7 @@ def _report(title: str, kernel: object, level: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    level = args.level
+    level = getattr(args, "level", 3)
     shape = (4, 5)
     out, a, b = _triple(shape), _triple(shape), _triple(shape)
 

@@ -14,6 +14,8 @@ vectorises. The N-D kernels keep the course's call signature.
 
 from __future__ import annotations
 
+import itertools
+
 # Work is split into chunks of this many elements of the inner dimension, so a
 # long 1-D operand still spreads over every thread.
 CHUNK = 4096
@@ -26,146 +28,108 @@ fn = None
 CHUNK = {chunk}
 '''
 
-_MAP = """
 
-@njit({flags})
-def map2d_{variant}(out, a, n0, n1, so0, so1, sa0, sa1):
-    chunks = (n1 + CHUNK - 1) // CHUNK
-    for t in {loop}(n0 * chunks):
-        r = t // chunks
-        j0 = (t - r * chunks) * CHUNK
-        m = min(CHUNK, n1 - j0)
-        po = r * so0 + j0 * so1
-        pa = r * sa0 + j0 * sa1
-        if so1 == 1 and sa1 == 1:
-            o_ = out[po:po + m]
-            a_ = a[pa:pa + m]
-            for j in range(m):
-                o_[j] = fn(a_[j])
-        elif so1 == 1 and sa1 == 0:
-            v = fn(a[pa])
-            o_ = out[po:po + m]
-            for j in range(m):
-                o_[j] = v
+def elementwise_template(kind: str, arity: int) -> str:
+    """The elementwise engine for ``arity`` inputs: a 2-D kernel and an N-D kernel.
+
+    One generator serves map (arity 1) and zip (arity 2). In the 2-D kernel
+    each combination of unit-stride (1) and broadcast (0) inputs gets its own
+    inner loop: unit-stride inputs are sliced so LLVM sees plain ``x[j]``
+    (no wraparound checks, so the loop vectorises), and broadcast inputs are
+    read once per chunk. Any other stride takes the general loop.
+    """
+    xs = [f"x{i}" for i in range(arity)]
+    lines = [
+        "",
+        "",
+        "@njit({flags})",
+        f"def {kind}2d_{{variant}}(out, {', '.join(xs)}, n0, n1, so0, so1, "
+        + ", ".join(f"s{i}0, s{i}1" for i in range(arity))
+        + "):",
+        "    chunks = (n1 + CHUNK - 1) // CHUNK",
+        "    for t in {loop}(n0 * chunks):",
+        "        r = t // chunks",
+        "        j0 = (t - r * chunks) * CHUNK",
+        "        m = min(CHUNK, n1 - j0)",
+        "        po = r * so0 + j0 * so1",
+    ]
+    lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
+    keyword = "if"
+    for pattern in itertools.product((1, 0), repeat=arity):
+        test = " and ".join(["so1 == 1"] + [f"s{i}1 == {u}" for i, u in enumerate(pattern)])
+        lines.append(f"        {keyword} {test}:")
+        keyword = "elif"
+        lines.append("            o_ = out[po:po + m]")
+        args = []
+        for i, unit in enumerate(pattern):
+            if unit:
+                lines.append(f"            v{i} = x{i}[p{i}:p{i} + m]")
+                args.append(f"v{i}[j]")
+            else:
+                lines.append(f"            v{i} = x{i}[p{i}]")
+                args.append(f"v{i}")
+        if any(pattern):
+            lines += [
+                "            for j in range(m):",
+                f"                o_[j] = fn({', '.join(args)})",
+            ]
         else:
-            for j in range(m):
-                out[po + j * so1] = fn(a[pa + j * sa1])
+            lines += [f"            c = fn({', '.join(args)})", "            for j in range(m):",
+                      "                o_[j] = c"]  # fmt: skip
+    general = ", ".join(f"x{i}[p{i} + j * s{i}1]" for i in range(arity))
+    lines += [
+        "        else:",
+        "            for j in range(m):",
+        f"                out[po + j * so1] = fn({general})",
+        "",
+        "",
+        "@njit({flags})",
+        f"def {kind}_nd_{{variant}}(out, out_shape, out_strides, "
+        + ", ".join(f"x{i}, x{i}_shape, x{i}_strides" for i in range(arity))
+        + "):",
+        "    nd = len(out_shape)",
+        "    size = 1",
+        "    for d in range(nd):",
+        "        size *= out_shape[d]",
+        "    if size == 0:",
+        "        return",
+    ]
+    for i in range(arity):
+        lines += [
+            f"    bs{i} = np.zeros(nd, np.int64)",
+            f"    for d in range(len(x{i}_shape)):",
+            f"        if x{i}_shape[d] != 1:",
+            f"            bs{i}[d + nd - len(x{i}_shape)] = x{i}_strides[d]",
+        ]
+    lines += [
+        "    inner = out_shape[nd - 1]",
+        "    so1 = out_strides[nd - 1]",
+        "    for row in {loop}(size // inner):",
+        "        rem = row + 0  # a copy: numba forbids reassigning the prange index",
+        "        po = 0",
+    ]
+    lines += [f"        p{i} = 0" for i in range(arity)]
+    lines += [
+        "        for d in range(nd - 2, -1, -1):",
+        "            idx = rem % out_shape[d]",
+        "            rem = rem // out_shape[d]",
+        "            po += idx * out_strides[d]",
+    ]
+    lines += [f"            p{i} += idx * bs{i}[d]" for i in range(arity)]
+    unit = " and ".join(["so1 == 1"] + [f"bs{i}[nd - 1] == 1" for i in range(arity)])
+    lines += [f"        if {unit}:", "            o_ = out[po:po + inner]"]
+    lines += [f"            v{i} = x{i}[p{i}:p{i} + inner]" for i in range(arity)]
+    lines += [
+        "            for j in range(inner):",
+        f"                o_[j] = fn({', '.join(f'v{i}[j]' for i in range(arity))})",
+        "        else:",
+        "            for j in range(inner):",
+        "                out[po + j * so1] = fn("
+        + ", ".join(f"x{i}[p{i} + j * bs{i}[nd - 1]]" for i in range(arity))
+        + ")",
+    ]
+    return "\n".join(lines) + "\n"
 
-
-@njit({flags})
-def map_nd_{variant}(out, out_shape, out_strides, in_storage, in_shape, in_strides):
-    nd = len(out_shape)
-    size = 1
-    for d in range(nd):
-        size *= out_shape[d]
-    if size == 0:
-        return
-    bs = np.zeros(nd, np.int64)
-    off = nd - len(in_shape)
-    for d in range(len(in_shape)):
-        if in_shape[d] != 1:
-            bs[d + off] = in_strides[d]
-    inner = out_shape[nd - 1]
-    so1 = out_strides[nd - 1]
-    sa1 = bs[nd - 1]
-    for row in {loop}(size // inner):
-        rem = row + 0  # a copy: numba forbids reassigning the prange index
-        po = 0
-        pa = 0
-        for d in range(nd - 2, -1, -1):
-            idx = rem % out_shape[d]
-            rem = rem // out_shape[d]
-            po += idx * out_strides[d]
-            pa += idx * bs[d]
-        if so1 == 1 and sa1 == 1:
-            o_ = out[po:po + inner]
-            a_ = in_storage[pa:pa + inner]
-            for j in range(inner):
-                o_[j] = fn(a_[j])
-        else:
-            for j in range(inner):
-                out[po + j * so1] = fn(in_storage[pa + j * sa1])
-"""
-
-_ZIP = """
-
-@njit({flags})
-def zip2d_{variant}(out, a, b, n0, n1, so0, so1, sa0, sa1, sb0, sb1):
-    chunks = (n1 + CHUNK - 1) // CHUNK
-    for t in {loop}(n0 * chunks):
-        r = t // chunks
-        j0 = (t - r * chunks) * CHUNK
-        m = min(CHUNK, n1 - j0)
-        po = r * so0 + j0 * so1
-        pa = r * sa0 + j0 * sa1
-        pb = r * sb0 + j0 * sb1
-        if so1 == 1 and sa1 == 1 and sb1 == 1:
-            o_ = out[po:po + m]
-            a_ = a[pa:pa + m]
-            b_ = b[pb:pb + m]
-            for j in range(m):
-                o_[j] = fn(a_[j], b_[j])
-        elif so1 == 1 and sa1 == 1 and sb1 == 0:
-            vb = b[pb]
-            o_ = out[po:po + m]
-            a_ = a[pa:pa + m]
-            for j in range(m):
-                o_[j] = fn(a_[j], vb)
-        elif so1 == 1 and sa1 == 0 and sb1 == 1:
-            va = a[pa]
-            o_ = out[po:po + m]
-            b_ = b[pb:pb + m]
-            for j in range(m):
-                o_[j] = fn(va, b_[j])
-        else:
-            for j in range(m):
-                out[po + j * so1] = fn(a[pa + j * sa1], b[pb + j * sb1])
-
-
-@njit({flags})
-def zip_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strides,
-                     b_storage, b_shape, b_strides):
-    nd = len(out_shape)
-    size = 1
-    for d in range(nd):
-        size *= out_shape[d]
-    if size == 0:
-        return
-    bsa = np.zeros(nd, np.int64)
-    bsb = np.zeros(nd, np.int64)
-    off = nd - len(a_shape)
-    for d in range(len(a_shape)):
-        if a_shape[d] != 1:
-            bsa[d + off] = a_strides[d]
-    off = nd - len(b_shape)
-    for d in range(len(b_shape)):
-        if b_shape[d] != 1:
-            bsb[d + off] = b_strides[d]
-    inner = out_shape[nd - 1]
-    so1 = out_strides[nd - 1]
-    sa1 = bsa[nd - 1]
-    sb1 = bsb[nd - 1]
-    for row in {loop}(size // inner):
-        rem = row + 0  # a copy: numba forbids reassigning the prange index
-        po = 0
-        pa = 0
-        pb = 0
-        for d in range(nd - 2, -1, -1):
-            idx = rem % out_shape[d]
-            rem = rem // out_shape[d]
-            po += idx * out_strides[d]
-            pa += idx * bsa[d]
-            pb += idx * bsb[d]
-        if so1 == 1 and sa1 == 1 and sb1 == 1:
-            o_ = out[po:po + inner]
-            a_ = a_storage[pa:pa + inner]
-            b_ = b_storage[pb:pb + inner]
-            for j in range(inner):
-                o_[j] = fn(a_[j], b_[j])
-        else:
-            for j in range(inner):
-                out[po + j * so1] = fn(a_storage[pa + j * sa1], b_storage[pb + j * sb1])
-"""
 
 _REDUCE = '''
 
@@ -257,6 +221,6 @@ def render(body: str) -> str:
     return "".join(parts)
 
 
-MAP_SOURCE = render(_MAP)
-ZIP_SOURCE = render(_ZIP)
+MAP_SOURCE = render(elementwise_template("map", 1))
+ZIP_SOURCE = render(elementwise_template("zip", 2))
 REDUCE_SOURCE = render(_REDUCE)
