@@ -4,9 +4,11 @@ from numba import cuda  # noqa: F401  (makes numba.cuda importable as an attribu
 
 from . import (
     autodiff,
+    checkpoint,
     cuda_ops,
     fast_conv,
     fast_ops,
+    layers,
     module,
     nn,
     operators,
@@ -19,15 +21,17 @@ from . import (
     testing,
 )
 from .autodiff import Context, backpropagate, central_difference, topological_sort
+from .checkpoint import CheckpointError, load, save
 from .cuda_ops import CudaOps, mm_practice, sum_practice
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d
 from .fast_ops import FastOps
 from .kernel_cache import ScalarCompileError
+from .layers import Conv1d, Conv2d, Dropout, Flatten, Linear, ReLU, Sequential, Sigmoid, Tanh
 from .module import Module, Parameter
 from .nn import Max, argmax, avgpool2d, dropout, logsoftmax, max, maxpool2d, softmax, tile
 from .operators import prod
-from .optim import SGD, Optimizer
+from .optim import SGD, Adam, Optimizer
 from .scalar import Scalar, ScalarHistory, derivative_check
 from .scalar_functions import ScalarFunction
 from .tensor import Tensor

@@ -29,12 +29,6 @@ import minitorch
 FAST = minitorch.TensorBackend(minitorch.FastOps)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="docs/benchmarks.md", help="Markdown report path")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
-    parser.add_argument("--no-startup", action="store_true", help="skip cold/warm start timing")
-
-
 def best_time(fn: Callable[[], Any], repeat: int = 7, min_time: float = 0.05) -> float:
     """Seconds per call: the best of ``repeat`` rounds, each long enough to time."""
     fn()
@@ -371,7 +365,7 @@ def _machine() -> str:
 
 def main(args: argparse.Namespace) -> int:
     repeat = 3 if args.quick else 7
-    output = Path(args.output or "docs/benchmarks.md")
+    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -389,7 +383,7 @@ def main(args: argparse.Namespace) -> int:
     plot_path = output.with_name("matmul_gflops.png")
     plotted = plot_sweep(sweep, plot_path)
     startup = None
-    if not getattr(args, "no_startup", False):
+    if not args.no_startup:
         say("[6/6] cold and warm start")
         startup = startup_times()
 

@@ -24,10 +24,6 @@ from .kernel_cache import load_kernels
 from .tensor_data import TensorData
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--level", type=int, default=3, help="numba diagnostics level (1-4)")
-
-
 def _triple(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     td = TensorData(np.random.rand(int(np.prod(shape))), shape)
     return td.tuple()
@@ -41,7 +37,7 @@ def _report(title: str, kernel: object, level: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    level = getattr(args, "level", 3)
+    level = args.level
     shape = (4, 5)
     out, a, b = _triple(shape), _triple(shape), _triple(shape)
 

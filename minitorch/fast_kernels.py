@@ -25,6 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 fn = None
+# True when fn is associative and commutative, so a fold may run in lanes.
+LANES = False
 CHUNK = {chunk}
 '''
 
@@ -144,7 +146,7 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
         for o in {loop}(n_outer):
             base = o * sa_outer
             acc = out[o]
-            if sa_reduce == 1 and n_reduce >= 8:
+            if LANES and sa_reduce == 1 and n_reduce >= 8:
                 # Four independent chains hide the latency of each operation.
                 c0 = a[base]
                 c1 = a[base + 1]

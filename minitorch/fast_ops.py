@@ -15,13 +15,16 @@ import numpy as np
 from numba import njit, prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels
+from . import fast_kernels, operators
 from .kernel_cache import ScalarCompileError, load_kernels
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
 
 if TYPE_CHECKING:
     from .tensor import Tensor
+
+# Reductions whose fold may run in independent lanes (associative and commutative).
+_LANE_SAFE = (operators.add, operators.mul, operators.max)
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
@@ -221,6 +224,9 @@ class FastOps(TensorOps):
         fn: Callable[[float, float], float], start: float = 0.0
     ) -> Callable[[Tensor, int], Tensor]:
         module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn)
+        # Folding in lanes reorders the fold: only for functions where that is exact
+        # in real arithmetic. Set before the first call, since numba freezes globals.
+        module.LANES = fn in _LANE_SAFE
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:

@@ -73,20 +73,30 @@ def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) 
     return jit(_with_compiled_globals(py, jit, {}, substitutes))
 
 
+# Modules whose functions numba already knows (or that are not scalar code):
+# they are left alone rather than compiled attribute by attribute.
+_NATIVE_MODULES = ("numpy", "numba", "math", "cmath", "builtins")
+
+
+def _is_python_module(value: Any) -> bool:
+    return (
+        isinstance(value, types.ModuleType) and value.__name__.split(".")[0] not in _NATIVE_MODULES
+    )
+
+
 def _with_compiled_globals(
     py: types.FunctionType, jit: Callable[..., Any], seen: dict[int, Any], substitutes: dict
 ) -> types.FunctionType:
+    """``py`` with the Python functions it reaches (directly or as ``module.fn``) compiled."""
     replaced: dict[str, Any] = {}
     for name in py.__code__.co_names:
         value = py.__globals__.get(name)
         if isinstance(value, types.ModuleType) and value.__name__ in substitutes:
             replaced[name] = substitutes[value.__name__]
         elif isinstance(value, types.FunctionType):
-            key = id(value)
-            if key not in seen:
-                seen[key] = None
-                seen[key] = jit(_with_compiled_globals(value, jit, seen, substitutes))
-            replaced[name] = seen[key]
+            replaced[name] = _compiled(value, jit, seen, substitutes)
+        elif _is_python_module(value):
+            replaced[name] = _compiled_module(value, py.__code__.co_names, jit, seen, substitutes)
     if not replaced:
         return py
     new_globals = dict(py.__globals__)
@@ -96,7 +106,38 @@ def _with_compiled_globals(
     )
     clone.__qualname__ = py.__qualname__
     clone.__module__ = py.__module__
+    clone.__kwdefaults__ = py.__kwdefaults__
     return clone
+
+
+def _compiled(
+    value: types.FunctionType, jit: Callable[..., Any], seen: dict[int, Any], substitutes: dict
+) -> Any:
+    key = id(value)
+    if key not in seen:
+        seen[key] = None
+        seen[key] = jit(_with_compiled_globals(value, jit, seen, substitutes))
+    return seen[key]
+
+
+def _compiled_module(
+    module: types.ModuleType,
+    names: tuple[str, ...],
+    jit: Callable[..., Any],
+    seen: dict[int, Any],
+    substitutes: dict,
+) -> types.ModuleType:
+    """A stand-in for ``module`` whose functions named in ``names`` are compiled."""
+    shim = types.ModuleType(module.__name__)
+    shim.__dict__.update(module.__dict__)
+    for name in names:
+        value = module.__dict__.get(name)
+        if isinstance(value, types.FunctionType):
+            setattr(shim, name, _compiled(value, jit, seen, substitutes))
+        elif _is_python_module(value) and value is not module:
+            # ``package.module.fn``: the names come from the same expression.
+            setattr(shim, name, _compiled_module(value, names, jit, seen, substitutes))
+    return shim
 
 
 def function_key(fn: Callable[..., float]) -> str | None:
@@ -135,6 +176,10 @@ def _hash_code(py: types.FunctionType, h: Any, seen: set[int]) -> None:
             _hash_code(value, h, seen)
         else:
             raise _Uncacheable
+    for default in (py.__defaults__ or ()) + tuple((py.__kwdefaults__ or {}).items()):
+        if not isinstance(default, (int, float, bool, str, tuple)):
+            raise _Uncacheable
+        h.update(repr(default).encode())
     for name in code.co_names:
         value = py.__globals__.get(name)
         if isinstance(value, types.FunctionType):
@@ -143,6 +188,21 @@ def _hash_code(py: types.FunctionType, h: Any, seen: set[int]) -> None:
             _hash_code(value.py_func, h, seen)
         elif isinstance(value, (int, float, bool)):
             h.update(f"{name}={value!r}".encode())
+        elif _is_python_module(value):
+            _hash_module_members(value, code.co_names, h, seen)
+
+
+def _hash_module_members(
+    module: types.ModuleType, names: tuple[str, ...], h: Any, seen: set[int]
+) -> None:
+    """Hash the functions that ``module.name`` (or ``module.sub.name``) may reach."""
+    for attr in names:
+        member = getattr(module, attr, None)
+        if isinstance(member, types.FunctionType):
+            _hash_code(member, h, seen)
+        elif _is_python_module(member) and id(member) not in seen:
+            seen.add(id(member))
+            _hash_module_members(member, names, h, seen)
 
 
 def _hash_code_object(code: types.CodeType, h: Any) -> None:

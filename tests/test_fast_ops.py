@@ -1,0 +1,908 @@
+"""FastOps, the numba backend: kernels against NumPy, layouts, threads, the disk cache.
+
+Contract section 7. Elementwise results are compared bit for bit (the kernels
+apply the same scalar function to each element as the reference does), and
+reductions and matrix products with a tolerance (their summation order is the
+kernels' own). The small-shape properties run the serial kernels; the large
+tests (more than ``fast_ops.PARALLEL_THRESHOLD`` elements) run the ``prange``
+ones, which split the work across threads.
+
+Every test here is marked ``kernels``: the Makefile reruns them under
+``NUMBA_BOUNDSCHECK=1`` so an out-of-bounds index in a kernel raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import njit
+from strategies import (
+    broadcast_shape_pairs,
+    inverse_permutation,
+    shapes,
+    small_floats,
+    tensor_arrays,
+)
+
+import minitorch
+from minitorch import IndexingError, Tensor, fast_ops, operators
+from minitorch.kernel_cache import function_key
+
+pytestmark = pytest.mark.kernels
+
+FB = minitorch.TensorBackend(minitorch.FastOps)
+SB = minitorch.SimpleBackend
+
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# Bigger than the shared CPU limits, so that inner dims exceed the reduce
+# kernel's four-lane unrolling (8) and layouts have room to be interesting.
+FUZZ_SIZE = 160
+FUZZ_DIM = 10
+
+# name -> (FastOps op, scalar reference, allowed error in units in the last place).
+# FastOps swaps ``math.exp`` for ``fast_math.exp`` (vectorisable, within 1 ulp);
+# everything else applies the very same scalar function, so must be bit-exact.
+MAP_FNS = {
+    "neg": (FB.neg_map, operators.neg, 0),
+    "relu": (FB.relu_map, operators.relu, 0),
+    "exp": (FB.exp_map, operators.exp, 1),
+}
+ZIP_FNS = {
+    "add": (FB.add_zip, operators.add),
+    "mul": (FB.mul_zip, operators.mul),
+    "lt": (FB.lt_zip, operators.lt),
+}
+
+
+# Helpers --------------------------------------------------------------------------
+
+
+def fast(x: Any) -> Tensor:
+    return minitorch.tensor_from_numpy(np.asarray(x, dtype=np.float64), backend=FB)
+
+
+def permuted(base: np.ndarray, order: Sequence[int]) -> tuple[Tensor, np.ndarray]:
+    """A non-contiguous FastOps view ``base.permute(order)`` and its NumPy twin."""
+    return fast(base).permute(*order), base.transpose(order)
+
+
+def view_of(expected: np.ndarray, order: Sequence[int]) -> tuple[Tensor, np.ndarray]:
+    """A permuted (strided) tensor whose values are ``expected``."""
+    base = np.ascontiguousarray(expected.transpose(inverse_permutation(order)))
+    t = fast(base).permute(*order)
+    assert t.shape == expected.shape
+    return t, expected
+
+
+def vectorized(fn: Callable[..., float], *arrays: np.ndarray) -> np.ndarray:
+    """The reference: ``fn`` applied in Python to each (broadcast) element."""
+    return np.vectorize(fn, otypes=[np.float64])(*arrays)
+
+
+def assert_bits(actual: Tensor, expected: np.ndarray) -> None:
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    got = actual.to_numpy()
+    if not np.array_equal(got, expected):
+        bad = np.argwhere(got != expected)[:5]
+        raise AssertionError(f"not bit-identical at {bad.tolist()}: {got[tuple(bad.T)]} "
+                             f"!= {expected[tuple(bad.T)]}")  # fmt: skip
+
+
+def assert_ulps(actual: Tensor, expected: np.ndarray, ulps: int) -> None:
+    """Equal within ``ulps`` units in the last place (0: bit-identical)."""
+    if ulps == 0:
+        assert_bits(actual, expected)
+        return
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    got = actual.to_numpy()
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    with np.errstate(all="ignore"):
+        err = np.abs(got - expected) / np.spacing(np.abs(expected))
+    assert np.all(same | (err <= ulps)), f"max error {np.max(np.where(same, 0, err))} ulp"
+
+
+def assert_near(
+    actual: Tensor, expected: np.ndarray, rtol: float = 1e-9, atol: float = 1e-8
+) -> None:
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual.to_numpy(), expected, rtol=rtol, atol=atol)
+
+
+def assert_is_parallel_size(*sizes: int) -> None:
+    for n in sizes:
+        assert n >= fast_ops.PARALLEL_THRESHOLD, "test meant to reach the _par kernels"
+
+
+@st.composite
+def fuzz_shapes(draw: st.DrawFn) -> tuple[int, ...]:
+    return draw(shapes(max_size=FUZZ_SIZE, max_dim=FUZZ_DIM))
+
+
+@st.composite
+def maybe_permuted(draw: st.DrawFn, shape: Sequence[int]) -> tuple[Tensor, np.ndarray]:
+    """A tensor of ``shape``: contiguous or a random permuted view."""
+    permute = draw(st.booleans())
+    return draw(tensor_arrays(FB, shape, small_floats, permute=permute))
+
+
+@st.composite
+def zip_shape_pairs(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Broadcastable pairs, including the layouts the fast path special-cases."""
+    kind = draw(st.sampled_from(["random", "same", "scalar_left", "scalar_right", "bias", "lead1"]))
+    if kind == "random":
+        return draw(broadcast_shape_pairs(max_size=FUZZ_SIZE, max_dim=FUZZ_DIM))
+    full = draw(fuzz_shapes())
+    if kind == "same":
+        return full, full
+    if kind == "scalar_left":
+        return (1,), full
+    if kind == "scalar_right":
+        return full, (1,)
+    cut = draw(st.integers(min_value=0, max_value=len(full) - 1))
+    block = full[cut:]
+    if kind == "lead1":  # the bias with its leading dims kept at size 1
+        block = (1,) * cut + block
+    pair = (full, block)
+    return pair if draw(st.booleans()) else pair[::-1]
+
+
+# 1. Fuzzing against NumPy -----------------------------------------------------------
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(sorted(MAP_FNS)))
+def test_map_fuzz(data: st.DataObject, name: str) -> None:
+    op, fn, ulps = MAP_FNS[name]
+    t, x = data.draw(maybe_permuted(data.draw(fuzz_shapes())))
+    out = op(t)
+    assert_ulps(out, vectorized(fn, x), ulps)
+    assert out._tensor.is_contiguous()
+
+
+@st.composite
+def map_into_cases(draw: st.DrawFn) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
+    """``a`` that broadcasts into a (possibly permuted, larger-rank) ``out``."""
+    out_shape = draw(fuzz_shapes())
+    start = draw(st.integers(min_value=0, max_value=len(out_shape) - 1))
+    a_shape = tuple(1 if draw(st.booleans()) else d for d in out_shape[start:])
+    a, x = draw(maybe_permuted(a_shape))
+    out, garbage = draw(maybe_permuted(out_shape))
+    return a, x, out, garbage
+
+
+@FUZZ
+@given(map_into_cases(), st.booleans())
+def test_map_into_out_fuzz(case: tuple[Tensor, np.ndarray, Tensor, np.ndarray], cmap: bool) -> None:
+    a, x, out, garbage = case
+    if cmap:
+        result = FB.id_cmap(a, out)
+        expected = np.broadcast_to(x, garbage.shape)
+    else:
+        result = FB.neg_map(a, out)
+        expected = np.broadcast_to(vectorized(operators.neg, x), garbage.shape)
+    assert result is out
+    assert_bits(out, expected)
+    assert a.to_numpy().tobytes() == np.ascontiguousarray(x).tobytes()  # input untouched
+
+
+@FUZZ
+@given(st.data(), zip_shape_pairs(), st.sampled_from(sorted(ZIP_FNS)))
+def test_zip_fuzz(
+    data: st.DataObject, pair: tuple[tuple[int, ...], tuple[int, ...]], name: str
+) -> None:
+    op, fn = ZIP_FNS[name]
+    a, x = data.draw(maybe_permuted(pair[0]))
+    b, y = data.draw(maybe_permuted(pair[1]))
+    out = op(a, b)
+    assert_bits(out, vectorized(fn, x, y))
+    assert out._tensor.is_contiguous()
+
+
+@FUZZ
+@given(st.data())
+def test_reduce_fuzz(data: st.DataObject) -> None:
+    t, x = data.draw(maybe_permuted(data.draw(fuzz_shapes())))
+    dim = data.draw(st.integers(min_value=-t.dims, max_value=t.dims - 1))
+    assert_near(t.sum(dim), x.sum(axis=dim, keepdims=True))  # negative dims via Tensor.sum
+    d = dim % t.dims
+    assert_near(FB.add_reduce(t, d), x.sum(axis=d, keepdims=True))
+    # max is order-independent, so it must be exact whatever the kernel's order.
+    assert_bits(FB.reduce_of(operators.max, -1e9)(t, d), x.max(axis=d, keepdims=True))
+    scaled = FB.mul_reduce(t, d)
+    np.testing.assert_allclose(scaled.to_numpy(), x.prod(axis=d, keepdims=True), rtol=1e-12)
+
+
+@FUZZ
+@given(st.data())
+def test_reduce_whole_tensor_fuzz(data: st.DataObject) -> None:
+    t, x = data.draw(maybe_permuted(data.draw(fuzz_shapes())))
+    assert_near(t.sum(), np.array([x.sum()]))
+
+
+MATMUL_KINDS = ["2d", "batch", "a_bcast", "b_bcast", "a_rank2", "b_rank2", "4d"]
+
+
+@st.composite
+def matmul_cases(draw: st.DrawFn) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
+    m, k, n = (draw(st.integers(min_value=1, max_value=9)) for _ in range(3))
+    batch = draw(st.integers(min_value=2, max_value=3))
+    shape_a, shape_b = {
+        "2d": ((m, k), (k, n)),
+        "batch": ((batch, m, k), (batch, k, n)),
+        "a_bcast": ((1, m, k), (batch, k, n)),
+        "b_bcast": ((batch, m, k), (1, k, n)),
+        "a_rank2": ((m, k), (batch, k, n)),
+        "b_rank2": ((batch, m, k), (k, n)),
+        "4d": ((2, 1, m, k), (1, batch, k, n)),
+    }[draw(st.sampled_from(MATMUL_KINDS))]
+    a, x = draw(maybe_permuted(shape_a))
+    b, y = draw(maybe_permuted(shape_b))
+    return a, x, b, y
+
+
+@FUZZ
+@given(matmul_cases())
+def test_matmul_fuzz(case: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
+    a, x, b, y = case
+    assert_near(a @ b, np.matmul(x, y), rtol=1e-9, atol=1e-6)
+
+
+def _sum_of_squares(acc: float, x: float) -> float:
+    return acc + x * x
+
+
+def test_reduce_folds_in_order_like_simple_ops() -> None:
+    x = np.arange(1.0, 11.0)
+    expected = float((x * x).sum())
+    simple = SB.reduce_of(_sum_of_squares, 0.0)(minitorch.tensor(x.tolist()), 0)
+    assert simple.item() == expected
+    assert FB.reduce_of(_sum_of_squares, 0.0)(fast(x[:7]), 0).item() == float((x[:7] ** 2).sum())
+    assert FB.reduce_of(_sum_of_squares, 0.0)(fast(x), 0).item() == expected
+
+
+def _math_exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def test_exp_within_one_ulp_of_math_exp() -> None:
+    rng = np.random.default_rng(1)
+    specials = [0.0, -0.0, 1.0, -1.0, 1e-300, -5e-324, 709.78, 709.79, 710.0, 1e308,
+                -708.0, -740.0, -745.1, -746.0, -1e308, np.inf, -np.inf, np.nan]  # fmt: skip
+    x = np.concatenate([rng.uniform(-745.0, 709.7, 20_000), rng.uniform(-2, 2, 20_000), specials])
+    with np.errstate(all="ignore"):
+        expected = vectorized(_math_exp, x)
+    assert_ulps(FB.exp_map(fast(x)), expected, 1)
+    assert_ulps(fast(x).exp(), expected, 1)
+
+
+def test_zero_size_tensors() -> None:
+    z = fast(np.zeros((2, 0)))
+    assert (z + z).shape == (2, 0)
+    assert FB.neg_map(z).shape == (2, 0)
+    assert_bits(z.sum(1), np.zeros((2, 1)))
+    assert_bits(FB.mul_reduce(z, 1), np.ones((2, 1)))  # pre-filled with start
+    assert_bits(z @ fast(np.zeros((0, 3))), np.zeros((2, 3)))
+    assert (fast(np.zeros((0, 4))) @ fast(np.ones((4, 3)))).shape == (0, 3)
+
+
+def test_reduce_size_one_dims_and_single_element() -> None:
+    x = np.arange(6.0).reshape(1, 6, 1)
+    t = fast(x)
+    for d in range(3):
+        assert_bits(t.sum(d), x.sum(axis=d, keepdims=True))
+    assert_bits(fast([5.0]).sum(0), np.array([5.0]))
+
+
+# 2. Large tensors: the parallel kernels ------------------------------------------------
+
+RNG_SEED = 20240917
+
+
+@pytest.fixture(scope="module")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(RNG_SEED)
+
+
+def test_large_elementwise_contiguous_and_broadcast(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((300, 400))
+    y = rng.standard_normal((300, 400))
+    bias = rng.standard_normal(400)
+    col = rng.standard_normal((300, 1))
+    assert_is_parallel_size(x.size)
+    a, b = fast(x), fast(y)
+    assert_bits(FB.neg_map(a), -x)
+    assert_bits(a + b, x + y)
+    assert_bits(a * fast(bias), x * bias)  # trailing-block ("bias") fast path
+    assert_bits(fast(bias) * a, bias * x)
+    assert_bits(a + fast([2.5]), x + 2.5)  # a (1,) scalar on either side
+    assert_bits(fast([2.5]) * a, 2.5 * x)
+    assert_bits(fast(col) + fast(bias), col + bias)  # both broadcast: general 2-D path
+    assert_bits(FB.lt_zip(a, fast(col)), (x < col).astype(np.float64))
+    # A long 1-D operand is split into chunks across threads.
+    v = rng.standard_normal(250_001)
+    assert_bits(fast(v) * fast(v), v * v)
+
+
+def test_large_elementwise_permuted_2d_3d_4d(rng: np.random.Generator) -> None:
+    base2 = rng.standard_normal((400, 300))
+    a2, x2 = permuted(base2, (1, 0))
+    y2 = rng.standard_normal((300, 400))
+    assert_bits(a2 + fast(y2), x2 + y2)
+    assert_bits(FB.neg_map(a2), -x2)
+
+    base3 = rng.standard_normal((50, 40, 60))
+    a3, x3 = permuted(base3, (2, 0, 1))
+    y3 = rng.standard_normal((60, 50, 40))
+    b3, _ = view_of(y3, (1, 2, 0))
+    assert_bits(a3 * b3, x3 * y3)
+    assert_bits(a3 + fast(y3), x3 + y3)
+    assert_bits(a3 + fast(y3[:, :1, :]), x3 + y3[:, :1, :])
+
+    base4 = rng.standard_normal((20, 30, 40, 10))
+    a4, x4 = permuted(base4, (3, 1, 0, 2))
+    assert_is_parallel_size(a4.size)
+    assert_bits(FB.neg_map(a4), -x4)
+    y4 = rng.standard_normal(x4.shape)
+    b4, _ = view_of(y4, (2, 0, 3, 1))
+    assert_bits(a4 + b4, x4 + y4)
+    z = rng.standard_normal((30, 1, 40))  # broadcast into a permuted 4-D
+    assert_bits(a4 * fast(z), x4 * z)
+
+
+def test_large_map_into_non_contiguous_out(rng: np.random.Generator) -> None:
+    row = rng.standard_normal(400)
+    out = fast(np.zeros((400, 300))).permute(1, 0)
+    assert out.size >= fast_ops.PARALLEL_THRESHOLD
+    assert FB.neg_map(fast(row), out) is out
+    assert_bits(out, np.broadcast_to(-row, (300, 400)))
+
+    x = rng.standard_normal((20, 1, 40, 1))
+    out4 = fast(np.zeros((10, 40, 30, 20))).permute(3, 2, 1, 0)  # (20, 30, 40, 10)
+    FB.id_cmap(fast(x), out4)
+    assert_bits(out4, np.broadcast_to(x, (20, 30, 40, 10)))
+
+
+def test_large_reductions_each_dim(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((1000, 200))
+    t = fast(x)
+    tt, xt = permuted(x, (1, 0))
+    for d in (0, 1, -1):
+        assert_near(t.sum(d), x.sum(axis=d, keepdims=True))
+        assert_near(tt.sum(d), xt.sum(axis=d, keepdims=True))
+        assert_bits(FB.reduce_of(operators.max, -1e9)(tt, d % 2), xt.max(axis=d, keepdims=True))
+
+    cube, xc = permuted(rng.standard_normal((50, 40, 60)), (2, 0, 1))
+    for d in range(3):
+        assert_near(cube.sum(d), xc.sum(axis=d, keepdims=True))
+        assert_bits(FB.reduce_of(operators.max, -1e9)(cube, d), xc.max(axis=d, keepdims=True))
+    assert_near(cube.sum(), np.array([xc.sum()]))
+
+
+def test_large_reduce_long_axis(rng: np.random.Generator) -> None:
+    v = rng.standard_normal(200_003)
+    assert_is_parallel_size(v.size)
+    assert_near(fast(v).sum(0), np.array([v.sum()]))
+    assert_bits(FB.reduce_of(operators.max, -1e9)(fast(v), 0), np.array([v.max()]))
+    # A long strided axis (a column of a transposed matrix) and two outputs.
+    m = rng.standard_normal((2, 120_000))
+    tm, xm = permuted(m, (1, 0))
+    assert_near(tm.sum(0), xm.sum(axis=0, keepdims=True))
+    assert_near(fast(m).sum(1), m.sum(axis=1, keepdims=True))
+    assert_near(fast(m.reshape(2, 1, 120_000)).sum(2), m.reshape(2, 1, 1, -1).sum(axis=3))
+
+
+def test_large_matmul_square_and_transposed(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((256, 256))
+    y = rng.standard_normal((256, 256))
+    a, b = fast(x), fast(y)
+    at, xt = permuted(x, (1, 0))
+    bt, yt = permuted(y, (1, 0))
+    assert_near(a @ b, x @ y)
+    assert_near(at @ b, xt @ y)  # transposed A: packed
+    assert_near(a @ bt, x @ yt)  # transposed B: its columns are already contiguous
+    assert_near(at @ bt, xt @ yt)
+
+
+def test_large_matmul_batched_and_broadcast(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((16, 64, 64))
+    y = rng.standard_normal((16, 64, 64))
+    one = rng.standard_normal((1, 64, 64))
+    a, b, c = fast(x), fast(y), fast(one)
+    assert_near(a @ b, x @ y)
+    assert_near(a @ c, x @ one)  # a batch of 1 broadcasts, either side
+    assert_near(c @ b, one @ y)
+    assert_near(a.permute(0, 2, 1) @ b, x.transpose(0, 2, 1) @ y)
+    assert_near(a @ b.permute(0, 2, 1), x @ y.transpose(0, 2, 1))
+    assert_near(
+        c.permute(0, 2, 1) @ b.permute(0, 2, 1), one.transpose(0, 2, 1) @ y.transpose(0, 2, 1)
+    )
+    # Batch dim not outermost in memory.
+    bp, yp = view_of(y, (1, 0, 2))
+    assert_near(a @ bp, x @ yp)
+
+
+def test_large_matmul_odd_sizes_and_long_k(rng: np.random.Generator) -> None:
+    # Odd m and n leave a partial 2x2 register block; k > 256 spans several k blocks.
+    x = rng.standard_normal((41, 600))
+    y = rng.standard_normal((600, 51))
+    assert_near(fast(x) @ fast(y), x @ y)
+    assert_near(view_of(x, (1, 0))[0] @ view_of(y, (1, 0))[0], x @ y)
+    # Different ranks: (3, 101, 37) @ (37, 129).
+    p = rng.standard_normal((3, 101, 37))
+    q = rng.standard_normal((37, 129))
+    assert_near(fast(p) @ fast(q), p @ q)
+    assert_near(view_of(p, (0, 2, 1))[0] @ view_of(q, (1, 0))[0], p @ q)
+
+
+def test_large_matmul_row_streaming_parallel(rng: np.random.Generator) -> None:
+    # Between the parallel threshold and the packing threshold, with row-major B.
+    x = rng.standard_normal((2, 64, 64))
+    y = rng.standard_normal((2, 64, 64))
+    one = rng.standard_normal((1, 64, 64))
+    assert 2 * 64**3 >= fast_ops.PARALLEL_THRESHOLD * 8
+    assert 2 * 64**3 < fast_ops._PACK_WORK
+    assert_near(fast(x) @ fast(y), x @ y)
+    assert_near(view_of(x, (0, 2, 1))[0] @ fast(y), x @ y)
+    assert_near(fast(x) @ fast(one), x @ one)
+    assert_near(fast(one) @ fast(y), one @ y)
+    xs = np.tile(x, (4, 1, 1))
+    v = rng.standard_normal((8, 64, 1))  # n == 1
+    assert_near(fast(xs) @ fast(v), xs @ v)
+
+
+# 3. Determinism across thread counts and runs ------------------------------------------
+
+DETERMINISM_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+
+    import numpy as np
+
+    import minitorch
+
+    FB = minitorch.TensorBackend(minitorch.FastOps)
+
+
+    def t(x):
+        return minitorch.tensor_from_numpy(x, backend=FB)
+
+
+    def digest():
+        rng = np.random.default_rng(7)
+        a = rng.standard_normal((300, 400))
+        b = t(rng.standard_normal((400, 300))).permute(1, 0)
+        outs = [t(a) + t(rng.standard_normal(400)), t(a) * b]
+        big = t(rng.standard_normal((1000, 200)))
+        outs += [big.sum(0), big.sum(1), big.permute(1, 0).sum(0), big.permute(1, 0).sum(1)]
+        cube = t(rng.standard_normal((50, 40, 60))).permute(2, 0, 1)
+        outs += [cube.sum(d) for d in range(3)] + [cube.sum()]
+        outs.append(t(rng.standard_normal(200_003)).sum(0))
+        m1 = t(rng.standard_normal((256, 256)))
+        m2 = t(rng.standard_normal((256, 256)))
+        outs += [m1 @ m2, m1.permute(1, 0) @ m2, m1 @ m2.permute(1, 0)]
+        p = t(rng.standard_normal((16, 64, 64)))
+        q = t(rng.standard_normal((1, 64, 64)))
+        outs += [p @ q, q.permute(0, 2, 1) @ p, p.permute(0, 2, 1) @ p, p @ p]
+        h = hashlib.sha256()
+        for o in outs:
+            h.update(np.ascontiguousarray(o.to_numpy()).tobytes())
+        return h.hexdigest()
+    """
+)
+
+
+def run_python(code: str, env_updates: dict[str, str | None], timeout: float = 300) -> str:
+    env = dict(os.environ)
+    for key, value in env_updates.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_results_identical_for_any_thread_count() -> None:
+    code = DETERMINISM_SCRIPT + "\nprint(digest())\n"
+    one = run_python(code, {"NUMBA_NUM_THREADS": "1"})
+    two = run_python(code, {"NUMBA_NUM_THREADS": "2"})
+    namespace: dict[str, Any] = {"__name__": "determinism"}
+    exec(DETERMINISM_SCRIPT, namespace)
+    here = namespace["digest"]()
+    assert one == two == here
+    assert namespace["digest"]() == here  # and across runs in one process
+
+
+# 4. The disk cache -----------------------------------------------------------------
+
+CACHE_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import numpy as np
+    from numba.core.registry import CPUDispatcher
+
+    import minitorch
+    from minitorch import kernel_cache
+
+
+    def affine_for_cache_test(x):
+        return 2.0 * x + 1.0
+
+
+    op = minitorch.FastOps.map(affine_for_cache_test)
+    out = op(minitorch.tensor_from_numpy(np.arange(6.0).reshape(2, 3), backend=None))
+    hits = misses = 0
+    for module in kernel_cache._loaded.values():
+        for name, obj in vars(module).items():
+            if name != "fn" and isinstance(obj, CPUDispatcher):
+                hits += sum(obj.stats.cache_hits.values())
+                misses += sum(obj.stats.cache_misses.values())
+    print(json.dumps({"values": out.to_numpy().tolist(), "hits": hits, "misses": misses,
+                      "modules": sorted(kernel_cache._loaded)}))
+    """
+)
+
+
+def test_kernels_cached_on_disk_across_processes(tmp_path: Path) -> None:
+    # Without NUMBA_CACHE_DIR, numba keeps its index beside the generated module.
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path), "NUMBA_CACHE_DIR": None}
+    first = json.loads(run_python(CACHE_SCRIPT, env))
+    expected = (2.0 * np.arange(6.0) + 1.0).reshape(2, 3).tolist()
+    assert first["values"] == expected
+    assert len(first["modules"]) == 1 and first["modules"][0].startswith("_minitorch_map_")
+    assert first["misses"] >= 1 and first["hits"] == 0
+    generated = list(tmp_path.glob("_minitorch_map_*.py"))
+    assert [p.stem for p in generated] == first["modules"]
+    assert list(tmp_path.rglob("*.nbi")) and list(tmp_path.rglob("*.nbc"))
+
+    second = json.loads(run_python(CACHE_SCRIPT, env))
+    assert second["values"] == expected
+    assert second["modules"] == first["modules"]
+    assert second["hits"] >= 1 and second["misses"] == 0, second
+
+
+def _code_fn(source: str, module: str = "user_mod") -> types.FunctionType:
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(textwrap.dedent(source), namespace)
+    return namespace["f"]
+
+
+def _closure(c: Any) -> Callable[[float], float]:
+    def f(x: float) -> float:
+        return x * c
+
+    return f
+
+
+def _with_default(c: float) -> Callable[[float], float]:
+    return lambda x, c=c: x * c
+
+
+def test_function_key_tracks_code_and_closures() -> None:
+    add1 = _code_fn("def f(x):\n    return x + 1.0\n")
+    add1_again = _code_fn("def f(x):\n    return x + 1.0\n")
+    add2 = _code_fn("def f(x):\n    return x + 2.0\n")
+    mul1 = _code_fn("def f(x):\n    return x * 1.0\n")
+    assert function_key(add1) == function_key(add1_again)
+    assert len({function_key(add1), function_key(add2), function_key(mul1)}) == 3
+    assert function_key(_closure(2.0)) == function_key(_closure(2.0))
+    assert function_key(_closure(2.0)) != function_key(_closure(3.0))
+    assert function_key(njit(_closure(2.0))) == function_key(_closure(2.0))
+    # Closures over arbitrary objects cannot be keyed (they compile in memory).
+    assert function_key(_closure([1.0])) is None
+    assert function_key(_closure(object())) is None
+
+
+def test_function_key_tracks_called_helpers() -> None:
+    helper_a = "def helper(x):\n    return x * x\n"
+    helper_b = "def helper(x):\n    return x * x * x\n"
+    body = "def f(x):\n    return helper(x) + 1.0\n"
+    assert function_key(_code_fn(helper_a + body)) != function_key(_code_fn(helper_b + body))
+
+
+def test_function_key_tracks_default_arguments() -> None:
+    assert function_key(_with_default(2.0)) != function_key(_with_default(3.0))
+
+
+def test_default_argument_functions_get_their_own_kernels() -> None:
+    t = fast([1.0, 2.0])
+    assert_bits(FB.map_of(_with_default(2.0))(t), np.array([2.0, 4.0]))
+    assert_bits(FB.map_of(_with_default(3.0))(t), np.array([3.0, 6.0]))
+
+
+# 5. The course's kernel factories ---------------------------------------------------
+
+
+def _diagnostics(kernel: Any, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    kernel.parallel_diagnostics(level=3)
+    text = capsys.readouterr().out
+    assert "Parallel Accelerator Optimizing" in text
+    assert "Parallel loop listing" in text and "prange(" in text  # level 3 lists the loops
+    return text
+
+
+def test_course_tensor_map(capsys: pytest.CaptureFixture[str]) -> None:
+    kernel = fast_ops.tensor_map(njit(operators.id))
+    a, x = view_of(np.arange(12.0).reshape(3, 4), (1, 0))  # (4, 3), strided
+    out = fast(np.zeros((4, 3))).permute(1, 0)  # (3, 4), non-contiguous output
+    kernel(*out.tuple(), *a.tuple())
+    assert_bits(out, x)
+    # Broadcasting a (1, 3) row and a (3,) vector into (2, 4, 3).
+    out3 = fast(np.zeros((2, 4, 3)))
+    row = np.array([[1.0, 2.0, 3.0]])
+    kernel(*out3.tuple(), *fast(row).tuple())
+    assert_bits(out3, np.broadcast_to(row, (2, 4, 3)))
+    kernel(*out3.tuple(), *fast(row[0] * 2).tuple())
+    assert_bits(out3, np.broadcast_to(row * 2, (2, 4, 3)))
+    _diagnostics(kernel, capsys)
+
+
+def test_course_tensor_zip(capsys: pytest.CaptureFixture[str]) -> None:
+    kernel = fast_ops.tensor_zip(njit(operators.add))
+    x = np.arange(24.0).reshape(2, 3, 4)
+    a, _ = view_of(x, (2, 0, 1))
+    col = np.array([[10.0], [20.0], [30.0]])
+    out = fast(np.zeros((4, 3, 2))).permute(2, 1, 0)  # (2, 3, 4), strided
+    kernel(*out.tuple(), *a.tuple(), *fast(col).tuple())
+    assert_bits(out, x + col)
+    _diagnostics(kernel, capsys)
+
+
+def test_course_tensor_reduce(capsys: pytest.CaptureFixture[str]) -> None:
+    kernel = fast_ops.tensor_reduce(njit(operators.add))
+    x = np.arange(60.0).reshape(3, 4, 5)
+    a, _ = view_of(x, (1, 2, 0))
+    for dim in range(3):
+        shape = list(x.shape)
+        shape[dim] = 1
+        out = fast(np.zeros(shape))
+        kernel(*out.tuple(), *a.tuple(), dim)
+        assert_near(out, x.sum(axis=dim, keepdims=True))
+    # A non-contiguous output, pre-filled with the start value.
+    out = fast(np.full((5, 1, 3), 100.0)).permute(2, 1, 0)  # (3, 1, 5)
+    kernel(*out.tuple(), *a.tuple(), 1)
+    assert_near(out, x.sum(axis=1, keepdims=True) + 100.0)
+    _diagnostics(kernel, capsys)
+
+
+def test_course_tensor_matrix_multiply(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5))
+    y = rng.standard_normal((1, 5, 2))
+    kernel = fast_ops.tensor_matrix_multiply
+    out = fast(np.zeros((3, 4, 2)))
+    kernel(*out.tuple(), *fast(x).tuple(), *fast(y).tuple())
+    assert_near(out, x @ y)
+    a, _ = view_of(x, (0, 2, 1))
+    b, _ = view_of(y, (2, 1, 0))
+    out_t = fast(np.zeros((2, 4, 3))).permute(2, 1, 0)
+    kernel(*out_t.tuple(), *a.tuple(), *b.tuple())
+    assert_near(out_t, x @ y)
+    z = rng.standard_normal((3, 5, 2))
+    kernel(*out.tuple(), *fast(x[:1]).tuple(), *fast(z).tuple())
+    assert_near(out, x[:1] @ z)
+    _diagnostics(kernel, capsys)
+
+
+# 6. Diagnostics ---------------------------------------------------------------------
+
+
+def test_diagnostics_reports_every_kernel_family(capsys: pytest.CaptureFixture[str]) -> None:
+    from minitorch import diagnostics
+
+    assert diagnostics.main(argparse.Namespace(level=1)) == 0
+    text = capsys.readouterr().out
+    for family in ("MAP", "ZIP", "REDUCE", "MATRIX MULTIPLY"):
+        assert family in text
+    assert text.count("Parallel Accelerator Optimizing") >= 4
+
+
+def test_diagnostics_command_line_accepts_level() -> None:
+    from minitorch.__main__ import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["diagnostics", "--level", "1"]).level == 1
+    assert parser.parse_args(["diagnostics"]).level == 3
+
+
+# 7. Errors ---------------------------------------------------------------------------
+
+
+def test_matmul_shape_errors() -> None:
+    with pytest.raises(IndexingError):
+        fast(np.ones((2, 3))) @ fast(np.ones((4, 2)))
+    with pytest.raises(IndexingError):
+        fast(np.ones((5, 2, 3))) @ fast(np.ones((5, 2, 3)))
+    with pytest.raises(IndexingError):
+        fast(np.ones(3)) @ fast(np.ones((3, 2)))
+    with pytest.raises(IndexingError):
+        fast(np.ones((2, 3))) @ fast(np.ones(3))
+    with pytest.raises(IndexingError):  # batch dims that do not broadcast
+        fast(np.ones((2, 2, 3))) @ fast(np.ones((3, 3, 2)))
+    with pytest.raises(IndexingError):
+        minitorch.FastOps.matrix_multiply(fast(np.ones(3)), fast(np.ones(3)))
+
+
+def test_reduce_bad_dim_raises() -> None:
+    t = fast(np.ones((2, 3)))
+    for dim in (2, -3, 10):
+        with pytest.raises(IndexingError):
+            FB.add_reduce(t, dim)
+        with pytest.raises(IndexingError):
+            t.sum(dim)
+
+
+def test_zip_non_broadcastable_raises() -> None:
+    for sa, sb in [((2, 3), (3, 2)), ((4,), (3,)), ((2, 3, 4), (3, 1, 4)), ((2, 3), (3, 2, 2))]:
+        with pytest.raises(IndexingError):
+            FB.add_zip(fast(np.ones(sa)), fast(np.ones(sb)))
+        with pytest.raises(IndexingError):
+            fast(np.ones(sa)) * fast(np.ones(sb))
+
+
+def test_map_into_incompatible_out_raises() -> None:
+    out = fast(np.zeros((2, 3)))
+    for shape in [(3, 2), (2, 3, 1), (4,), (2, 2, 3)]:
+        with pytest.raises(IndexingError):
+            FB.neg_map(fast(np.ones(shape)), out)
+        with pytest.raises(IndexingError):
+            FB.id_cmap(fast(np.ones(shape)), out)
+    assert_bits(out, np.zeros((2, 3)))
+
+
+# 8. FastOps agrees with SimpleOps, values and gradients ---------------------------------
+
+
+def twins(x: np.ndarray, order: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """The same values on SimpleOps and FastOps, as permuted views when ``order`` is given."""
+    pair = []
+    for backend in (SB, FB):
+        if order is None:
+            pair.append(minitorch.tensor_from_numpy(x, backend=backend))
+        else:
+            base = np.ascontiguousarray(x.transpose(inverse_permutation(order)))
+            pair.append(minitorch.tensor_from_numpy(base, backend=backend).permute(*order))
+    return pair[0], pair[1]
+
+
+def _positive(x: Tensor) -> Tensor:
+    return x * x + 0.5
+
+
+UNARY_OPS: dict[str, Callable[[Tensor], Tensor]] = {
+    "neg": lambda a: -a,
+    "sigmoid": lambda a: a.sigmoid(),
+    "relu": lambda a: a.relu(),
+    "log": lambda a: _positive(a).log(),
+    "exp": lambda a: (a * 0.1).exp(),
+    "inv": lambda a: 1.0 / _positive(a),
+    "square": lambda a: a.square(),
+    "sum_all": lambda a: a.sum(),
+    "sum_dim0": lambda a: a.sum(0),
+    "sum_dim_last": lambda a: a.sum(-1),
+    "mean": lambda a: a.mean(),
+    "mean_dim": lambda a: a.mean(1),
+    "permute": lambda a: a.permute(2, 0, 1) * 1.0,
+    "contiguous_view": lambda a: a.contiguous().view(6, 4),
+    "lt_mul": lambda a: (a < 0.3) * a,
+    "scalar_ops": lambda a: 2.0 - a * 3.0 + 1.5 / (a * a + 1.0),
+}
+BINARY_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / _positive(b),
+    "gt_eq_mul": lambda a, b: ((a > b) + (a == b)) * b,
+    # IsClose has no backward (as in the course): only its value is compared.
+    "is_close": lambda a, b: a.is_close(b).detach() * (a - b),
+    "matmul": lambda a, b: a @ b.permute(0, 2, 1),
+}
+
+
+def _check_same(simple: Tensor, fastt: Tensor) -> None:
+    assert simple.shape == fastt.shape
+    np.testing.assert_allclose(fastt.to_numpy(), simple.to_numpy(), rtol=1e-9, atol=1e-10)
+
+
+def _forward_backward_agree(fn: Callable[..., Tensor], *arrays_orders: Any) -> None:
+    simple_inputs, fast_inputs = [], []
+    for x, order in arrays_orders:
+        s, f = twins(x, order)
+        simple_inputs.append(s.requires_grad_(True))
+        fast_inputs.append(f.requires_grad_(True))
+    out_s = fn(*simple_inputs)
+    out_f = fn(*fast_inputs)
+    _check_same(out_s, out_f)
+    seed = np.random.default_rng(5).standard_normal(out_s.shape)
+    out_s.backward(twins(seed)[0])
+    out_f.backward(twins(seed)[1])
+    for s, f in zip(simple_inputs, fast_inputs):
+        assert s.grad is not None and f.grad is not None
+        _check_same(s.grad, f.grad)
+
+
+@st.composite
+def array_and_order(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int]]:
+    from hypothesis.extra.numpy import arrays
+
+    x = draw(arrays(np.float64, shape, elements=st.floats(-3, 3)))
+    return x, draw(st.permutations(range(len(shape))))
+
+
+@pytest.mark.parametrize("name", sorted(UNARY_OPS))
+def test_fast_matches_simple_unary(name: str) -> None:
+    @settings(FUZZ, max_examples=8)
+    @given(array_and_order((2, 3, 4)))
+    def check(case: tuple[np.ndarray, list[int]]) -> None:
+        _forward_backward_agree(UNARY_OPS[name], case)
+
+    check()
+
+
+@pytest.mark.parametrize("name", sorted(BINARY_OPS))
+def test_fast_matches_simple_binary(name: str) -> None:
+    shape_b = (2, 3, 4) if name != "matmul" else (2, 5, 4)
+
+    @settings(FUZZ, max_examples=8)
+    @given(array_and_order((2, 3, 4)), st.sampled_from([shape_b, shape_b[1:], (1,) + shape_b[1:]]))
+    def check(case_a: tuple[np.ndarray, list[int]], sb: tuple[int, ...]) -> None:
+        if name == "matmul" and len(sb) == 2:
+            sb = (1,) + sb
+        y = np.random.default_rng(len(sb)).uniform(-3, 3, sb)
+        _forward_backward_agree(BINARY_OPS[name], case_a, (y, None))
+
+    check()
+
+
+def test_fast_matches_simple_composite() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-2, 2, (2, 3, 4))
+    y = rng.uniform(-2, 2, (3, 4))
+    w = rng.uniform(-1, 1, (4, 5))
+
+    def composite(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        a = (x + y) * y - x / (y * y + 1.0)
+        b = (-a).sigmoid() + a.relu() + (a * a + 1.0).log() + (a * 0.1).exp()
+        c = b.permute(1, 0, 2).contiguous().view(6, 4)
+        d = c @ w
+        return d.sum(1).mean() + d.mean(0).sum() * 0.5 - b.sum(-1).sum() / 7.0
+
+    _forward_backward_agree(composite, (x, [0, 1, 2]), (y, [1, 0]), (w, None))
+    # Also through the default backward seed of a (1,) output.
+    s_in, f_in = twins(x, [2, 1, 0])
+    s_y, f_y = twins(y)
+    s_w, f_w = twins(w)
+    s_out = composite(s_in.requires_grad_(True), s_y, s_w)
+    f_out = composite(f_in.requires_grad_(True), f_y, f_w)
+    assert s_out.shape == f_out.shape == (1,)
+    s_out.backward()
+    f_out.backward()
+    _check_same(s_in.grad, f_in.grad)

@@ -1,0 +1,200 @@
+"""Optimisers (minitorch.optim): single steps against hand-computed NumPy updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import minitorch
+from minitorch import SGD, Parameter, Scalar, Tensor, tensor_from_numpy
+from minitorch.optim import Adam
+
+W0 = np.array([[0.5, -1.0], [2.0, 0.25]])
+G1 = np.array([[0.1, -0.2], [0.3, 4.0]])
+G2 = np.array([[-0.5, 0.0], [1.0, 2.0]])
+
+
+def tensor_param(values: np.ndarray, backend: minitorch.TensorBackend | None = None) -> Parameter:
+    return Parameter(tensor_from_numpy(values, backend=backend or minitorch.SimpleBackend), "w")
+
+
+def set_grad(p: Parameter, grad: np.ndarray) -> None:
+    p.value.grad = tensor_from_numpy(grad, backend=p.value.backend)
+
+
+def assert_fresh_leaf(p: Parameter) -> None:
+    """An updated value tracks gradients anew and carries no history of the update."""
+    assert isinstance(p.value, Tensor)
+    assert p.value.is_leaf() and p.value.grad is None
+    assert p.value.name == "w"
+
+
+def adam_reference(
+    w: np.ndarray, grads: list[np.ndarray], lr: float, b1: float, b2: float, eps: float
+) -> np.ndarray:
+    """PyTorch's Adam, written out."""
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return w
+
+
+# Optimizer / zero_grad ----------------------------------------------------------------
+
+
+def test_zero_grad_clears_tensor_grads_and_scalar_derivatives() -> None:
+    t, s = tensor_param(W0), Parameter(Scalar(1.0))
+    set_grad(t, G1)
+    s.value.derivative = 3.0
+    none = Parameter(None)
+    opt = SGD([t, s, none], lr=0.1)
+    opt.zero_grad()
+    assert t.value.grad is None and s.value.derivative is None
+
+
+# SGD ----------------------------------------------------------------------------------
+
+
+def test_sgd_step_matches_numpy_and_leaves_fresh_leaves() -> None:
+    p = tensor_param(W0)
+    set_grad(p, G1)
+    SGD([p], lr=0.5).step()
+    np.testing.assert_allclose(p.value.to_numpy(), W0 - 0.5 * G1)
+    assert_fresh_leaf(p)
+
+
+def test_sgd_takes_lr_positionally_and_updates_scalars() -> None:
+    s = Parameter(Scalar(2.0))
+    s.value.derivative = 0.5
+    SGD([s], 0.1).step()
+    assert isinstance(s.value, Scalar)
+    assert s.value.data == pytest.approx(2.0 - 0.1 * 0.5)
+
+
+def test_sgd_skips_parameters_without_gradient() -> None:
+    with_grad, without = tensor_param(W0), tensor_param(W0)
+    scalar = Parameter(Scalar(1.0))
+    set_grad(with_grad, G1)
+    untouched, untouched_scalar = without.value, scalar.value
+    SGD([with_grad, without, scalar, Parameter(None)], lr=1.0).step()
+    assert without.value is untouched and scalar.value is untouched_scalar
+    np.testing.assert_allclose(with_grad.value.to_numpy(), W0 - G1)
+
+
+def test_sgd_momentum_two_steps() -> None:
+    p = tensor_param(W0)
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    set_grad(p, G1)
+    opt.step()
+    set_grad(p, G2)
+    opt.step()
+    # PyTorch: b1 = g1, b2 = 0.9 * b1 + g2.
+    expected = W0 - 0.1 * G1 - 0.1 * (0.9 * G1 + G2)
+    np.testing.assert_allclose(p.value.to_numpy(), expected)
+    assert_fresh_leaf(p)
+
+
+def test_sgd_momentum_on_scalars() -> None:
+    s = Parameter(Scalar(1.0))
+    opt = SGD([s], lr=0.1, momentum=0.5)
+    for d in (2.0, 4.0):
+        s.value.derivative = d
+        opt.step()
+    assert s.value.data == pytest.approx(1.0 - 0.1 * 2.0 - 0.1 * (0.5 * 2.0 + 4.0))
+
+
+# Adam ---------------------------------------------------------------------------------
+
+
+def test_adam_two_steps_match_the_reference() -> None:
+    p = tensor_param(W0)
+    opt = Adam([p], lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    for g in (G1, G2):
+        set_grad(p, g)
+        opt.step()
+    expected = adam_reference(W0, [G1, G2], lr=0.01, b1=0.8, b2=0.99, eps=1e-6)
+    np.testing.assert_allclose(p.value.to_numpy(), expected, rtol=1e-12)
+    assert_fresh_leaf(p)
+
+
+def test_adam_first_step_moves_each_element_by_about_lr() -> None:
+    p = tensor_param(W0)
+    set_grad(p, G1)
+    Adam([p], lr=0.01).step()
+    np.testing.assert_allclose(p.value.to_numpy(), W0 - 0.01 * np.sign(G1), rtol=1e-6)
+
+
+def test_adam_counts_steps_per_parameter_and_skips_missing_gradients() -> None:
+    early, late = tensor_param(W0), tensor_param(W0)
+    opt = Adam([early, late], lr=0.01)
+    set_grad(early, G1)
+    opt.step()
+    assert np.array_equal(late.value.to_numpy(), W0)
+    set_grad(early, G2)
+    set_grad(late, G2)
+    opt.step()
+    np.testing.assert_allclose(
+        early.value.to_numpy(), adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8)
+    )
+    # late's first update is bias-corrected as step 1, not step 2.
+    np.testing.assert_allclose(
+        late.value.to_numpy(), adam_reference(W0, [G2], 0.01, 0.9, 0.999, 1e-8)
+    )
+
+
+def test_adam_on_scalars_matches_the_reference() -> None:
+    s = Parameter(Scalar(0.5))
+    opt = Adam([s], lr=0.1)
+    for g in (0.1, -0.5):
+        s.value.derivative = g
+        opt.step()
+    expected = adam_reference(np.array(0.5), [np.array(0.1), np.array(-0.5)], 0.1, 0.9, 0.999, 1e-8)
+    assert s.value.data == pytest.approx(float(expected))
+
+
+def test_adam_minimises_a_quadratic() -> None:
+    target = tensor_from_numpy(np.array([1.0, -2.0, 3.0]))
+    p = tensor_param(np.zeros(3))
+    opt = Adam([p], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        ((p.value - target) * (p.value - target)).sum().backward()
+        opt.step()
+    np.testing.assert_allclose(p.value.to_numpy(), target.to_numpy(), atol=0.05)
+
+
+def test_adam_and_momentum_on_every_backend(backend: minitorch.TensorBackend) -> None:
+    p, q = tensor_param(W0, backend), tensor_param(W0, backend)
+    adam, sgd = Adam([p], lr=0.01), SGD([q], lr=0.1, momentum=0.9)
+    for g in (G1, G2):
+        set_grad(p, g)
+        set_grad(q, g)
+        adam.step()
+        sgd.step()
+    assert p.value.backend is backend and q.value.backend is backend
+    np.testing.assert_allclose(
+        p.value.to_numpy(), adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8)
+    )
+    np.testing.assert_allclose(q.value.to_numpy(), W0 - 0.1 * G1 - 0.1 * (0.9 * G1 + G2))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: SGD(ps, lr=-1.0),
+        lambda ps: SGD(ps, lr=0.1, momentum=-0.5),
+        lambda ps: Adam(ps, lr=-1e-3),
+        lambda ps: Adam(ps, betas=(1.0, 0.999)),
+    ],
+    ids=["sgd-lr", "sgd-momentum", "adam-lr", "adam-beta"],
+)
+def test_invalid_hyperparameters_raise(make: Callable[[list[Parameter]], object]) -> None:
+    with pytest.raises(ValueError):
+        make([tensor_param(W0)])
