@@ -8,6 +8,7 @@ and cached on disk (``kernel_cache``).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -341,7 +342,7 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 # Matrix multiply ----------------------------------------------------------------
 
 # Above this many multiply-adds, packing an operand for the dot-product kernel pays.
-_PACK_WORK = 96**3
+_PACK_WORK = 32**3
 
 # Matrix multiply kernels. Each output element sums over k in a fixed order
 # (blocks of k in sequence, lanes combined the same way every time), so results
@@ -430,10 +431,22 @@ def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1):  # noqa: A
                 o_[j] += aik * b_[j]
 
 
-_matmul_dots_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(_matmul_dots)
-_matmul_dots_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_matmul_dots)
-_matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(_matmul_rows)
-_matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_matmul_rows)
+def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
+    """A copy of ``py`` under its own name: numba's disk cache keys entries by name,
+    so a parallel and a serial compile of one function would overwrite each other."""
+    clone = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix)
+    clone.__qualname__ = py.__qualname__ + suffix
+    return clone
+
+
+_matmul_dots_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
+    _variant(_matmul_dots, "_par")
+)
+_matmul_dots_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
+_matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
+    _variant(_matmul_rows, "_par")
+)
+_matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_rows, "_ser"))
 
 
 # Not disk-cached: numba keeps ``parallel_diagnostics`` only for code it compiled.
