@@ -281,7 +281,7 @@ def _matmul_into(
     if k == 0:
         out[:] = 0.0
         return
-    if b3.strides[2] == 1 and (b3.strides[1] != 1 or n == 1) and work < _PACK_WORK:
+    if b3.strides[2] == 1 and b3.strides[1] != 1 and n >= 16 and work < _PACK_WORK:
         # Small product with row-major B: rows of B stream through the inner loop.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
         kernel(out, a3._storage, b3._storage, batch, m, n, k,
@@ -291,24 +291,54 @@ def _matmul_into(
     # Dot-product form: rows of A and columns of B both contiguous over k.
     a_storage, a_strides = a3._storage, a3.strides
     if a_strides[2] != 1 and k > 1:
-        a_storage = np.ascontiguousarray(_as_numpy(a3)).reshape(-1)
+        a_storage = _packed(a3._storage, a3.shape, a3.strides)
         a_strides = (m * k, k, 1)
         a_batch = m * k if a3.shape[0] > 1 else 0
     b_storage, b_strides = b3._storage, b3.strides
     if b_strides[1] != 1 and k > 1:
-        packed = np.ascontiguousarray(np.swapaxes(_as_numpy(b3), 1, 2))
-        b_storage = packed.reshape(-1)
+        # Columns of B become contiguous rows of B^T.
+        b_storage = _packed(
+            b3._storage, (b3.shape[0], n, k), (b_strides[0], b_strides[2], b_strides[1])
+        )
         b_strides = (n * k, 1, k)
     kernel = _matmul_dots_par if parallel else _matmul_dots_ser
     kernel(out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
            b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2])  # fmt: skip
 
 
-def _as_numpy(td: TensorData) -> np.ndarray:
-    storage = td._storage
-    return np.lib.stride_tricks.as_strided(
-        storage, shape=td.shape, strides=tuple(s * storage.itemsize for s in td.strides)
-    )
+def _packed(storage: Storage, shape: tuple[int, int, int], strides: tuple[int, ...]) -> Storage:
+    """A contiguous copy of a strided 3-D view; tiled (and parallel) when large."""
+    batch, rows, cols = shape
+    if rows * cols * batch < 128 * 128:
+        view = np.lib.stride_tricks.as_strided(
+            storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
+        )
+        return np.ascontiguousarray(view).reshape(-1)
+    out = np.empty(batch * rows * cols)
+    _pack_tiles(out, storage, batch, rows, cols, strides[0], strides[1], strides[2])
+    return out
+
+
+_TILE = 32
+
+
+@njit(parallel=True, cache=True)
+def _pack_tiles(dst, src, batch, rows, cols, s0, s1, s2):  # noqa: ANN001
+    """dst[p, r, c] = src[p*s0 + r*s1 + c*s2], in 32x32 tiles so that reads and
+    writes both stay within a few cache lines whichever stride is the small one."""
+    row_tiles = (rows + _TILE - 1) // _TILE
+    col_tiles = (cols + _TILE - 1) // _TILE
+    tiles = row_tiles * col_tiles
+    for t in prange(batch * tiles):
+        p = t // tiles
+        q = t - p * tiles
+        r0 = (q // col_tiles) * _TILE
+        c0 = (q % col_tiles) * _TILE
+        for r in range(r0, min(rows, r0 + _TILE)):
+            base = p * s0 + r * s1
+            o = (p * rows + r) * cols
+            for c in range(c0, min(cols, c0 + _TILE)):
+                dst[o + c] = src[base + c * s2]
 
 
 def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
@@ -350,68 +380,78 @@ _PACK_WORK = 32**3
 # dot products; ``contract`` allows fused multiply-adds.
 _MATMUL_MATH = {"reassoc", "contract", "nsz"}
 
-# A task owns a block of _ROWS rows of C; within it, a block of _JB columns of B
-# (as rows of B^T) times _KB of k stays in L2 while every row pair streams by.
+# A task owns a tile of _ROWS x _COLS of C (tiles of every batch are spread over
+# the threads); within it, _KB of k at a time keeps the rows of A and of B^T that
+# the tile reads in L1/L2 while every 2x4 register block streams through them.
 _ROWS = 32
-_JB = 64
+_COLS = 64
 _KB = 256
 
 
 def _matmul_dots(out, a, bt, batch, m, n, k, sa0, sa1, sb0, sb2):  # noqa: ANN001
-    """C = A @ B from rows of A and columns of B that are contiguous over k.
+    """C = A @ B from rows of A and columns of B (rows of ``bt``) contiguous over k.
 
-    A 2x2 register block of dot products: four loads feed four multiply-adds.
+    A 2x4 register block of dot products: six loads feed eight multiply-adds,
+    and LLVM vectorises each dot product along k.
     """
-    row_blocks = (m + _ROWS - 1) // _ROWS
-    for t in prange(batch * row_blocks):
-        p = t // row_blocks
-        r0 = (t - p * row_blocks) * _ROWS
+    row_tiles = (m + _ROWS - 1) // _ROWS
+    col_tiles = (n + _COLS - 1) // _COLS
+    tiles = row_tiles * col_tiles
+    for t in prange(batch * tiles):
+        p = t // tiles
+        q = t - p * tiles
+        r0 = (q // col_tiles) * _ROWS
         r1 = min(m, r0 + _ROWS)
+        j0 = (q % col_tiles) * _COLS
+        j1 = min(n, j0 + _COLS)
         o_base = p * m * n
-        for j0 in range(0, n, _JB):
-            j1 = min(n, j0 + _JB)
-            for k0 in range(0, k, _KB):
-                kw = min(k, k0 + _KB) - k0
-                first = k0 == 0
-                for i in range(r0, r1, 2):
-                    pa = p * sa0 + i * sa1 + k0
-                    a0 = a[pa : pa + kw]
-                    two_rows = i + 1 < r1
-                    a1 = a[pa + sa1 : pa + sa1 + kw] if two_rows else a0
-                    for j in range(j0, j1, 2):
-                        pb = p * sb0 + j * sb2 + k0
-                        two_cols = j + 1 < j1
-                        b0 = bt[pb : pb + kw]
-                        b1 = bt[pb + sb2 : pb + sb2 + kw] if two_cols else b0
-                        c00 = 0.0
-                        c01 = 0.0
-                        c10 = 0.0
-                        c11 = 0.0
-                        for kk in range(kw):
-                            x0 = a0[kk]
-                            x1 = a1[kk]
-                            y0 = b0[kk]
-                            y1 = b1[kk]
-                            c00 += x0 * y0
-                            c01 += x0 * y1
-                            c10 += x1 * y0
-                            c11 += x1 * y1
-                        po = o_base + i * n + j
-                        if not first:
-                            c00 += out[po]
-                            if two_cols:
-                                c01 += out[po + 1]
-                            if two_rows:
-                                c10 += out[po + n]
-                                if two_cols:
-                                    c11 += out[po + n + 1]
-                        out[po] = c00
-                        if two_cols:
-                            out[po + 1] = c01
-                        if two_rows:
-                            out[po + n] = c10
-                            if two_cols:
-                                out[po + n + 1] = c11
+        for k0 in range(0, k, _KB):
+            kw = min(k, k0 + _KB) - k0
+            first = k0 == 0
+            for i in range(r0, r1, 2):
+                pa = p * sa0 + i * sa1 + k0
+                two = i + 1 < r1
+                a0 = a[pa : pa + kw]
+                a1 = a[pa + sa1 : pa + sa1 + kw] if two else a0
+                for j in range(j0, j1, 4):
+                    nj = min(4, j1 - j)
+                    pb = p * sb0 + j * sb2 + k0
+                    b0 = bt[pb : pb + kw]
+                    b1 = bt[pb + sb2 : pb + sb2 + kw] if nj > 1 else b0
+                    b2 = bt[pb + 2 * sb2 : pb + 2 * sb2 + kw] if nj > 2 else b0
+                    b3 = bt[pb + 3 * sb2 : pb + 3 * sb2 + kw] if nj > 3 else b0
+                    c00 = c01 = c02 = c03 = 0.0
+                    c10 = c11 = c12 = c13 = 0.0
+                    for kk in range(kw):
+                        x0 = a0[kk]
+                        x1 = a1[kk]
+                        y0 = b0[kk]
+                        y1 = b1[kk]
+                        y2 = b2[kk]
+                        y3 = b3[kk]
+                        c00 += x0 * y0
+                        c01 += x0 * y1
+                        c02 += x0 * y2
+                        c03 += x0 * y3
+                        c10 += x1 * y0
+                        c11 += x1 * y1
+                        c12 += x1 * y2
+                        c13 += x1 * y3
+                    _store_block(out, o_base + i * n + j, n, nj, two, first,
+                                 c00, c01, c02, c03, c10, c11, c12, c13)  # fmt: skip
+
+
+@njit(inline="always")
+def _store_block(out, po, n, nj, two, first, c00, c01, c02, c03, c10, c11, c12, c13):  # noqa: ANN001
+    """Write (or, after the first k block, add) a 2 x nj block of C at ``po``."""
+    for r in range(2 if two else 1):
+        row = po + r * n
+        for c in range(nj):
+            if r == 0:
+                v = c00 if c == 0 else c01 if c == 1 else c02 if c == 2 else c03
+            else:
+                v = c10 if c == 0 else c11 if c == 1 else c12 if c == 2 else c13
+            out[row + c] = v if first else out[row + c] + v
 
 
 def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1):  # noqa: ANN001
