@@ -281,8 +281,10 @@ def _matmul_into(
     if k == 0:
         out[:] = 0.0
         return
-    if b3.strides[2] == 1 and b3.strides[1] != 1 and n >= 16 and work < _PACK_WORK:
-        # Small product with row-major B: rows of B stream through the inner loop.
+    row_major_b = b3.strides[2] == 1 and (b3.strides[1] != 1 or k == 1)
+    if row_major_b and n >= 16 and (work < _PACK_WORK or k < 16):
+        # Small product, or short k, with row-major B: rows of B stream through the
+        # inner loop (dot products over a short k would be all overhead).
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
         kernel(out, a3._storage, b3._storage, batch, m, n, k,
                a_batch, a3.strides[1], a3.strides[2],
