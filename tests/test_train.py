@@ -109,6 +109,16 @@ def test_cli_plots_a_simple_backend_model(
     assert "first epoch" in capsys.readouterr().out
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not train.cuda.is_available(), reason="needs a GPU or the CUDA simulator")
+def test_cli_trains_on_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    # Tiny: under the simulator every GPU thread is a Python thread.
+    argv = ["train", "--backend", "cuda", "--dataset", "simple", "--hidden", "3"]
+    assert main([*argv, "--epochs", "1", "--points", "4", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "with the cuda backend" in out and "Done: accuracy" in out
+
+
 def test_cli_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="cuda backend needs an NVIDIA GPU"):
