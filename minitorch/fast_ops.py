@@ -91,27 +91,23 @@ class _Elementwise:
                 # Fast path: each input contiguous like the output, a single value,
                 # or a contiguous trailing block repeated along the leading dims (a bias).
                 inner = 0
-                steps: list[int] = []
+                pairs: list[tuple[int, int] | None] = []  # None: contiguous like the output
                 for td in tds:
                     if td.size == 1:
-                        steps.extend((0, 0))
+                        pairs.append((0, 0))
                     elif td.strides == otd.strides and td.shape == otd.shape:
-                        steps.append(-1)
+                        pairs.append(None)
                     elif inner == 0 and _is_trailing_block(td, otd.shape):
                         inner = td.size
-                        steps.extend((0, 1))
+                        pairs.append((0, 1))
                     else:
                         break
                 else:
                     rows, cols = (1, size) if inner == 0 else (size // inner, inner)
-                    args: list[Any] = [otd._storage]
-                    args.extend(td._storage for td in tds)
+                    args: list[Any] = [otd._storage, *(td._storage for td in tds)]
                     args.extend((rows, cols, cols, 1))
-                    for step in steps:
-                        if step == -1:
-                            args.extend((cols, 1))
-                        else:
-                            args.append(step)
+                    for pair in pairs:
+                        args.extend(pair or (cols, 1))
                     (self.flat_par if par else self.flat_ser)(*args)
                     return
             self._general(otd, tds, par)
