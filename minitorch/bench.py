@@ -306,6 +306,37 @@ def plot_sweep(sweep: list[tuple[int, float, float, float | None]], path: Path) 
     return True
 
 
+# Per-op overhead -----------------------------------------------------------------
+
+
+def overhead(repeat: int) -> list[tuple[str, float]]:
+    """Microseconds per call for one small add, layer by layer (training's usual size)."""
+    from . import fast_kernels, operators
+    from .kernel_cache import load_kernels
+
+    rng = np.random.default_rng(3)
+    x, y = rng.random((10, 100)), rng.random((10, 100))
+    a = minitorch.tensor_from_numpy(x, backend=FAST, requires_grad=True)
+    b = minitorch.tensor_from_numpy(y, backend=FAST, requires_grad=True)
+    out = np.empty(1000)
+    kernel = load_kernels("zip", fast_kernels.ZIP_SOURCE, operators.add).zip2d_ser
+    rows = [
+        ("NumPy `x + y`", best_time(lambda: x + y, repeat)),
+        ("compiled kernel alone (preallocated output)",
+         best_time(lambda: kernel(out, x.reshape(-1), y.reshape(-1), 1, 1000, 0, 1, 0, 1, 0, 1),
+                   repeat)),
+        ("backend op `add_zip(a, b)`: output allocation, layout check, dispatch",
+         best_time(lambda: FAST.add_zip(a, b), repeat)),
+        ("tensor op `a + b` with autodiff history", best_time(lambda: a + b, repeat)),
+    ]  # fmt: skip
+    torch = _torch()
+    if torch:
+        ta = torch.from_numpy(x).requires_grad_()
+        tb = torch.from_numpy(y).requires_grad_()
+        rows.append(("PyTorch `a + b` with autograd", best_time(lambda: ta + tb, repeat)))
+    return rows
+
+
 # Start-up ---------------------------------------------------------------------------
 
 _STARTUP = """
@@ -375,8 +406,9 @@ def main(args: argparse.Namespace) -> int:
     rows += matmul_cases(repeat)
     say("[3/6] training epochs (minitorch and PyTorch)")
     rows += training_cases(args.quick)
-    say("[4/6] SimpleOps -> FastOps ladder")
+    say("[4/6] SimpleOps -> FastOps ladder, per-op overhead")
     steps = ladder(repeat)
+    costs = overhead(repeat)
     say("[5/6] matmul sweep 64..1024")
     sizes = [64, 128, 256, 512] if args.quick else [64, 128, 256, 512, 1024]
     sweep = matmul_sweep(sizes, repeat)
@@ -419,6 +451,17 @@ def main(args: argparse.Namespace) -> int:
     ]
     for prim, slow, fast in steps:
         lines.append(f"| {prim} | {slow * 1e3:.2f} | {fast * 1e3:.4f} | {slow / fast:,.0f}x |")
+    lines += [
+        "",
+        "## Where the time of a small op goes ((10, 100) + (10, 100), microseconds per call)",
+        "",
+        "Training on small batches is dominated by per-op Python work, so each layer of one op",
+        "is timed on its own:",
+        "",
+        "| layer | µs |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {t * 1e6:.2f} |" for name, t in costs]
     lines += [
         "",
         "## Matrix multiply, n x n @ n x n (GFLOP/s)",

@@ -1,0 +1,27 @@
+"""The benchmark command's building blocks run and report sane numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from minitorch import bench
+
+pytestmark = pytest.mark.kernels
+
+
+def test_best_time_is_positive_and_small_for_trivial_work() -> None:
+    assert 0 < bench.best_time(lambda: None, repeat=2, min_time=0.001) < 1e-3
+
+
+def test_overhead_table_has_every_layer() -> None:
+    rows = dict(bench.overhead(repeat=1))
+    assert "tensor op `a + b` with autodiff history" in rows
+    # Each layer adds work on top of the one below it.
+    kernel = rows["compiled kernel alone (preallocated output)"]
+    op = rows["backend op `add_zip(a, b)`: output allocation, layout check, dispatch"]
+    assert 0 < kernel < op < rows["tensor op `a + b` with autodiff history"]
+
+
+def test_matmul_gflops_reports_every_side() -> None:
+    ours, numpy_rate, _ = bench.matmul_gflops((32, 32), (32, 32), repeat=1)
+    assert ours > 0 and numpy_rate > 0
