@@ -18,9 +18,6 @@ from numba import njit
 from numba import types as nbtypes
 from numba.extending import intrinsic
 
-# Bump when the arithmetic below changes: it is part of the kernel cache key.
-VERSION = "1"
-
 _LOG2E = 1.4426950408889634
 # ln 2 split so that k * _LN2_HI is exact for the k that occur (Cody and Waite).
 _LN2_HI = 0.6931471803691238

@@ -215,6 +215,17 @@ def _hash_code_object(code: types.CodeType, h: Any) -> None:
             h.update(repr(const).encode())
 
 
+def _engine_key() -> str:
+    """A hash of the code that decides how scalar functions compile (this module and
+    ``fast_math``): changing either must not reuse kernels compiled the old way."""
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], fast_math):
+        with open(module.__file__, "rb") as f:  # type: ignore[arg-type]
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+_ENGINE_KEY = _engine_key()
 _loaded: dict[str, types.ModuleType] = {}
 
 
@@ -239,7 +250,7 @@ def load_kernels(
         exec(compile(text, filename, "exec"), module.__dict__)
         module.fn = compiled
         return module
-    digest = hashlib.sha256((source + key + fast_math.VERSION).encode()).hexdigest()[:24]
+    digest = hashlib.sha256((source + key + _ENGINE_KEY).encode()).hexdigest()[:24]
     name = f"_minitorch_{family}_{digest}"
     module = _loaded.get(name)
     if module is not None:
