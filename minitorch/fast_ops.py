@@ -80,14 +80,17 @@ class _Elementwise:
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
 
-    def run(self, otd: TensorData, *tds: TensorData) -> None:
-        """Fill ``otd`` (broadcasting every input into its shape)."""
+    def run(self, otd: TensorData, *tds: TensorData, fresh: bool = False) -> None:
+        """Fill ``otd`` (broadcasting every input into its shape).
+
+        ``fresh`` says ``otd`` was just allocated contiguous, sparing the check.
+        """
         size = otd.size
         if size == 0:
             return
         par = size >= PARALLEL_THRESHOLD
         try:
-            if otd.strides == strides_from_shape(otd.shape):
+            if fresh or otd.strides == strides_from_shape(otd.shape):
                 # Fast path: each input contiguous like the output, a single value,
                 # or a contiguous trailing block repeated along the leading dims (a bias).
                 inner = 0
@@ -165,10 +168,16 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
 
 
 def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A fresh contiguous output on ``a``'s backend (values unset)."""
+    size = a._tensor.size if shape is a._tensor.shape else _size(shape)
+    return a._make_like(np.empty(size), shape, size)
+
+
+def _size(shape: tuple[int, ...]) -> int:
     size = 1
     for s in shape:
         size *= s
-    return a._make_like(np.empty(size), shape, size)
+    return size
 
 
 # The backend -----------------------------------------------------------------
@@ -184,7 +193,9 @@ class FastOps(TensorOps):
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
                 out = _empty_like_shape(a, a.shape)
-            elif out._tensor.shape != a._tensor.shape:
+                engine.run(out._tensor, a._tensor, fresh=True)
+                return out
+            if out._tensor.shape != a._tensor.shape:
                 _check_broadcast_into(a.shape, out.shape)
             engine.run(out._tensor, a._tensor)
             return out
@@ -211,7 +222,7 @@ class FastOps(TensorOps):
             sb = b._tensor.shape
             shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
             out = _empty_like_shape(a, shape)
-            engine.run(out._tensor, a._tensor, b._tensor)
+            engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out
 
         return _zip
@@ -230,9 +241,7 @@ class FastOps(TensorOps):
             dim = check_reduce_dim(a, dim)
             td = a._tensor
             shape = reduce_shape(td.shape, dim)
-            size = 1
-            for s in shape:
-                size *= s
+            size = _size(shape)
             out = a._make_like(np.full(size, start), shape, size)
             if td.size == 0:
                 return out
