@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument(
         "--no-startup", action="store_true", help="skip the cold/warm start measurement"
     )
+    bench_parser.add_argument(
+        "--cuda", action="store_true", help="also benchmark CudaOps (needs an NVIDIA GPU)"
+    )
     bench_parser.set_defaults(run=_run_bench)
 
     diagnostics_parser = commands.add_parser(

@@ -152,8 +152,9 @@ def matmul_cases(repeat: int) -> list[Row]:
 # Training: the course's network and loop, on minitorch and on PyTorch -------------
 
 
-def _minitorch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> float:
-    backend = FAST
+def _minitorch_epoch_time(
+    points: int, hidden: int, batch: int, epochs: int, backend: Any = FAST
+) -> float:
 
     class Linear(minitorch.Module):
         def __init__(self, n_in: int, n_out: int) -> None:
@@ -337,6 +338,83 @@ def overhead(repeat: int) -> list[tuple[str, float]]:
     return rows
 
 
+# GPU ---------------------------------------------------------------------------------
+
+
+def cuda_cases(
+    elementwise_sizes: list[int], matmul_sizes: list[int], repeat: int, train: bool = True
+) -> list[tuple[str, float, float | None, str]]:
+    """CudaOps next to PyTorch CUDA (float64): ``(case, ours, theirs, unit)`` rows.
+
+    Device work is asynchronous, so every timed call ends with a synchronise.
+    """
+    from numba import cuda
+
+    backend = minitorch.TensorBackend(minitorch.CudaOps)
+    torch = _torch()
+    gpu_torch = torch is not None and torch.cuda.is_available()
+    rng = np.random.default_rng(4)
+    rows: list[tuple[str, float, float | None, str]] = []
+
+    def timed(fn: Callable[[], Any], sync: Callable[[], Any]) -> float:
+        def call() -> None:
+            fn()
+            sync()
+
+        return best_time(call, repeat)
+
+    def device(x: np.ndarray) -> minitorch.Tensor:
+        t = minitorch.tensor_from_numpy(x, backend=backend)
+        t._tensor.to_cuda_()
+        return t
+
+    for n in elementwise_sizes:
+        x, y = rng.random(n), rng.random(n)
+        a, b = device(x), device(y)
+        ours = timed(lambda a=a, b=b: backend.add_zip(a, b), cuda.synchronize)
+        theirs = None
+        if gpu_torch:
+            tx, ty = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+            theirs = timed(lambda tx=tx, ty=ty: tx + ty, torch.cuda.synchronize)
+        rows.append((f"zip add, {n:.0e} elements", ours, theirs, "ms"))
+        m = x.reshape(-1, 1000) if n % 1000 == 0 else x.reshape(1, -1)
+        t = device(m)
+        ours = timed(lambda t=t: backend.add_reduce(t, 1), cuda.synchronize)
+        theirs = None
+        if gpu_torch:
+            tm = torch.from_numpy(m).cuda()
+            theirs = timed(lambda tm=tm: tm.sum(1, keepdim=True), torch.cuda.synchronize)
+        rows.append((f"sum along dim 1, {m.shape}", ours, theirs, "ms"))
+    for n in matmul_sizes:
+        x, y = rng.random((n, n)), rng.random((n, n))
+        a, b = device(x), device(y)
+        flops = 2.0 * n**3 / 1e9
+        ours = flops / timed(lambda a=a, b=b: backend.matrix_multiply(a, b), cuda.synchronize)
+        theirs = None
+        if gpu_torch:
+            tx, ty = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+            theirs = flops / timed(lambda tx=tx, ty=ty: tx @ ty, torch.cuda.synchronize)
+        rows.append((f"matmul {n}x{n}", ours, theirs, "GFLOP/s"))
+    if train:
+        for name, be in (("CudaOps", backend), ("FastOps", FAST)):
+            epoch = _minitorch_epoch_time(50, 100, 10, 5, backend=be)
+            rows.append((f"training epoch on {name} (hidden 100, 50 points)", epoch, None, "ms"))
+    return rows
+
+
+def _cuda_lines(rows: list[tuple[str, float, float | None, str]]) -> list[str]:
+    lines = [
+        "",
+        "## CudaOps on the GPU (float64; PyTorch CUDA alongside)",
+        "",
+        "| case | minitorch | PyTorch | unit |",
+        "|---|---|---|---|",
+    ]
+    for case, ours, theirs, unit in rows:
+        lines.append(f"| {case} | {_fmt(ours, unit)} | {_fmt(theirs, unit)} | {unit} |")
+    return lines
+
+
 # Start-up ---------------------------------------------------------------------------
 
 _STARTUP = """
@@ -396,6 +474,8 @@ def _machine() -> str:
 
 def main(args: argparse.Namespace) -> int:
     repeat = 3 if args.quick else 7
+    if args.cuda and not numba.cuda.is_available():
+        raise SystemExit("bench --cuda needs an NVIDIA GPU: numba.cuda.is_available() is False.")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -474,6 +554,11 @@ def main(args: argparse.Namespace) -> int:
         lines.append(f"| {n} | {ours:.1f} | {ref:.1f} | {t} | {ours / ref:.2f} |")
     if plotted:
         lines += ["", f"![matmul GFLOP/s]({plot_path.name})"]
+    if args.cuda:
+        say("[+] CudaOps on the GPU")
+        lines += _cuda_lines(
+            cuda_cases([10**6, 10**7, 10**8], [256, 512, 1024, 2048, 4096], repeat)
+        )
     if startup:
         lines += [
             "",

@@ -25,3 +25,22 @@ def test_overhead_table_has_every_layer() -> None:
 def test_matmul_gflops_reports_every_side() -> None:
     ours, numpy_rate, _ = bench.matmul_gflops((32, 32), (32, 32), repeat=1)
     assert ours > 0 and numpy_rate > 0
+
+
+@pytest.mark.cuda
+def test_cuda_cases_run_on_tiny_sizes() -> None:
+    numba_cuda = pytest.importorskip("numba.cuda")
+    if not numba_cuda.is_available():
+        pytest.skip("needs a GPU or the CUDA simulator")
+    rows = bench.cuda_cases([1000], [8], repeat=1, train=False)
+    assert [unit for *_, unit in rows] == ["ms", "ms", "GFLOP/s"]
+    assert all(ours > 0 for _, ours, _, _ in rows)
+    assert "| matmul 8x8 |" in "\n".join(bench._cuda_lines(rows))
+
+
+def test_bench_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.numba.cuda, "is_available", lambda: False)
+    from minitorch.__main__ import main
+
+    with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
+        main(["bench", "--cuda", "--output", "/dev/null"])
