@@ -84,7 +84,7 @@ def backpropagate(variable: Variable, deriv: Any) -> None:
             derivatives[uid] = d_parent if previous is None else previous + d_parent
 
 
-@dataclass(slots=True)
+@dataclass
 class Context:
     """Values a function's forward saves for its backward."""
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 
-@dataclass(slots=True)
+@dataclass
 class History:
     """How a tensor was made: the function, its context and its inputs."""
 

@@ -148,3 +148,13 @@ def test_central_difference_on_scalars_returns_scalar() -> None:
     d = central_difference(lambda v: v * v * v, x)
     assert isinstance(d, Scalar)
     assert d.data == pytest.approx(12.0, abs=1e-4)
+
+
+def test_context_accepts_attributes_like_the_course() -> None:
+    # Course code often stores extra state on ctx (ctx.dim = ...); Context must allow it.
+    from minitorch.autodiff import Context
+
+    ctx = Context()
+    ctx.dim = 1
+    ctx.save_for_backward(2.0, 3.0)
+    assert ctx.dim == 1 and ctx.saved_tensors == (2.0, 3.0)
