@@ -117,6 +117,17 @@ class _Elementwise:
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
 
+    def run_flat(self, out: Storage, *storages: Storage) -> None:
+        """``out[i] = fn(x[i], ...)`` over contiguous storages of ``out``'s length."""
+        size = len(out)
+        if size == 0:
+            return
+        kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
+        try:
+            kernel(out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
+        except NumbaError as e:
+            raise _compile_error(self.fn, e) from None
+
     def _general(self, otd: TensorData, tds: tuple[TensorData, ...], par: bool) -> None:
         shape, strides = elementwise_layout(
             otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
@@ -192,8 +203,13 @@ class FastOps(TensorOps):
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
+                ta = a._tensor
+                if ta.strides == strides_from_shape(ta.shape):
+                    storage = np.empty(ta.size)
+                    engine.run_flat(storage, ta._storage)
+                    return a._make_like(storage, ta.shape, ta.size)
                 out = _empty_like_shape(a, a.shape)
-                engine.run(out._tensor, a._tensor, fresh=True)
+                engine.run(out._tensor, ta, fresh=True)
                 return out
             if out._tensor.shape != a._tensor.shape:
                 _check_broadcast_into(a.shape, out.shape)
@@ -218,8 +234,13 @@ class FastOps(TensorOps):
         engine = _Elementwise(fn, load_kernels("zip", fast_kernels.ZIP_SOURCE, fn), "zip")
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
-            sa = a._tensor.shape
-            sb = b._tensor.shape
+            ta, tb = a._tensor, b._tensor
+            sa, sb = ta.shape, tb.shape
+            if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
+                # The commonest call of all (same-shape contiguous operands): no layout work.
+                out = np.empty(ta.size)
+                engine.run_flat(out, ta._storage, tb._storage)
+                return a._make_like(out, sa, ta.size)
             shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
             out = _empty_like_shape(a, shape)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
