@@ -239,30 +239,33 @@ def load_kernels(
     that need numba's compile-time reports (``parallel_diagnostics`` is not
     kept in the disk cache), get kernels compiled in memory from the same source.
     """
-    compiled = jit_scalar(fn)
     key = function_key(fn) if cache else None
-    if key is None:
-        module = types.ModuleType(f"_minitorch_{family}_inmemory")
-        text = source.replace("cache=True", "cache=False")
-        filename = f"<minitorch {family} kernels>"
-        # Registered with linecache so numba's reports can show the kernel source.
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        exec(compile(text, filename, "exec"), module.__dict__)
-        module.fn = compiled
-        return module
-    digest = hashlib.sha256((source + key + _ENGINE_KEY).encode()).hexdigest()[:24]
-    name = f"_minitorch_{family}_{digest}"
-    module = _loaded.get(name)
-    if module is not None:
-        return module
-    path = _write_once(cache_dir() / f"{name}.py", source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    module.fn = compiled
-    _loaded[name] = module
+    if key is not None:
+        digest = hashlib.sha256((source + key + _ENGINE_KEY).encode()).hexdigest()[:24]
+        name = f"_minitorch_{family}_{digest}"
+        module = _loaded.get(name)
+        if module is not None:
+            return module
+        try:
+            path = _write_once(cache_dir() / f"{name}.py", source)
+        except OSError:
+            path = None  # an unwritable cache directory: compile in memory instead
+        if path is not None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            module.fn = jit_scalar(fn)
+            _loaded[name] = module
+            return module
+    module = types.ModuleType(f"_minitorch_{family}_inmemory")
+    text = source.replace("cache=True", "cache=False")
+    filename = f"<minitorch {family} kernels>"
+    # Registered with linecache so numba's reports can show the kernel source.
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    exec(compile(text, filename, "exec"), module.__dict__)
+    module.fn = jit_scalar(fn)
     return module
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +260,16 @@ def test_builtin_backend_ops_are_user_ops_too(backend: TensorBackend) -> None:
     assert_close(backend.reduce_of(soft_hypot, 0.0)(make(np.array([3.0]), backend), 0),
                  np.array([math.sqrt(10.0)]))  # fmt: skip
     assert_close(backend.map_of(softplus)(t), np.logaddexp(0.0, X))
+
+
+@pytest.mark.kernels
+def test_unwritable_kernel_cache_falls_back_to_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MINITORCH_CACHE_DIR", str(blocker / "kernels"))
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    op = unary_op(lambda x: 3.0 * x + 0.25)  # a function no other test has compiled
+    t = minitorch.tensor_from_numpy(np.array([1.0, -2.0]), backend=fast)
+    np.testing.assert_array_equal(op(t).to_numpy(), np.array([3.25, -5.75]))
