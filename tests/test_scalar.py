@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import NEAR_KINK
 
 from minitorch import operators
 from minitorch.autodiff import Context
@@ -18,18 +19,6 @@ small_floats = st.floats(min_value=-100, max_value=100, allow_nan=False)
 small_scalars = small_floats.map(Scalar)
 
 one_arg, two_arg, _ = MathTestVariable._comp_testing()
-
-# Points where a test function is discontinuous, kinked or undefined, as
-# predicates on the inputs; a central difference is meaningless there.
-NEAR_KINK: dict[str, Callable[..., bool]] = {
-    "inv": lambda a: abs(a + 3.5) < 1e-3,
-    "relu": lambda a: abs(a + 5.5) < 1e-3,
-    "complex": lambda a: abs(a * 10 + 7) < 1e-3,
-    "div2": lambda a, b: abs(b + 5.5) < 1e-3,
-    "gt2": lambda a, b: abs(a + 1.2 - b) < 1e-3,
-    "lt2": lambda a, b: abs(a + 1.2 - b) < 1e-3,
-    "eq2": lambda a, b: abs(a - b - 5.5) < 1e-3,
-}
 
 
 def assert_close(a: float, b: float) -> None:

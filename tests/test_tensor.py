@@ -15,6 +15,7 @@ import pytest
 from hypothesis import assume
 from hypothesis import strategies as st
 from strategies import (
+    NEAR_KINK,
     assert_close,
     assert_exact,
     backend_shapes,
@@ -36,18 +37,6 @@ from minitorch import (
 from minitorch.tensor_functions import Function, History
 
 one_arg, two_arg, red_arg = MathTestVariable._comp_testing()
-
-# Where a reference function is kinked, discontinuous or singular: a central
-# difference is meaningless there, so those inputs are skipped.
-NEAR_KINK: dict[str, Callable[..., bool]] = {
-    "inv": lambda a: abs(a + 3.5) < 1e-3,
-    "relu": lambda a: abs(a + 5.5) < 1e-3,
-    "complex": lambda a: abs(a * 10 + 7) < 1e-3,
-    "div2": lambda a, b: abs(b + 5.5) < 1e-3,
-    "gt2": lambda a, b: abs(a + 1.2 - b) < 1e-3,
-    "lt2": lambda a, b: abs(a + 1.2 - b) < 1e-3,
-    "eq2": lambda a, b: abs(a - b - 5.5) < 1e-3,
-}
 
 
 def near_kink(name: str, *arrays: np.ndarray) -> bool:
