@@ -164,6 +164,8 @@ def as_storage(values: Any) -> Storage:
 
 
 def _is_int(value: Any) -> bool:
+    if value.__class__ is int:
+        return True
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -175,26 +177,33 @@ def check_shape(shape: Any) -> tuple[int, ...]:
     fixed arrays of that length).
     """
     if _is_int(shape):
-        return check_shape((shape,))
+        shape = (shape,)
     try:
         items = tuple(shape)
     except TypeError:
         raise TypeError(
             f"A shape is an int or a sequence of ints, not {type(shape).__name__}."
         ) from None
-    for s in items:
-        if not _is_int(s):
-            raise TypeError(f"Shape {items!r} holds {s!r}: dimensions must be ints.")
-        if s < 0:
-            raise IndexingError(f"Negative dimension in shape {items}.")
     if len(items) > MAX_DIMS:
         raise IndexingError(
             f"Shape {items} has {len(items)} dims; at most MAX_DIMS = {MAX_DIMS} are supported."
         )
-    shape = tuple(int(s) for s in items)
-    if _size(shape) > _INT64_MAX or any(s > _INT64_MAX for s in shape):
-        raise IndexingError(f"Shape {shape} has more elements than a 64-bit index can count.")
-    return shape
+    size = 1
+    plain = True  # every dim a Python int already
+    for s in items:
+        if s.__class__ is not int:
+            if not _is_int(s):
+                raise TypeError(f"Shape {items!r} holds {s!r}: dimensions must be ints.")
+            plain = False
+        if s < 0:
+            raise IndexingError(f"Negative dimension in shape {items}.")
+        if s > _INT64_MAX:
+            size = s  # too large even beside a 0
+            break
+        size *= s
+    if size > _INT64_MAX:
+        raise IndexingError(f"Shape {items} does not fit 64-bit indexing.")
+    return items if plain else tuple(int(s) for s in items)
 
 
 def check_strides(strides: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -227,6 +236,8 @@ def as_int(value: Any, what: str) -> int:
     value is a float; it must be a whole number. Bools and other floats are
     refused rather than truncated.
     """
+    if value.__class__ is int:
+        return value
     if _is_int(value):
         return int(value)
     if getattr(value, "size", None) == 1 and hasattr(value, "item"):

@@ -18,6 +18,7 @@ import numpy as np
 from . import operators
 from .autodiff import Context
 from .tensor_data import (
+    MAX_DIMS,
     IndexingError,
     TensorData,
     as_int,
@@ -91,7 +92,10 @@ class Function:
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
     """An order or shape given as ints or as a tensor of whole numbers (the course's form)."""
     if isinstance(value, (tuple, list)):
-        return tuple(as_int(v, what) for v in value)
+        for v in value:
+            if v.__class__ is not int:
+                return tuple(as_int(v, what) for v in value)
+        return tuple(value)
     if not hasattr(value, "to_numpy"):
         raise TypeError(f"{what} must be a sequence of ints, not {value!r}.")
     values = value.to_numpy().reshape(-1).tolist()
@@ -329,7 +333,9 @@ def _resolve_view_shape(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(size // known if s == -1 else s for s in shape)
     elif known != size:
         raise IndexingError(f"Cannot view {size} elements as {shape} ({known} elements).")
-    return check_shape(shape)
+    if size == 0 or len(shape) > MAX_DIMS:
+        check_shape(shape)  # too many dims, or a huge dim beside a 0
+    return shape
 
 
 class Copy(Function):
