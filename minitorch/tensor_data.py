@@ -385,7 +385,7 @@ class TensorData:
         if _is_int(index):
             index = (int(index),)
         elif isinstance(index, np.ndarray):
-            index = tuple(int(i) for i in index)
+            index = tuple(index.reshape(-1).tolist())  # float entries are refused below
         else:
             try:
                 index = tuple(index)

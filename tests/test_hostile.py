@@ -581,6 +581,7 @@ def test_rand_shape_is_row_major_draws() -> None:
         (lambda: minitorch.tensor([1.0, 2.0]).view(True, 2), TypeError, "must be an int"),
         (lambda: minitorch.tensor([1.0, 2.0])[True], IndexingError, "int"),
         (lambda: minitorch.tensor([1.0, 2.0])[0.0], IndexingError, "int"),
+        (lambda: minitorch.tensor([1.0, 2.0])[np.array([0.5])], IndexingError, "non-integer"),
         (lambda: minitorch.max(minitorch.tensor([1.0, 2.0]), True), TypeError, "must be an int"),
         (lambda: minitorch.softmax(minitorch.tensor([1.0, 2.0]), 0.5), TypeError, "an int"),
         (
