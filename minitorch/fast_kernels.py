@@ -209,9 +209,11 @@ def reduce_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strid
         out[po] = acc
 '''
 
+# error_model="numpy": division by zero gives inf / nan as in NumPy, instead of
+# raising (numba's default for serial code) in some kernels and not in others.
 _VARIANTS = (
-    ("par", "parallel=True, cache=True", "prange"),
-    ("ser", "cache=True", "range"),
+    ("par", 'parallel=True, cache=True, error_model="numpy"', "prange"),
+    ("ser", 'cache=True, error_model="numpy"', "range"),
 )
 
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 # Reductions whose fold may run in independent lanes (associative and commutative).
-_LANE_SAFE = (operators.add, operators.mul, operators.max)
+# Not ``operators.max``: with a NaN its result depends on the order of the fold.
+_LANE_SAFE = (operators.add, operators.mul, operators.maximum)
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15

@@ -60,14 +60,15 @@ def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) 
     Plain Python functions that ``fn`` calls through its globals (for example
     a user's ``softplus`` calling ``operators.exp``) are compiled too, so users
     write ordinary Python. ``jit`` defaults to ``numba.njit(inline="always")``
-    for FastOps, where ``math`` is swapped for ``fast_math`` (a vectorisable
-    ``exp``); CUDA passes its device-function decorator and keeps ``math``.
+    with NumPy's error model (1/0 is inf, not an exception) for FastOps, where
+    ``math`` is swapped for ``fast_math`` (a vectorisable ``exp``); CUDA passes
+    its device-function decorator and keeps ``math``.
     """
     substitutes: dict[str, Any] = {}
     if jit is None:
         if isinstance(fn, CPUDispatcher):
             return fn
-        jit = numba.njit(inline="always")
+        jit = numba.njit(inline="always", error_model="numpy")
         substitutes["math"] = fast_math.math_module()
     py = python_function(fn)
     return jit(_with_compiled_globals(py, jit, {}, substitutes))
