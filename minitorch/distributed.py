@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,16 @@ def _share_of_cores(local: Any) -> int:
     sharing = sum(1 for cores in local.allgather(mine) if cores & mine)
     local.Free()
     return max(1, len(mine) // sharing)
+
+
+def find_mpiexec() -> str | None:
+    """The ``mpiexec`` installed beside this Python (the mpich wheel's), else one on PATH.
+
+    The one beside Python belongs to the MPI library that mpi4py loads; another MPI's
+    ``mpiexec`` would start ranks that each see a world of one.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
 
 
 def is_initialized() -> bool:

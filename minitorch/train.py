@@ -300,15 +300,15 @@ def _train(
     random.seed(args.seed)
     data = datasets[args.dataset.capitalize()](args.points)
     model = make_network(args.hidden, backend)
+    layout = ""
     if sampler:
         distributed.broadcast_parameters(model)
+        layout = f", ranks x threads {sampler.world_size} x {numba.get_num_threads()}"
     n = len(data.y)
-    threads = numba.get_num_threads()
-    ranks = f", {sampler.world_size} ranks x {threads} threads" if sampler else ""
     print(
         f"Training on {args.dataset} ({n} points) with the {args.backend} backend: "
         f"hidden {args.hidden}, SGD lr {args.lr}, batch {args.batch}, "
-        f"{args.epochs} epochs, seed {args.seed}{ranks}"
+        f"{args.epochs} epochs, seed {args.seed}{layout}"
     )
 
     compiled = " (includes JIT compile)" if args.backend != "simple" else ""
