@@ -55,11 +55,12 @@ def init(threads: int | None = None) -> None:
     """Join the MPI world that ``mpiexec`` started; a process started without it is a world of one.
 
     Also, so that ranks sharing a machine do not oversubscribe its cores, sets this rank's Numba
-    threads: to ``threads`` if given, else to ``NUMBA_NUM_THREADS`` if that is set, else to this
-    rank's share of the cores it may run on (those cores divided by the ranks on this machine
-    that may run on them too, at least 1). In a world of more than one, an uncaught exception
-    on any rank ends the whole job instead of leaving the other ranks waiting (see
-    ``abort_on_error``). Calling ``init`` again does nothing.
+    threads: to ``threads`` if given (at most ``NUMBA_NUM_THREADS``), else to
+    ``NUMBA_NUM_THREADS`` if that is set, else to this rank's share of the cores it may run on
+    (those cores divided by the ranks on this machine that may run on them too, at least 1).
+    In a world of more than one, an uncaught exception on any rank ends the whole job instead
+    of leaving the other ranks waiting (see ``abort_on_error``). Calling ``init`` again does
+    nothing.
     """
     global _world
     if _world is not None:
@@ -74,15 +75,18 @@ def init(threads: int | None = None) -> None:
     world = _World(comm, comm.Get_rank(), comm.Get_size())
     launched = max(int(os.environ.get(name, "1")) for name in _LAUNCHER_SIZE_VARIABLES)
     if world.size == 1 and launched > 1:
+        library = " ".join(MPI.Get_library_version().splitlines()[0].split())
         raise RuntimeError(
             f"This process was started as one of {launched} ranks, but mpi4py sees a world of "
             "one: the mpiexec that started it belongs to another MPI library than the one "
-            f"mpi4py loaded ({MPI.Get_library_version().splitlines()[0].strip()}). Use the "
+            f"mpi4py loaded ({library}). Use the "
             "mpiexec installed beside mpi4py (with the mpich wheel, the one in the same bin/ "
             "directory as python)."
         )
+    # Collective, so every rank takes part whatever its own settings.
+    share = _share_of_cores(comm.Split_type(MPI.COMM_TYPE_SHARED))
     if threads is None and "NUMBA_NUM_THREADS" not in os.environ:
-        threads = _share_of_cores(comm.Split_type(MPI.COMM_TYPE_SHARED))
+        threads = share
     if threads is not None:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     if world.size > 1:

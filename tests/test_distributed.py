@@ -299,6 +299,19 @@ def test_collectives_on_three_ranks(mpiexec: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.mpi
+def test_ranks_of_another_mpis_mpiexec_are_told_so(mpiexec: str) -> None:
+    # Open MPI's mpiexec sets this; mpi4py on MPICH then sees a world of one in each rank.
+    env = dict(os.environ, OMPI_COMM_WORLD_SIZE="2", PYTHONPATH=str(ROOT))
+    code = "from minitorch import distributed; distributed.init()"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "started as one of 2 ranks, but mpi4py sees a world of one" in result.stderr
+    assert "Use the mpiexec installed beside mpi4py" in result.stderr
+
+
+@pytest.mark.mpi
 @pytest.mark.parametrize(
     ("mode", "status", "message"),
     [
