@@ -33,7 +33,6 @@ import numpy as np
 
 from .module import Module, Parameter
 from .tensor import Tensor
-from .tensor_functions import tensor_from_numpy
 
 INSTALL_HINT = "pip install 'minitorch[mpi]' (or: pip install mpi4py mpich)"
 
@@ -293,8 +292,9 @@ def _by_dtype(params: list[tuple[str, Parameter]]) -> dict[np.dtype, list[Parame
     return groups
 
 
-def _set_value(p: Parameter, values: np.ndarray) -> None:
-    p.update(tensor_from_numpy(values.reshape(p.value.shape), backend=p.value.backend))
+def _tensor_like(values: np.ndarray, like: Tensor) -> Tensor:
+    """A tensor of ``like``'s shape and backend over a copy of ``values``, in their dtype."""
+    return Tensor.make(values.copy(), like.shape, backend=like.backend)
 
 
 def broadcast_parameters(module: Module, root: int = 0) -> None:
@@ -322,7 +322,7 @@ def broadcast_parameters(module: Module, root: int = 0) -> None:
         if world.rank != root:
             offset = 0
             for p in group:
-                _set_value(p, buffer[offset : offset + p.value.size])
+                p.update(_tensor_like(buffer[offset : offset + p.value.size], p.value))
                 offset += p.value.size
 
 
@@ -364,8 +364,8 @@ def _reduce_gradients(module: Module, divisor: int) -> None:
             summed[:total] /= divisor
         offset = 0
         for p, size, flag in zip(group, sizes, summed[total:]):
-            grad = summed[offset : offset + size].reshape(p.value.shape)
-            p.value.grad = tensor_from_numpy(grad, backend=p.value.backend) if flag else None
+            grad = summed[offset : offset + size]
+            p.value.grad = _tensor_like(grad, p.value) if flag else None
             offset += size
 
 

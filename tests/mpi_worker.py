@@ -14,9 +14,11 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from minitorch import Module, distributed, tensor_from_numpy
+from minitorch import Module, Tensor, distributed
 
-SHAPES = {"a": (3, 5), "b": (7,), "c": (2, 2, 2), "d": (1,)}
+SHAPES = {"a": (3, 5), "b": (7,), "c": (2, 2, 2), "d": (1,), "e": (4, 3)}
+# Storage dtype per parameter: the ranks exchange one buffer per dtype.
+DTYPES = {name: np.float32 if name == "e" else np.float64 for name in SHAPES}
 NO_GRADIENT_ANYWHERE = "b"  # no rank has a gradient for it
 NO_GRADIENT_ON_RANK_1 = "a"
 
@@ -27,12 +29,17 @@ def rank_values(rank: int, stream: int, size: int, dtype: type = np.float64) -> 
     return (rng.standard_normal(size) * 10.0 ** rng.integers(-8, 9, size)).astype(dtype)
 
 
+def tensor(values: np.ndarray) -> Tensor:
+    """A tensor over ``values``, keeping their dtype."""
+    return Tensor.make(values.reshape(-1), values.shape)
+
+
 class Net(Module):
     def __init__(self, rank: int, shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
         for i, (name, shape) in enumerate(shapes.items()):
-            values = rank_values(rank, 100 + i, int(np.prod(shape))).reshape(shape)
-            self.add_parameter(name, tensor_from_numpy(values))
+            values = rank_values(rank, 100 + i, int(np.prod(shape)), DTYPES[name])
+            self.add_parameter(name, tensor(values.reshape(shape)))
 
 
 def gradient(rank: int, name: str) -> np.ndarray | None:
@@ -40,13 +47,14 @@ def gradient(rank: int, name: str) -> np.ndarray | None:
     if name == NO_GRADIENT_ANYWHERE or (name == NO_GRADIENT_ON_RANK_1 and rank == 1):
         return None
     i = list(SHAPES).index(name)
-    return rank_values(rank, 200 + i, int(np.prod(SHAPES[name]))).reshape(SHAPES[name])
+    values = rank_values(rank, 200 + i, int(np.prod(SHAPES[name])), DTYPES[name])
+    return values.reshape(SHAPES[name])
 
 
 def set_gradients(net: Net, rank: int) -> None:
     for name, p in net.named_parameters():
         grad = gradient(rank, name)
-        p.value.grad = None if grad is None else tensor_from_numpy(grad)
+        p.value.grad = None if grad is None else tensor(grad)
 
 
 def gradients_of(net: Net, prefix: str) -> dict[str, np.ndarray]:

@@ -279,20 +279,23 @@ def test_collectives_on_three_ranks(mpiexec: str, tmp_path: Path) -> None:
     scalar = rank_order_sum([mpi_worker.rank_values(r, 3, 1) for r in range(3)])
     assert found["sum.scalar"].shape == () and found["sum.scalar"] == scalar[0]
 
-    # Parameters come from rank 0.
-    for name, value in mpi_worker.Net(0, mpi_worker.SHAPES).named_parameters():
-        assert found[f"param.{name}"].tobytes() == value.value.to_numpy().tobytes(), name
+    # Parameters come from rank 0, each in its storage dtype.
+    for name, p in mpi_worker.Net(0, mpi_worker.SHAPES).named_parameters():
+        assert found[f"param.{name}"].dtype == mpi_worker.DTYPES[name], name
+        assert found[f"param.{name}"].tobytes() == p.value.to_numpy().tobytes(), name
 
     # Gradients: summed over the ranks that have one (zeros for the others), averaged over all
-    # three; a parameter without a gradient anywhere keeps none.
+    # three, in the parameter's dtype; a parameter without a gradient anywhere keeps none.
     for name in mpi_worker.SHAPES:
         grads = [mpi_worker.gradient(r, name) for r in range(3)]
         if all(g is None for g in grads):
             assert f"sum.{name}" not in found and f"mean.{name}" not in found
             continue
+        dtype = mpi_worker.DTYPES[name]
         total = rank_order_sum(
-            [np.zeros(mpi_worker.SHAPES[name]) if g is None else g for g in grads]
+            [np.zeros(mpi_worker.SHAPES[name], dtype) if g is None else g for g in grads]
         )
+        assert found[f"sum.{name}"].dtype == found[f"mean.{name}"].dtype == dtype, name
         assert found[f"sum.{name}"].tobytes() == total.tobytes(), name
         assert found[f"mean.{name}"].tobytes() == (total / 3).tobytes(), name
     assert len(str(found["digest"])) == 64
