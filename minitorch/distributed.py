@@ -252,7 +252,7 @@ def all_reduce(values: Any) -> np.ndarray:
     adds them in rank order 0, 1, ..., N-1 and all ranks gather the summed chunks
     (``Allgather``). MPI only moves bytes, so the result does not depend on its algorithms,
     and each rank sends and receives about twice the buffer, as in a ring all-reduce.
-    Returns a new array of the shape and dtype of ``values``.
+    Every rank must pass the same shape and dtype. Returns a new array of that shape and dtype.
     """
     world = _require()
     values = np.asarray(values)

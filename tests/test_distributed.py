@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minitorch import distributed
+from minitorch import Module, Scalar, distributed
 from minitorch.__main__ import main
 
 ROOT = Path(__file__).parents[1]
@@ -93,6 +93,13 @@ def test_rank_and_world_need_init() -> None:
             call()
     with pytest.raises(RuntimeError, match="not initialised"):
         distributed.DistributedBatchSampler(4)
+
+
+def test_only_tensor_parameters_can_be_exchanged() -> None:
+    module = Module()
+    module.add_parameter("w", Scalar(1.0))
+    with pytest.raises(TypeError, match="exchanges Tensor parameters; w holds a Scalar"):
+        distributed.sum_gradients(module)
 
 
 # Threads -------------------------------------------------------------------------------
