@@ -6,6 +6,7 @@ from . import (
     autodiff,
     checkpoint,
     cuda_ops,
+    distributed,
     fast_conv,
     fast_ops,
     layers,

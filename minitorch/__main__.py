@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument(
         "--cuda", action="store_true", help="also benchmark CudaOps (needs an NVIDIA GPU)"
     )
+    bench_parser.add_argument(
+        "--no-scaling",
+        action="store_true",
+        help="skip the digits CNN runs on 1 and 2 MPI ranks",
+    )
     bench_parser.set_defaults(run=_run_bench)
 
     diagnostics_parser = commands.add_parser(
