@@ -361,7 +361,8 @@ _ABSENT = object()
 def _options_text(options: Any) -> str:
     """A text of compile options that does not depend on set or dict order."""
     if isinstance(options, dict):
-        return "{" + ", ".join(f"{k!r}: {_options_text(v)}" for k, v in sorted(options.items())) + "}"
+        items = sorted(options.items())
+        return "{" + ", ".join(f"{k!r}: {_options_text(v)}" for k, v in items) + "}"
     if isinstance(options, (set, frozenset)):
         return "{" + ", ".join(sorted(_options_text(v) for v in options)) + "}"
     return repr(options)
