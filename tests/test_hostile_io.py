@@ -9,6 +9,7 @@ needs its own environment runs in a subprocess with a timeout.
 from __future__ import annotations
 
 import enum
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ import sys
 import textwrap
 import time
 import types
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ import numpy as np
 import pytest
 
 import minitorch
+from minitorch import Module, Parameter
+from minitorch.checkpoint import CheckpointError, load, save
 from minitorch.kernel_cache import KernelCacheWarning, function_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -481,3 +486,309 @@ def test_unwritable_cache_warns_once_per_directory(
         minitorch.unary_op(lambda v: v * 11.0 + 0.125)(t)
         minitorch.unary_op(lambda v: v * 13.0 + 0.125)(t)
     assert len([w for w in record if issubclass(w.category, KernelCacheWarning)]) == 1
+
+
+# Item 11: checkpoint headers are checked before any data is read -----------------------------
+
+
+def npy_bytes(header: dict[str, Any], data: bytes = b"") -> bytes:
+    """A ``.npy`` member with any header (true or not) and the given data bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+def array_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def write_npz(
+    path: Path, members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED
+) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "w", compression) as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+    return path
+
+
+def test_tiny_file_claiming_a_huge_array_is_refused_before_allocating(tmp_path: Path) -> None:
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**11,)}
+    path = write_npz(tmp_path / "bomb.npz", [("w.npy", npy_bytes(header, bytes(64)))])
+    assert path.stat().st_size < 400
+    with pytest.raises(CheckpointError, match=r"bomb\.npz.*'w'.*claims shape \(100000000000,\)"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        ({"descr": "<f8", "fortran_order": False, "shape": (3,)}, bytes(32), "claims shape"),
+        ({"descr": "<f8", "fortran_order": False, "shape": (5,)}, bytes(32), "claims shape"),
+        ({"descr": "<f8", "fortran_order": False, "shape": (-1, 4)}, bytes(32), "non-negative"),
+        ({"descr": "<f8", "fortran_order": False, "shape": (1,) * 40}, bytes(8), "at most 32"),
+    ],
+    ids=["data-longer", "data-shorter", "negative-dim", "too-many-dims"],
+)
+def test_headers_that_disagree_with_the_data_are_refused(
+    tmp_path: Path, header: dict[str, Any], data: bytes, message: str
+) -> None:
+    path = write_npz(tmp_path / "bad.npz", [("w.npy", npy_bytes(header, data))])
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([1.0, "x"], dtype=object),
+        np.array([1 + 2j, 3j]),
+        np.array(["ab", "cd"]),
+        np.zeros(2, dtype=[("a", "<f8"), ("b", "<i4")]),
+        np.zeros(2, dtype=np.longdouble) if np.dtype(np.longdouble).itemsize > 8 else None,
+        np.array(["2020-01-01"], dtype="datetime64[D]"),
+        np.zeros(2, dtype="V8"),
+    ],
+    ids=["object", "complex", "string", "structured", "longdouble", "datetime", "void"],
+)
+def test_non_numeric_dtypes_are_refused(tmp_path: Path, array: np.ndarray | None) -> None:
+    if array is None:
+        pytest.skip("long double is float64 here")
+    path = write_npz(tmp_path / "odd.npz", [("w.npy", array_npy(array))])
+    with pytest.raises(CheckpointError, match=r"'w' has dtype .*only bool, integer and float"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6.0).reshape(2, 3).astype(">f8"),
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.arange(6, dtype=np.int32).reshape(3, 2),
+        np.array([True, False]),
+        np.arange(4, dtype=np.float16),
+        np.zeros((0, 3), dtype=np.float32),
+    ],
+    ids=["big-endian", "fortran", "int32", "bool", "float16", "empty"],
+)
+def test_plain_numeric_arrays_load_exactly_and_into_modules(
+    tmp_path: Path, array: np.ndarray
+) -> None:
+    path = write_npz(tmp_path / "ok.npz", [("w.npy", array_npy(array))])
+    loaded = load(path)["w"]
+    assert loaded.dtype == array.dtype and loaded.flags.writeable
+    np.testing.assert_array_equal(loaded, array)
+
+    class Holder(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = Parameter(minitorch.zeros(array.shape))
+
+    holder = Holder()
+    holder.load_state_dict(load(path))
+    np.testing.assert_array_equal(holder.w.value.to_numpy(), array.astype(np.float64))
+
+
+def test_compressed_archives_load(tmp_path: Path) -> None:
+    path = tmp_path / "small.npz"
+    np.savez_compressed(path, w=np.zeros((100, 100)), b=np.arange(3.0))
+    loaded = load(path)
+    assert list(loaded) == ["w", "b"] and loaded["w"].shape == (100, 100)
+
+
+def test_duplicate_and_foreign_members_are_refused(tmp_path: Path) -> None:
+    one, two = array_npy(np.zeros(2)), array_npy(np.ones(2))
+    path = write_npz(tmp_path / "dup.npz", [("w.npy", one), ("w.npy", two)])
+    with pytest.raises(CheckpointError, match="two arrays named 'w'"):
+        load(path)
+    path = write_npz(tmp_path / "extra.npz", [("w.npy", one), ("notes.txt", b"hello")])
+    with pytest.raises(CheckpointError, match="'notes.txt' is not a .npy array"):
+        load(path)
+
+
+def test_nan_and_inf_are_refused_unless_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "diverged.npz"
+    save({"ok": np.ones(2), "w": np.array([1.0, np.nan]), "b": np.array([np.inf])}, path)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in w, b.*allow_nonfinite"):
+        load(path)
+    loaded = load(path, allow_nonfinite=True)
+    assert np.isnan(loaded["w"][1]) and np.isinf(loaded["b"][0])
+
+
+def test_directories_are_not_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.array([1 + 1j]), "dtype complex128"),
+        ("1.5", "dtype <U3"),
+        ([[1.0, 2.0], [3.0]], "list"),
+        (object(), "dtype object"),
+        (np.array([2**60]), "beyond 2\\*\\*53"),
+    ],
+    ids=["complex", "string", "ragged", "object", "huge-int"],
+)
+def test_save_refuses_values_that_are_not_exact_numbers(
+    tmp_path: Path, value: Any, message: str
+) -> None:
+    with pytest.raises(TypeError, match=f"w: cannot store.*{message}|w: integers {message}"):
+        save({"w": value}, tmp_path / "x.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_keeps_names_numpy_would_swallow(tmp_path: Path) -> None:
+    state = {"file": np.ones(1), "allow_pickle": np.zeros(1), "a/b": np.arange(2.0)}
+    save(state, tmp_path / "x.npz")
+    loaded = load(tmp_path / "x.npz")
+    assert list(loaded) == list(state)
+    for name, array in state.items():
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+# Item 12: where save writes ------------------------------------------------------------------
+
+
+def test_save_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    target = real_dir / "net.npz"
+    save({"w": np.zeros(2)}, target)
+    target.chmod(0o600)
+    link = tmp_path / "link.npz"
+    link.symlink_to(os.path.relpath(target, tmp_path))
+    chain = tmp_path / "chain.npz"
+    chain.symlink_to(link)
+    save({"w": np.ones(2)}, chain)
+    assert chain.is_symlink() and link.is_symlink()
+    np.testing.assert_array_equal(load(target)["w"], np.ones(2))
+    assert target.stat().st_mode & 0o777 == 0o600  # the file keeps its permissions
+    assert sorted(p.name for p in real_dir.iterdir()) == ["net.npz"]
+
+
+def test_save_through_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
+    link = tmp_path / "link.npz"
+    link.symlink_to(tmp_path / "new.npz")
+    save({"w": np.ones(3)}, link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(load(tmp_path / "new.npz")["w"], np.ones(3))
+
+
+SPECIAL_FILES = textwrap.dedent(
+    """
+    import json
+    import os
+    import stat
+    import sys
+
+    import numpy as np
+
+    from minitorch.checkpoint import CheckpointError, load, save
+
+    root = sys.argv[1]
+    fifo = os.path.join(root, "fifo")
+    os.mkfifo(fifo)
+    link = os.path.join(root, "link")
+    os.symlink(fifo, link)
+    targets = {"fifo": fifo, "link to fifo": link, "directory": os.path.join(root, "dir")}
+    os.mkdir(targets["directory"])
+    try:
+        node = os.path.join(root, "null")
+        os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        targets["character device"] = node
+    except OSError:
+        pass
+    report = {}
+    for name, path in targets.items():
+        before = os.lstat(path)
+        outcome = []
+        for action in (lambda: save({"w": np.ones(2)}, path), lambda: load(path)):
+            try:
+                action()
+                outcome.append("no error")
+            except CheckpointError as e:
+                outcome.append(str(e))
+        after = os.lstat(path)
+        report[name] = {"errors": outcome, "unchanged": (before.st_mode, before.st_ino)
+                        == (after.st_mode, after.st_ino)}
+    report["left over"] = sorted(os.listdir(root))
+    print(json.dumps(report))
+    """
+)
+
+
+def test_save_and_load_refuse_special_files_without_touching_them(tmp_path: Path) -> None:
+    result = last_json(run_python(["-c", SPECIAL_FILES, str(tmp_path)], {}, timeout=60))
+    left_over = result.pop("left over")
+    assert left_over == sorted(["fifo", "link", "dir"] + (["null"] if "character device"
+                                                           in result else []))  # fmt: skip
+    for name, outcome in result.items():
+        assert outcome["unchanged"], name
+        save_error, load_error = outcome["errors"]
+        kind = "FIFO" if "fifo" in name else name
+        assert f"it is a {kind}; checkpoints are written only to regular files" in save_error
+        assert f"is a {kind}, not a checkpoint file" in load_error
+
+
+def test_save_to_a_directory_name_or_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="a file name is needed"):
+        save({"w": np.ones(1)}, str(tmp_path) + "/")
+    with pytest.raises(FileNotFoundError, match="directory .*nowhere.* does not exist"):
+        save({"w": np.ones(1)}, tmp_path / "nowhere" / "x.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+KILLED_SAVE = textwrap.dedent(
+    """
+    import sys
+    import time
+
+    import numpy as np
+
+    from minitorch import checkpoint
+
+    real_write = np.lib.format.write_array
+
+
+    def slow_write(member, array, **kwargs):
+        real_write(member, array, **kwargs)
+        member.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+
+
+    np.lib.format.write_array = slow_write
+    checkpoint.save({"w": np.ones(1000)}, sys.argv[1])
+    """
+)
+
+
+def test_next_save_removes_the_temporary_file_of_a_killed_save(tmp_path: Path) -> None:
+    path = tmp_path / "net.npz"
+    save({"w": np.zeros(2)}, path)
+    full = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], env=full,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and f".{proc.pid}." in leftovers[0]
+    # A save in progress in a live process is left alone.
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    in_flight = tmp_path / f".net.npz.{live.pid}.0123456789abcdef.tmp"
+    in_flight.write_bytes(b"partial")
+    try:
+        save({"w": np.ones(2)}, path)
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [in_flight.name, "net.npz"]
+    np.testing.assert_array_equal(load(path)["w"], np.ones(2))
