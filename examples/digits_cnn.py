@@ -30,6 +30,7 @@ import minitorch
 from minitorch import Tensor, tensor_from_numpy
 from minitorch.layers import Conv2d, Linear
 from minitorch.optim import Adam
+from minitorch.train import int_between, positive_float
 
 BACKEND = minitorch.TensorBackend(minitorch.FastOps)
 
@@ -194,11 +195,17 @@ def summary(library: str, accuracy: float, times: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Train on FastOps (and with ``--torch`` in PyTorch); 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    parser.add_argument("--epochs", type=int_between(1, 10_000), default=10)
+    parser.add_argument("--batch", type=int_between(1, 10_000), default=32)
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.01, help="Adam's initial learning rate"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subset", type=int, help="use only the first N images (quick runs)")
+    parser.add_argument(
+        "--subset",
+        type=int_between(40, 1797),
+        help="use only the first N images, 40 to 1797 (quick runs)",
+    )
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
     args = parser.parse_args(argv)
 
@@ -223,4 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from deep in numba
+        print("interrupted", file=sys.stderr)
+        status = 130
+    raise SystemExit(status)

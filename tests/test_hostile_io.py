@@ -9,6 +9,7 @@ needs its own environment runs in a subprocess with a timeout.
 from __future__ import annotations
 
 import enum
+import importlib.util
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import types
 import warnings
@@ -30,7 +32,9 @@ import numpy as np
 import pytest
 
 import minitorch
-from minitorch import Module, Parameter
+from minitorch import Module, Parameter, train
+from minitorch.__main__ import build_parser
+from minitorch.__main__ import main as cli_main
 from minitorch.checkpoint import CheckpointError, load, save
 from minitorch.kernel_cache import KernelCacheWarning, function_key
 
@@ -792,3 +796,188 @@ def test_next_save_removes_the_temporary_file_of_a_killed_save(tmp_path: Path) -
         live.wait(timeout=30)
     assert sorted(p.name for p in tmp_path.iterdir()) == [in_flight.name, "net.npz"]
     np.testing.assert_array_equal(load(path)["w"], np.ones(2))
+
+
+# Item 13: Ctrl-C ends every command with one line and exit code 130 ------------------------
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt(
+    args: list[str], marker: str, delay: float, env: dict[str, str], timeout: float = 300
+) -> tuple[int, str, str]:
+    """Run ``python *args``, send SIGINT ``delay`` seconds after ``marker`` is printed
+    (on stdout or stderr); return the exit code and both outputs."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env}
+    # A shell without job control starts background jobs with SIGINT ignored.
+    inherited_ignore = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    proc = subprocess.Popen(
+        [sys.executable, *args], env=full, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=_default_sigint if inherited_ignore else None,
+    )  # fmt: skip
+    seen = threading.Event()
+    captured: dict[str, list[str]] = {"out": [], "err": []}
+
+    def drain(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+
+    readers = [
+        threading.Thread(target=drain, args=(proc.stdout, captured["out"]), daemon=True),
+        threading.Thread(target=drain, args=(proc.stderr, captured["err"]), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        assert seen.wait(timeout), f"never printed {marker!r}: {captured}"
+        time.sleep(delay)
+        assert proc.poll() is None, f"finished before the interrupt: {captured}"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for reader in readers:
+        reader.join(timeout=30)
+    return code, "".join(captured["out"]), "".join(captured["err"])
+
+
+TRAIN = ["-m", "minitorch", "train", "--backend", "fast", "--points", "200", "--batch", "5"]
+
+
+def test_ctrl_c_while_compiling_and_training_then_the_cache_still_works(tmp_path: Path) -> None:
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path / "cache")}
+    # An empty cache: the first epoch is compiling kernels a moment after this line.
+    code, out, err = interrupt([*TRAIN, "--epochs", "100000"], "Training on", 1.0, env)
+    assert (code, err) == (130, "interrupted\n"), (out, err)
+    assert "epoch 1/" not in out
+    code, out, err = interrupt([*TRAIN, "--epochs", "100000"], "epoch      1/", 1.0, env)
+    assert (code, err) == (130, "interrupted\n"), (out, err)
+    proc = run_python([*TRAIN, "--epochs", "2"], env)
+    assert proc.returncode == 0 and "Done: accuracy" in proc.stdout, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_in_diagnostics_and_bench(tmp_path: Path) -> None:
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err = interrupt(["-m", "minitorch", "diagnostics"], "=" * 80, 0.5, env)
+    assert (code, err) == (130, "interrupted\n"), (out, err)
+    bench = ["-m", "minitorch", "bench", "--quick", "--no-startup"]
+    code, out, err = interrupt([*bench, "--output", str(tmp_path / "b.md")], "[1/6]", 1.0, env)
+    assert code == 130 and err.splitlines()[-1] == "interrupted", (out, err)
+    assert "Traceback" not in err and len(err.splitlines()) <= 4, err
+    assert not (tmp_path / "b.md").exists()
+
+
+def test_ctrl_c_in_the_digits_example(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path / "cache")}
+    args = [str(ROOT / "examples" / "digits_cnn.py"), "--epochs", "50", "--subset", "200"]
+    code, out, err = interrupt(args, "digits:", 1.0, env)
+    assert (code, err) == (130, "interrupted\n"), (out, err)
+
+
+# Item 14: command-line options are checked before any work ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--lr", "nan", "finite number greater than 0"),
+        ("--lr", "inf", "finite number greater than 0"),
+        ("--lr", "-0.5", "finite number greater than 0"),
+        ("--lr", "0", "finite number greater than 0"),
+        ("--lr", "fast", "expected a number"),
+        ("--epochs", "0", "from 1 to"),
+        ("--epochs", "1.5", "expected a whole number"),
+        ("--batch", "-3", "from 1 to"),
+        ("--hidden", "1000000000", "from 1 to 4096"),
+        ("--points", "0", "from 1 to"),
+        ("--points", "10000000000", "from 1 to"),
+    ],
+)
+def test_train_rejects_bad_numbers_like_argparse(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", f"{option}={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err and message in err, err
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "run_epochs", None)  # checks must come before any training
+
+
+@pytest.mark.usefixtures("no_training")
+def test_unwritable_plot_path_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (tmp_path / "dir.png").mkdir()
+    for path, message in [
+        (blocker / "sub" / "x.png", "is not a directory"),
+        (tmp_path / "plot.jpg", "name it *.png"),
+        ("", "an empty path"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["train", "--plot", str(path)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --plot: " in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "file"]
+
+
+@pytest.mark.parametrize(
+    "given, written",
+    [("plots/", "plots/simple.png"), ("existing", "existing/simple.png"), ("run", "run.png")],
+)
+def test_plot_path_resolution(given: str, written: str, tmp_path: Path) -> None:
+    (tmp_path / "existing").mkdir()
+    argv = ["train", "--dataset", "simple", "--plot", f"{tmp_path}/{given}"]
+    args = build_parser().parse_args(argv)
+    args.check(args)
+    assert args.plot == str(tmp_path / written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]  # nothing created yet
+
+
+@pytest.mark.kernels
+def test_plot_into_a_directory_writes_a_named_png(tmp_path: Path) -> None:
+    argv = ["train", "--dataset", "simple", "--hidden", "3", "--epochs", "1", "--points", "8"]
+    assert cli_main([*argv, "--plot", f"{tmp_path}/plots/"]) == 0
+    assert (tmp_path / "plots" / "simple.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.usefixtures("no_training")
+def test_bench_output_is_checked_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "--output", str(blocker / "report.md")])
+    assert exit_info.value.code == 2 and "argument --output: " in capsys.readouterr().err
+    args = build_parser().parse_args(["bench", "--output", f"{tmp_path}/"])
+    args.check(args)
+    assert args.output == f"{tmp_path}/benchmarks.md"
+
+
+def test_digits_example_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sklearn")
+    path = ROOT / "examples" / "digits_cnn.py"
+    spec = importlib.util.spec_from_file_location("digits_cnn_hostile", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for argv in (["--lr", "nan"], ["--batch", "0"], ["--subset", "3"], ["--epochs", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            example.main(argv)
+        assert exit_info.value.code == 2
+        assert f"argument {argv[0]}: " in capsys.readouterr().err
