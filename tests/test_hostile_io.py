@@ -981,3 +981,47 @@ def test_digits_example_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) 
             example.main(argv)
         assert exit_info.value.code == 2
         assert f"argument {argv[0]}: " in capsys.readouterr().err
+
+
+DIAGNOSTICS = textwrap.dedent(
+    """
+    import contextlib
+    import io
+    import json
+
+    import numpy as np
+
+    from minitorch import fast_conv, fast_ops
+    from minitorch.tensor_data import TensorData
+
+
+    def triple(*shape):
+        return TensorData(np.random.default_rng(0).random(int(np.prod(shape))), shape).tuple()
+
+
+    out = triple(2, 4, 5)
+    fast_conv.tensor_conv1d(*out, 40, *triple(2, 3, 5), *triple(4, 3, 2), False)
+    out2 = triple(1, 2, 4, 4)
+    fast_conv.tensor_conv2d(*out2, 32, *triple(1, 3, 4, 4), *triple(2, 3, 2, 2), False)
+    fast_ops.tensor_matrix_multiply(*triple(2, 4, 3), *triple(2, 4, 5), *triple(2, 5, 3))
+    reports = {}
+    kernels = (fast_conv.tensor_conv1d, fast_conv.tensor_conv2d, fast_ops.tensor_matrix_multiply)
+    for kernel in kernels:
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            kernel.parallel_diagnostics(level=3)
+        reports[kernel.__name__] = [
+            "Parallel loop listing" in text.getvalue(), sum(kernel.stats.cache_hits.values())
+        ]
+    print(json.dumps(reports))
+    """
+)
+
+
+def test_parallel_diagnostics_work_on_kernels_loaded_from_the_cache(tmp_path: Path) -> None:
+    env = cache_env(tmp_path / "cache")
+    cold = last_json(run_python(["-c", DIAGNOSTICS], env))
+    warm = last_json(run_python(["-c", DIAGNOSTICS], env))
+    assert set(cold) == {"tensor_conv1d", "tensor_conv2d", "tensor_matrix_multiply"}
+    assert all(listed and hits == 0 for listed, hits in cold.values()), cold
+    assert all(listed and hits == 1 for listed, hits in warm.values()), warm
