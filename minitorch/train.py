@@ -230,8 +230,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"hidden layer width (1 to {MAX_HIDDEN})",
     )  # fmt: skip
     parser.add_argument(
-        "--epochs", type=int_between(1, MAX_COUNT), default=100, help=f"1 to {MAX_COUNT}"
-    )
+        "--epochs", type=int_between(1, MAX_COUNT), default=100,
+        help=f"passes over the data (1 to {MAX_COUNT})",
+    )  # fmt: skip
     parser.add_argument(
         "--lr", type=positive_float, default=0.5, help="SGD learning rate (finite, > 0)"
     )
