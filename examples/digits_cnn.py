@@ -28,6 +28,7 @@ import numpy as np
 
 import minitorch
 from minitorch import Tensor, tensor_from_numpy
+from minitorch.__main__ import exit_on_interrupt
 from minitorch.layers import Conv2d, Linear
 from minitorch.optim import Adam
 from minitorch.train import int_between, positive_float
@@ -230,9 +231,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        status = main()
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from deep in numba
-        print("interrupted", file=sys.stderr)
-        status = 130
-    raise SystemExit(status)
+    exit_on_interrupt()  # Ctrl-C: one line and exit code 130, not a traceback from numba
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -18,6 +19,33 @@ from . import train
 
 # The exit code of a process ended by SIGINT, as shells report it.
 INTERRUPTED = 130
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    """SIGINT handler: the line ``interrupted`` and exit code 130, at once.
+
+    Raising ``KeyboardInterrupt`` instead unwinds through whatever is running:
+    numba's compiler then prints dozens of frames, and inside a C++ extension
+    (pybind11) the exception can abort the process. Stopping on the spot is
+    safe because minitorch writes every file (kernel cache entries,
+    checkpoints) under a temporary name and renames it into place.
+    """
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        # On a terminal, leave the ^C (and any progress bar) on their own line.
+        os.write(2, b"\ninterrupted\n" if sys.stderr.isatty() else b"interrupted\n")
+    except (OSError, ValueError):
+        pass
+    os._exit(INTERRUPTED)
+
+
+def exit_on_interrupt() -> None:
+    """Make Ctrl-C end this process with one line and exit code 130 (for command-line
+    entry points only: it replaces Python's ``KeyboardInterrupt`` for the whole process)."""
+    signal.signal(signal.SIGINT, _exit_interrupted)
 
 
 def output_path(path: str, default_name: str, suffix: str | None = None) -> str:
@@ -140,10 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.parser.error(str(e))  # exits with code 2, like any usage error
     try:
         return args.run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # called in process, without exit_on_interrupt
         print("interrupted", file=sys.stderr, flush=True)
         return INTERRUPTED
 
 
+def run() -> int:
+    """The console entry point: ``main`` with Ctrl-C handled by ``exit_on_interrupt``."""
+    exit_on_interrupt()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

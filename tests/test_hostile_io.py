@@ -73,13 +73,12 @@ def cache_env(cache: Path) -> dict[str, str | None]:
 # Item 5: the kernel cache key covers every value numba freezes into a kernel ----------------
 
 STALE_CONFIG = {
-    "__init__.py": "import os\n\nfrom . import inner\n\nK = float(os.environ['STALE_K'])\n",
+    "__init__.py": "from . import inner\n",
     "inner.py": "import os\n\nK = float(os.environ['STALE_K'])\n",
 }
 
 STALE_SCRIPT = textwrap.dedent(
     """
-    import enum
     import json
     import os
     import sys
@@ -94,44 +93,15 @@ STALE_SCRIPT = textwrap.dedent(
     K = float(os.environ["STALE_K"])
     TUP = (K,)
     ARR = np.array([K])
-    NESTED = (1.0, ((K,),))
-    SCALAR = np.float32(K)
-    MODE = "double" if K == 2.0 else "other"
+    jit_helper = numba.njit(lambda v: v * TUP[0])
 
-
-    class Scale(enum.Enum):
-        FACTOR = K
-
-
-    def helper(v):
-        return v * TUP[0]
-
-
-    jit_helper = numba.njit(lambda v: v * ARR[0])
-
-
-    def make_closure():
-        weights = (K, 0.0)
-
-        def by_closure(v):
-            return v * weights[0] + weights[1]
-
-        return by_closure
-
-
+    # The issue's two cases, and values reached through modules and helpers (every kind
+    # of value is checked in process by test_function_key_covers_frozen_value).
     FUNCS = {
         "tuple": lambda v: v * TUP[0],
         "array": lambda v: v * ARR[0],
-        "nested tuple": lambda v: v * NESTED[1][0][0],
-        "numpy scalar": lambda v: v * SCALAR,
-        "string": lambda v: v * 2.0 if MODE == "double" else v * 5.0,
-        "enum": lambda v: v * Scale.FACTOR.value,
-        "module attribute": lambda v: v * stale_config.K,
         "nested module attribute": lambda v: v * stale_config.inner.K,
-        "helper's global": lambda v: helper(v),
         "njit helper's global": lambda v: jit_helper(v),
-        "closure": make_closure(),
-        "default": lambda v, c=(K,): v * c[0],
     }
     fast = minitorch.TensorBackend(minitorch.FastOps)
     t = minitorch.tensor_from_numpy(np.array([1.0, 2.0]), backend=fast)
@@ -330,14 +300,17 @@ def test_reduce_lane_setting_is_part_of_the_key() -> None:
 
 WORKLOAD = textwrap.dedent(
     """
+    import contextlib
+    import io
     import json
+    import os
     import sys
 
     import numpy as np
     from numba.core.registry import CPUDispatcher
 
     import minitorch
-    from minitorch import fast_conv, fast_ops
+    from minitorch import fast_conv
 
 
     def dispatchers():
@@ -356,26 +329,34 @@ WORKLOAD = textwrap.dedent(
     compiled_early = [d.py_func.__qualname__ for d in dispatchers() if d.signatures]
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
-    x, w = rng.standard_normal((2, 3, 6)), rng.standard_normal((4, 3, 2))
 
 
     def t(array):
         return minitorch.tensor_from_numpy(array, backend=fast)
 
 
-    padded = np.concatenate([x, np.zeros((2, 3, 1))], axis=2)
-    conv = np.einsum("ock,bcjk->boj", w,
-                     np.stack([padded[:, :, k : k + 6] for k in range(2)], axis=-1))
+    # A generated kernel of a user function, a reduction, a module-level kernel (fast_ops).
     checks = [
         (minitorch.unary_op(bump)(t(a)).to_numpy(), 3.0 * a + 0.5),
         (t(a).sum(1).to_numpy(), a.sum(1, keepdims=True)),
         ((t(a) @ t(b)).to_numpy(), a @ b),
-        (minitorch.conv1d(t(x), t(w)).to_numpy(), conv),
     ]
+    diagnosed = None
+    if os.environ.get("DIAGNOSE"):  # a parallel module-level kernel, and numba's report on it
+        x, w = rng.standard_normal((2, 3, 6)), rng.standard_normal((4, 3, 2))
+        padded = np.concatenate([x, np.zeros((2, 3, 1))], axis=2)
+        windows = np.stack([padded[:, :, k : k + 6] for k in range(2)], axis=-1)
+        checks.append((minitorch.conv1d(t(x), t(w)).to_numpy(),
+                       np.einsum("ock,bcjk->boj", w, windows)))
+        report = io.StringIO()
+        with contextlib.redirect_stdout(report):
+            fast_conv.tensor_conv1d.parallel_diagnostics(level=3)
+        diagnosed = "Parallel loop listing" in report.getvalue()
     ok = all(np.allclose(got, want, rtol=1e-12, atol=1e-12) for got, want in checks)
     stats = [d.stats for d in dispatchers()]
     print(json.dumps({
         "ok": ok,
+        "diagnosed": diagnosed,
         "compiled_early": compiled_early,
         "hits": sum(sum(s.cache_hits.values()) for s in stats),
         "misses": sum(sum(s.cache_misses.values()) for s in stats),
@@ -399,12 +380,13 @@ def test_damaged_cache_entries_are_discarded_recompiled_and_reported_once(
     tmp_path: Path,
 ) -> None:
     cache = tmp_path / "cache"
-    first, err = run_workload(cache)
-    assert first["misses"] >= 4 and "KernelCacheWarning" not in err
+    first, err = run_workload(cache, {"DIAGNOSE": "1"})
+    assert first["misses"] >= 4 and first["diagnosed"] and "KernelCacheWarning" not in err
     entries = sorted((cache / "kernels").glob("*.nbk"))
-    assert len(entries) >= 4
+    damaged = [e for e in entries if not e.name.startswith("tensor_conv1d-")]
+    assert len(damaged) >= 3
     # Every kind of damage: truncation, zero length, flipped bytes, a stranger's file.
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(damaged):
         data = bytearray(entry.read_bytes())
         if i % 4 == 0:
             entry.write_bytes(data[: len(data) // 2])
@@ -423,11 +405,13 @@ def test_damaged_cache_entries_are_discarded_recompiled_and_reported_once(
     second, err = run_workload(cache)
     assert err.count("KernelCacheWarning:") == 1, err
     assert str(cache / "kernels") in err and "damaged" in err
-    assert second["misses"] >= len(entries)
+    assert second["misses"] >= len(damaged)
 
-    third, err = run_workload(cache)  # repaired: loads everything, says nothing
+    # Repaired: everything loads, nothing is said, and numba's parallel report still works
+    # for a kernel loaded from disk (numba keeps it only for code it compiled itself).
+    third, err = run_workload(cache, {"DIAGNOSE": "1"})
     assert "KernelCacheWarning" not in err, err
-    assert third["misses"] == 0 and third["hits"] >= len(entries)
+    assert third["misses"] == 0 and third["hits"] >= len(entries) and third["diagnosed"]
 
 
 def test_processes_sharing_a_fresh_cache_all_work(tmp_path: Path) -> None:
@@ -436,7 +420,7 @@ def test_processes_sharing_a_fresh_cache_all_work(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKLOAD], env=full, cwd=ROOT, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(3)
+        for _ in range(2)
     ]  # fmt: skip
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -855,9 +839,12 @@ def test_ctrl_c_while_compiling_and_training_then_the_cache_still_works(tmp_path
     code, out, err = interrupt([*TRAIN, "--epochs", "100000"], "Training on", 1.0, env)
     assert (code, err) == (130, "interrupted\n"), (out, err)
     assert "epoch 1/" not in out
-    code, out, err = interrupt([*TRAIN, "--epochs", "100000"], "epoch      1/", 1.0, env)
+    # Training (the simple backend: the loop is the same, and nothing needs compiling).
+    simple = [*TRAIN, "--backend", "simple", "--epochs", "100000"]
+    code, out, err = interrupt(simple, "epoch      1/", 1.0, env)
     assert (code, err) == (130, "interrupted\n"), (out, err)
-    proc = run_python([*TRAIN, "--epochs", "2"], env)
+    # The cache the interrupted compile wrote to serves the next run without complaint.
+    proc = run_python([*TRAIN, "--epochs", "2", "--points", "20", "--hidden", "3"], env)
     assert proc.returncode == 0 and "Done: accuracy" in proc.stdout, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr
 
@@ -982,46 +969,3 @@ def test_digits_example_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) 
         assert exit_info.value.code == 2
         assert f"argument {argv[0]}: " in capsys.readouterr().err
 
-
-DIAGNOSTICS = textwrap.dedent(
-    """
-    import contextlib
-    import io
-    import json
-
-    import numpy as np
-
-    from minitorch import fast_conv, fast_ops
-    from minitorch.tensor_data import TensorData
-
-
-    def triple(*shape):
-        return TensorData(np.random.default_rng(0).random(int(np.prod(shape))), shape).tuple()
-
-
-    out = triple(2, 4, 5)
-    fast_conv.tensor_conv1d(*out, 40, *triple(2, 3, 5), *triple(4, 3, 2), False)
-    out2 = triple(1, 2, 4, 4)
-    fast_conv.tensor_conv2d(*out2, 32, *triple(1, 3, 4, 4), *triple(2, 3, 2, 2), False)
-    fast_ops.tensor_matrix_multiply(*triple(2, 4, 3), *triple(2, 4, 5), *triple(2, 5, 3))
-    reports = {}
-    kernels = (fast_conv.tensor_conv1d, fast_conv.tensor_conv2d, fast_ops.tensor_matrix_multiply)
-    for kernel in kernels:
-        text = io.StringIO()
-        with contextlib.redirect_stdout(text):
-            kernel.parallel_diagnostics(level=3)
-        reports[kernel.__name__] = [
-            "Parallel loop listing" in text.getvalue(), sum(kernel.stats.cache_hits.values())
-        ]
-    print(json.dumps(reports))
-    """
-)
-
-
-def test_parallel_diagnostics_work_on_kernels_loaded_from_the_cache(tmp_path: Path) -> None:
-    env = cache_env(tmp_path / "cache")
-    cold = last_json(run_python(["-c", DIAGNOSTICS], env))
-    warm = last_json(run_python(["-c", DIAGNOSTICS], env))
-    assert set(cold) == {"tensor_conv1d", "tensor_conv2d", "tensor_matrix_multiply"}
-    assert all(listed and hits == 0 for listed, hits in cold.values()), cold
-    assert all(listed and hits == 1 for listed, hits in warm.values()), warm
