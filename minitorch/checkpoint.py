@@ -147,7 +147,7 @@ def load(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndarray]
         )
     try:
         with zipfile.ZipFile(path) as archive:
-            arrays = _read_archive(archive, path)
+            arrays = _read_archive(archive, path, os.path.getsize(path))
     except CheckpointError:
         raise
     # What zipfile and NumPy raise on damaged bytes varies with where the damage is
@@ -171,8 +171,9 @@ _NUMERIC_KINDS = "biuf"
 _MAX_DEFLATE_RATIO = 1032
 
 
-def _read_archive(archive: zipfile.ZipFile, path: str) -> dict[str, np.ndarray]:
-    """Every array of ``archive``, after checking all members' sizes and names."""
+def _read_archive(archive: zipfile.ZipFile, path: str, size: int) -> dict[str, np.ndarray]:
+    """Every array of ``archive`` (a file of ``size`` bytes), after checking all members'
+    sizes and names."""
     infos = archive.infolist()
     names: list[str] = []
     for info in infos:
@@ -192,6 +193,11 @@ def _read_archive(archive: zipfile.ZipFile, path: str) -> dict[str, np.ndarray]:
             raise CheckpointError(
                 f"{path!r}: array {name!r} uses an unsupported compression method "
                 f"({info.compress_type}); only stored and deflated members are read."
+            )
+        if info.header_offset + info.compress_size > size:
+            raise CheckpointError(
+                f"{path!r} is a corrupt checkpoint: array {name!r} claims {info.compress_size} "
+                f"stored bytes, but the file has only {size}."
             )
         if info.file_size > info.compress_size * ratio + 1024:
             raise CheckpointError(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import builtins
 import dis
 import enum
+import functools
 import hashlib
 import linecache
 import os
@@ -415,6 +416,16 @@ _ENGINE_KEY = _engine_key()
 
 # Generated kernel modules ------------------------------------------------------------
 
+
+@functools.cache
+def _compiled_source(family: str, source: str) -> types.CodeType:
+    """A template's bytecode, compiled once per process for all the modules made from it."""
+    filename = f"<minitorch {family} kernels>"
+    # Registered with linecache so numba's reports can show the kernel source.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec")
+
+
 # The module global that carries a generated module's cache key to its kernels.
 _KEY_GLOBAL = "__minitorch_kernel_key__"
 _loaded: dict[str, types.ModuleType] = {}
@@ -449,10 +460,7 @@ def load_kernels(
         name = f"_minitorch_{family}_inmemory"
     module = types.ModuleType(name)
     module.__dict__.update({"njit": njit, _KEY_GLOBAL: digest})
-    filename = f"<minitorch {family} kernels {digest or 'in memory'}>"
-    # Registered with linecache so numba's reports can show the kernel source.
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), module.__dict__)
+    exec(_compiled_source(family, source), module.__dict__)
     module.__dict__.update(constants)
     module.fn = jit_scalar(fn)
     if digest is not None:

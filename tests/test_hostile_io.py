@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -508,6 +509,20 @@ def test_tiny_file_claiming_a_huge_array_is_refused_before_allocating(tmp_path: 
     path = write_npz(tmp_path / "bomb.npz", [("w.npy", npy_bytes(header, bytes(64)))])
     assert path.stat().st_size < 400
     with pytest.raises(CheckpointError, match=r"bomb\.npz.*'w'.*claims shape \(100000000000,\)"):
+        load(path)
+
+
+def test_member_claiming_more_bytes_than_the_file_has_is_refused(tmp_path: Path) -> None:
+    # Sizes come from the zip's central directory: a lie there must not become a 4 GB read.
+    count = 500_000_000
+    header = npy_bytes({"descr": "<f8", "fortran_order": False, "shape": (count,)})
+    path = write_npz(tmp_path / "liar.npz", [("w.npy", header + bytes(64))])
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    claimed = len(header) + 8 * count
+    data[central + 20 : central + 28] = struct.pack("<II", claimed, claimed)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"'w' claims {claimed} stored bytes, but the file"):
         load(path)
 
 
