@@ -50,6 +50,10 @@ def load_state_dict(module: Module, state: Mapping[str, Any], strict: bool = Tru
     are ignored, but shared names must still match in shape. Tensors keep their
     backend.
     """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"A state dict maps parameter names to arrays; got a {type(state).__name__}."
+        )
     params = dict(module.named_parameters())
     problems = []
     if strict:
@@ -93,6 +97,10 @@ def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
     and is left alone. Temporary files of an earlier save to the same path
     whose process has died are removed.
     """
+    if not isinstance(obj, (Module, Mapping)):
+        raise TypeError(
+            f"save() takes a Module or a mapping of names to arrays; got a {type(obj).__name__}."
+        )
     state = state_dict(obj) if isinstance(obj, Module) else obj
     arrays: dict[str, np.ndarray] = {}
     for name, value in state.items():

@@ -645,6 +645,14 @@ def test_save_refuses_values_that_are_not_exact_numbers(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_and_load_state_dict_need_a_module_or_mapping(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="a Module or a mapping.*got a list"):
+        save([np.ones(2)], tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="maps parameter names to arrays; got a list"):
+        minitorch.checkpoint.load_state_dict(Module(), [np.ones(2)])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_keeps_names_numpy_would_swallow(tmp_path: Path) -> None:
     state = {"file": np.ones(1), "allow_pickle": np.zeros(1), "a/b": np.arange(2.0)}
     save(state, tmp_path / "x.npz")
