@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import minitorch
-from minitorch import Module, Parameter, train
+from minitorch import Module, Parameter, kernel_cache, train
 from minitorch.__main__ import build_parser
 from minitorch.__main__ import main as cli_main
 from minitorch.checkpoint import CheckpointError, load, save
@@ -460,6 +460,25 @@ def test_read_only_install_without_a_writable_home_imports_and_runs(tmp_path: Pa
     assert result["hits"] == 0
     assert err.count("KernelCacheWarning:") == 1, err
     assert str(blocker / "cache") in err and "in memory" in err
+
+
+def test_no_kernel_uses_numbas_own_disk_cache() -> None:
+    # numba's cache=True needs a writable package dir or HOME (else import fails): every
+    # cached kernel must come from minitorch.kernel_cache.njit.
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
+    import minitorch.fast_conv
+    import minitorch.fast_ops
+
+    offenders = [
+        f"{module.__name__}.{name}"
+        for module in (minitorch.fast_ops, minitorch.fast_conv, minitorch.fast_math)
+        for name, obj in vars(module).items()
+        if isinstance(obj, CPUDispatcher) and isinstance(obj._cache, FunctionCache)
+    ]
+    assert offenders == []
+    assert isinstance(minitorch.fast_conv.tensor_conv1d._cache, kernel_cache._DiskCache)
 
 
 @pytest.mark.kernels
