@@ -29,8 +29,10 @@ import numpy as np
 
 import minitorch
 from minitorch import Tensor, distributed, tensor_from_numpy
+from minitorch.__main__ import exit_on_interrupt
 from minitorch.layers import Conv2d, Linear
 from minitorch.optim import Adam
+from minitorch.train import int_between, positive_float
 
 BACKEND = minitorch.TensorBackend(minitorch.FastOps)
 
@@ -204,11 +206,17 @@ def summary(library: str, accuracy: float, times: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Train on FastOps (and with ``--torch`` in PyTorch); 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    parser.add_argument("--epochs", type=int_between(1, 10_000), default=10)
+    parser.add_argument("--batch", type=int_between(1, 10_000), default=32)
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.01, help="Adam's initial learning rate"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subset", type=int, help="use only the first N images (quick runs)")
+    parser.add_argument(
+        "--subset",
+        type=int_between(40, 1797),
+        help="use only the first N images, 40 to 1797 (quick runs)",
+    )
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
     parser.add_argument(
         "--distributed",
@@ -256,4 +264,5 @@ def run(args: argparse.Namespace, sampler: distributed.DistributedBatchSampler |
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()  # Ctrl-C: one line and exit code 130, not a traceback from numba
     raise SystemExit(main())

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, operators
-from .kernel_cache import ScalarCompileError, load_kernels
+from .kernel_cache import ScalarCompileError, load_kernels, njit
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
 
@@ -253,10 +253,10 @@ class FastOps(TensorOps):
     def reduce(
         fn: Callable[[float, float], float], start: float = 0.0
     ) -> Callable[[Tensor, int], Tensor]:
-        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn)
         # Folding in lanes reorders the fold: only for functions where that is exact
-        # in real arithmetic. Set before the first call, since numba freezes globals.
-        module.LANES = fn in _LANE_SAFE
+        # in real arithmetic.
+        lanes = fn in _LANE_SAFE
+        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants={"LANES": lanes})
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -518,8 +518,7 @@ _matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
 _matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_rows, "_ser"))
 
 
-# Not disk-cached: numba keeps ``parallel_diagnostics`` only for code it compiled.
-@njit(parallel=True, fastmath=True)
+@njit(parallel=True, fastmath=True, cache=True)
 def tensor_matrix_multiply(
     out: Storage,
     out_shape: Shape,

@@ -13,11 +13,12 @@ import argparse
 import functools
 import importlib.util
 import itertools
+import math
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -240,13 +241,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` command's options."""
     parser.add_argument("--dataset", choices=DATASETS, default="split")
     parser.add_argument("--backend", choices=BACKENDS, default="fast")
-    parser.add_argument("--hidden", type=_positive_int, default=10, help="hidden layer width")
-    parser.add_argument("--epochs", type=_positive_int, default=100)
-    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--batch", type=_positive_int, default=10, help="points per SGD step")
-    parser.add_argument("--points", type=_positive_int, default=50, help="dataset size")
+    parser.add_argument(
+        "--hidden", type=int_between(1, MAX_HIDDEN), default=10,
+        help=f"hidden layer width (1 to {MAX_HIDDEN})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int_between(1, MAX_COUNT), default=100,
+        help=f"passes over the data (1 to {MAX_COUNT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.5, help="SGD learning rate (finite, > 0)"
+    )
+    parser.add_argument(
+        "--batch", type=int_between(1, MAX_COUNT), default=10,
+        help=f"points per SGD step (1 to {MAX_COUNT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--points", type=int_between(1, MAX_COUNT), default=50,
+        help=f"dataset size (1 to {MAX_COUNT})",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights, shuffling")
-    parser.add_argument("--plot", metavar="PNG", help="save the decision boundary and loss curve")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="save the decision boundary and loss curve to this .png file (.png is added "
+        "when the name has no suffix; a directory, or a path ending in /, gets "
+        "DATASET.png inside it; missing directories are created); checked before training",
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -254,10 +275,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+# Limits that keep every option to what fits in memory (hidden^2 weights) and time.
+MAX_HIDDEN = 4096
+MAX_COUNT = 1_000_000
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
@@ -317,27 +362,29 @@ def _train(
     times: list[float] = []
     correct = 0
     width = len(str(args.epochs))
-    for stats in itertools.islice(
-        run_epochs(model, data, backend, args.lr, args.batch, sampler), args.epochs
-    ):
-        losses.append(stats.loss)
-        times.append(stats.seconds)
-        e = stats.epoch
-        bar.show(e, f"loss {stats.loss:.4f}  {stats.seconds:.3f} s/epoch")
-        if e == 1 or e % 10 == 0 or e == args.epochs:
-            correct = count_correct(model, data, backend)
-            if e == 1:
-                timing = f"{stats.seconds:.3f} s first epoch{compiled}"
-            else:
-                recent = times[max(1, e - 10) :]  # the last ten, never the first epoch
-                timing = f"{sum(recent) / len(recent):.4f} s/epoch"
-            bar.clear()
-            print(
-                f"epoch {e:>{width}}/{args.epochs}  loss {stats.loss:.4f}  "
-                f"correct {correct}/{n} ({100 * correct / n:5.1f}%)  {timing}",
-                flush=True,
-            )
-    bar.clear()
+    try:
+        for stats in itertools.islice(
+            run_epochs(model, data, backend, args.lr, args.batch, sampler), args.epochs
+        ):
+            losses.append(stats.loss)
+            times.append(stats.seconds)
+            e = stats.epoch
+            bar.show(e, f"loss {stats.loss:.4f}  {stats.seconds:.3f} s/epoch")
+            if e == 1 or e % 10 == 0 or e == args.epochs:
+                correct = count_correct(model, data, backend)
+                if e == 1:
+                    timing = f"{stats.seconds:.3f} s first epoch{compiled}"
+                else:
+                    recent = times[max(1, e - 10) :]  # the last ten, never the first epoch
+                    timing = f"{sum(recent) / len(recent):.4f} s/epoch"
+                bar.clear()
+                print(
+                    f"epoch {e:>{width}}/{args.epochs}  loss {stats.loss:.4f}  "
+                    f"correct {correct}/{n} ({100 * correct / n:5.1f}%)  {timing}",
+                    flush=True,
+                )
+    finally:
+        bar.clear()  # also on Ctrl-C, so the message starts on a clean line
 
     rest = times[1:]
     later = f"mean {sum(rest) / len(rest):.4f} s/epoch over the other {len(rest)}" if rest else ""
@@ -351,6 +398,10 @@ def _train(
     if args.plot and (not sampler or sampler.rank == 0):
         title = f"{args.dataset}: {correct}/{n} correct after {args.epochs} epochs"
         plot_model, plot_backend = _for_plotting(model, args.hidden, backend)
-        plot(plot_model, data, plot_backend, losses, args.plot, title)
+        try:
+            plot(plot_model, data, plot_backend, losses, args.plot, title)
+        except OSError as e:  # checked before training, but disks fill and permissions change
+            print(f"error: could not save the plot to {args.plot}: {e}", file=sys.stderr)
+            return 1
         print(f"Plot saved to {args.plot}")
     return 0

@@ -15,10 +15,13 @@ import numba
 import numpy as np
 
 from minitorch import Module, Tensor, distributed
+from minitorch.tensor_data import as_storage
 
 SHAPES = {"a": (3, 5), "b": (7,), "c": (2, 2, 2), "d": (1,), "e": (4, 3)}
 # Storage dtype per parameter: the ranks exchange one buffer per dtype.
-DTYPES = {name: np.float32 if name == "e" else np.float64 for name in SHAPES}
+# (float32 where tensors can hold it; until then every storage is float64.)
+_F32 = as_storage(np.zeros(1, np.float32)).dtype.type
+DTYPES = {name: _F32 if name == "e" else np.float64 for name in SHAPES}
 NO_GRADIENT_ANYWHERE = "b"  # no rank has a gradient for it
 NO_GRADIENT_ON_RANK_1 = "a"
 
