@@ -35,9 +35,56 @@ class MapProto(Protocol):
 
 
 class TensorOps:
-    """The primitives a backend implements. Each returns a callable over Tensors."""
+    """The primitives a backend implements. Each returns a callable over Tensors.
+
+    A backend also owns its storage: where values live, how they are allocated,
+    cast, and converted to and from NumPy. The storage methods here keep flat
+    NumPy arrays on the host, which serves every CPU backend; a backend that
+    keeps data elsewhere (``CudaOps``) overrides all seven. Storages are 1-D,
+    contiguous, float32 or float64; nothing above the backends looks inside one.
+    """
 
     cuda = False
+
+    @staticmethod
+    def empty(size: int, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` elements (values unset)."""
+        return np.empty(size, dtype)
+
+    @staticmethod
+    def zeros(size: int, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` zeros."""
+        return np.zeros(size, dtype)
+
+    @staticmethod
+    def full(size: int, value: float, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` copies of ``value`` (rounded to ``dtype``)."""
+        if size == 1:
+            return np.array((value,), dtype)  # the number in ``x * 0.5``: the fast way
+        return np.full(size, value, dtype)
+
+    @staticmethod
+    def from_numpy(array: np.ndarray) -> Storage:
+        """A storage holding ``array`` (1-D, contiguous, float32 or float64, handed over:
+        it may become the storage itself)."""
+        return array
+
+    @staticmethod
+    def to_numpy(storage: Storage) -> np.ndarray:
+        """The storage's values as a host NumPy array (the storage itself when it is one:
+        copy before handing it out)."""
+        return storage if isinstance(storage, np.ndarray) else storage.copy_to_host()
+
+    @staticmethod
+    def cast(storage: Storage, dtype: np.dtype) -> Storage:
+        """A new storage holding ``storage``'s values rounded to ``dtype``."""
+        return storage.astype(dtype)
+
+    @staticmethod
+    def adopt(storage: Storage) -> Storage:
+        """``storage`` (from any backend) where this backend keeps data: itself if it
+        already is there, else a copy (a device array comes back to the host)."""
+        return storage if isinstance(storage, np.ndarray) else storage.copy_to_host()
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
@@ -95,6 +142,15 @@ class TensorBackend:
         self.add_reduce = self.reduce_of(operators.add, 0.0)
         self.mul_reduce = self.reduce_of(operators.mul, 1.0)
         self.matrix_multiply = ops.matrix_multiply
+
+        # Storage: the only way the layers above allocate, place, cast or read values.
+        self.empty = ops.empty
+        self.zeros = ops.zeros
+        self.full = ops.full
+        self.from_numpy = ops.from_numpy
+        self.to_numpy = ops.to_numpy
+        self.cast = ops.cast
+        self.adopt = ops.adopt
 
     def map_of(self, fn: Callable[[float], float]) -> MapProto:
         """This backend's map for ``fn``, built once and cached."""
