@@ -32,11 +32,20 @@ from .tensor_data import (
     TensorData,
     broadcast_index,
     index_to_position,
-    shape_broadcast,
     strides_from_shape,
     to_index,
 )
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    check_map_out,
+    map_output,
+    matmul_layout,
+    new_output,
+    reduce_output,
+    result_dtype,
+    zip_output,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -320,14 +329,6 @@ def _dense(td: TensorData, shape: tuple[int, ...]) -> bool:
     return td.shape == shape and td.strides == strides_from_shape(shape)
 
 
-def _empty(like: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
-    """An uninitialised contiguous device tensor on ``like``'s backend."""
-    size = 1
-    for d in shape:
-        size *= d
-    return like._make_like(cuda.device_array(size, dtype=dtype), shape, size)
-
-
 def _blocks(size: int) -> int:
     return (size + ELEMENTWISE_THREADS - 1) // ELEMENTWISE_THREADS
 
@@ -351,10 +352,6 @@ def _on_device(td: TensorData) -> TensorData:
     host, as ``Tensor(td, backend=...)`` allows), so that views share it."""
     td._storage = CudaOps.adopt(td._storage)
     return td
-
-
-def _result_dtype(a: Tensor, b: Tensor) -> np.dtype:
-    return np.promote_types(a._tensor._storage.dtype, b._tensor._storage.dtype)
 
 
 def _elementwise(kernel: Kernel, out: Tensor, *inputs: Tensor) -> Tensor:
@@ -431,18 +428,20 @@ class CudaOps(TensorOps):
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             _require_gpu()
-            if out is None:
-                out = _empty(a, a.shape, a.dtype)
-            else:
-                shape_broadcast(a.shape, out.shape)
-            return _elementwise(_map_kernel(fn), out, a)
+            return _elementwise(_map_kernel(fn), map_output(a, out), a)
 
         return _map
 
     @staticmethod
     def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
         """``(a, out) -> out``: map into a given tensor."""
-        return CudaOps.map(fn)
+
+        def _cmap(a: Tensor, out: Tensor) -> Tensor:
+            _require_gpu()
+            check_map_out(a, out)
+            return _elementwise(_map_kernel(fn), out, a)
+
+        return _cmap
 
     @staticmethod
     def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -450,8 +449,7 @@ class CudaOps(TensorOps):
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             _require_gpu()
-            out = _empty(a, shape_broadcast(a.shape, b.shape), _result_dtype(a, b))
-            return _elementwise(_zip_kernel(fn), out, a, b)
+            return _elementwise(_zip_kernel(fn), zip_output(a, b), a, b)
 
         return _zip
 
@@ -464,10 +462,9 @@ class CudaOps(TensorOps):
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
             _require_gpu()
-            dim = check_reduce_dim(a, dim)
-            dtype = a.dtype
-            out = _empty(a, reduce_shape(a.shape, dim), dtype)
-            if out.size == 0:
+            out, dim = reduce_output(a, dim, start)
+            dtype = out.dtype
+            if out.size == 0 or a.size == 0:
                 return out
             _on_device(a._tensor)
             # One block per output; the block needs no more threads than the
@@ -497,8 +494,8 @@ class CudaOps(TensorOps):
         _on_device(b3)
         batch = max(a3.shape[0], b3.shape[0])
         rows, cols = a3.shape[1], b3.shape[2]
-        dtype = _result_dtype(a, b)
-        out = _empty(a, (batch, rows, cols), dtype)
+        out = new_output(a, (batch, rows, cols), result_dtype(a, b))
+        dtype = out.dtype
         if out.size:
             tile = THREADS_PER_BLOCK
             grid = (-(-rows // tile), -(-cols // tile), min(batch, MAX_GRID_Z))
