@@ -18,8 +18,17 @@ from numba.core.errors import NumbaError
 
 from . import fast_kernels, operators
 from .kernel_cache import ScalarCompileError, load_kernels, njit
-from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    check_map_out,
+    map_output,
+    matmul_layout,
+    reduce_output,
+    result_dtype,
+    zip_output,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -179,19 +188,6 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
     )
 
 
-def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """A fresh contiguous output on ``a``'s backend (values unset)."""
-    size = a._tensor.size if shape is a._tensor.shape else _size(shape)
-    return a._make_like(np.empty(size), shape, size)
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for s in shape:
-        size *= s
-    return size
-
-
 # The backend -----------------------------------------------------------------
 
 
@@ -206,14 +202,14 @@ class FastOps(TensorOps):
             if out is None:
                 ta = a._tensor
                 if ta.strides == strides_from_shape(ta.shape):
-                    storage = np.empty(ta.size)
+                    # Contiguous: no layout work (``empty`` of the host storage FastOps keeps).
+                    storage = np.empty(ta.size, ta._storage.dtype)
                     engine.run_flat(storage, ta._storage)
                     return a._make_like(storage, ta.shape, ta.size)
-                out = _empty_like_shape(a, a.shape)
+                out = map_output(a, None)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
-            if out._tensor.shape != a._tensor.shape:
-                _check_broadcast_into(a.shape, out.shape)
+            check_map_out(a, out)
             engine.run(out._tensor, a._tensor)
             return out
 
@@ -224,7 +220,7 @@ class FastOps(TensorOps):
         engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
-            _check_broadcast_into(a.shape, out.shape)
+            check_map_out(a, out)
             engine.run(out._tensor, a._tensor)
             return out
 
@@ -239,11 +235,10 @@ class FastOps(TensorOps):
             sa, sb = ta.shape, tb.shape
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size)
+                out = np.empty(ta.size, result_dtype(a, b))
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
-            shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
-            out = _empty_like_shape(a, shape)
+            out = zip_output(a, b)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out
 
@@ -260,11 +255,8 @@ class FastOps(TensorOps):
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
-            dim = check_reduce_dim(a, dim)
+            out, dim = reduce_output(a, dim, start)
             td = a._tensor
-            shape = reduce_shape(td.shape, dim)
-            size = _size(shape)
-            out = a._make_like(np.full(size, start), shape, size)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -291,7 +283,7 @@ class FastOps(TensorOps):
         m, k = a3.shape[1], a3.shape[2]
         n = b3.shape[2]
         size = batch * m * n
-        out = np.empty(size)
+        out = np.empty(size, result_dtype(a, b))
         if size:
             _matmul_into(out, a3, b3, batch, m, n, k)
         return a._make_like(out, out_shape, size)
@@ -343,7 +335,7 @@ def _packed(storage: Storage, shape: tuple[int, int, int], strides: tuple[int, .
             storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
         )
         return np.ascontiguousarray(view).reshape(-1)
-    out = np.empty(batch * rows * cols)
+    out = np.empty(batch * rows * cols, storage.dtype)
     _pack_tiles(out, storage, batch, rows, cols, strides[0], strides[1], strides[2])
     return out
 
@@ -368,11 +360,6 @@ def _pack_tiles(dst, src, batch, rows, cols, s0, s1, s2):  # noqa: ANN001
             o = (p * rows + r) * cols
             for c in range(c0, min(cols, c0 + _TILE)):
                 dst[o + c] = src[base + c * s2]
-
-
-def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
-    if TensorData.shape_broadcast(src, dst) != tuple(dst):
-        raise IndexingError(f"Cannot broadcast shape {src} into output shape {dst}.")
 
 
 def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
