@@ -17,12 +17,8 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_backend
 from hypothesis import strategies as st
-
-import minitorch
-from minitorch import Tensor, TensorBackend
-from minitorch.layers import Conv1d, Conv2d, Linear
-
 from strategies import (
     limits,
     run_property,
@@ -31,7 +27,17 @@ from strategies import (
     tensor_arrays,
 )
 
+import minitorch
+from minitorch import Tensor, TensorBackend
+from minitorch.layers import Conv1d, Conv2d, Linear
+
 F32, F64 = minitorch.float32, minitorch.float64
+
+
+def float64_covered_elsewhere(backend: TensorBackend, dtype: np.dtype) -> None:
+    """Skip float64 on the CUDA simulator (slow), where the rest of the suite covers it."""
+    if backend.cuda and dtype == F64:
+        pytest.skip("float64 CudaOps is tested by the backend tests; here float32 only")
 
 
 def eps(dtype: np.dtype) -> float:
@@ -236,6 +242,7 @@ UNARY = {
 
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary_ops_in_dtype(backend: TensorBackend, dtype: np.dtype, name: str) -> None:
+    float64_covered_elsewhere(backend, dtype)
     op, oracle = UNARY[name]
 
     def check(data: tuple[Tensor, np.ndarray]) -> None:
@@ -258,6 +265,7 @@ BINARY = {
 
 @pytest.mark.parametrize("name", sorted(BINARY))
 def test_binary_ops_in_dtype(backend: TensorBackend, dtype: np.dtype, name: str) -> None:
+    float64_covered_elsewhere(backend, dtype)
     op, oracle = BINARY[name]
     values = st.integers(-3, 3).map(float) if name in ("lt", "eq") else small_floats
 
@@ -269,6 +277,7 @@ def test_binary_ops_in_dtype(backend: TensorBackend, dtype: np.dtype, name: str)
 
 
 def test_reductions_in_dtype(backend: TensorBackend, dtype: np.dtype) -> None:
+    float64_covered_elsewhere(backend, dtype)
     def check(data: tuple[Tensor, np.ndarray], dim_seed: int) -> None:
         t, x = data
         dim = dim_seed % t.dims
@@ -281,6 +290,7 @@ def test_reductions_in_dtype(backend: TensorBackend, dtype: np.dtype) -> None:
 
 
 def test_matmul_in_dtype(backend: TensorBackend, dtype: np.dtype) -> None:
+    float64_covered_elsewhere(backend, dtype)
     lim = limits(backend)
     dims = st.integers(1, lim.max_dim)
 
@@ -295,6 +305,7 @@ def test_matmul_in_dtype(backend: TensorBackend, dtype: np.dtype) -> None:
 
 
 def test_user_ops_compile_for_both_dtypes(backend: TensorBackend, dtype: np.dtype) -> None:
+    float64_covered_elsewhere(backend, dtype)
     softplus = minitorch.unary_op(
         lambda x: math.log(1.0 + math.exp(x)), lambda x: 1.0 / (1.0 + math.exp(-x))
     )
@@ -346,6 +357,7 @@ def test_float32_gradients_match_float64_differences(backend: TensorBackend) -> 
 
 
 def test_layers_take_dtype(backend: TensorBackend, dtype: np.dtype) -> None:
+    float64_covered_elsewhere(backend, dtype)
     minitorch.manual_seed(0)
     layers = [
         (Linear(3, 2, backend, dtype=dtype), (4, 3)),
@@ -405,10 +417,19 @@ def _steps(model: minitorch.Module, optim: minitorch.Optimizer, x: Tensor, n: in
         optim.step()
 
 
+# Optimisers and Module.to are backend-independent code: the CPU backends suffice (the
+# simulator's matmul runs a Python thread per GPU thread).
+CPU_BACKENDS = pytest.mark.parametrize(
+    "cpu_backend", ["simple", pytest.param("fast", marks=pytest.mark.kernels)]
+)
+
+
+@CPU_BACKENDS
 @pytest.mark.parametrize("name", sorted(OPTIMISERS))
 def test_optimiser_state_lives_in_the_parameter_dtype(
-    backend: TensorBackend, dtype: np.dtype, name: str
+    cpu_backend: str, dtype: np.dtype, name: str
 ) -> None:
+    backend = make_backend(cpu_backend)
     model = _model(backend, dtype)
     optim = OPTIMISERS[name](model.parameters())
     x = minitorch.rand((5, 3), backend=backend, dtype=dtype)
@@ -421,8 +442,10 @@ def test_optimiser_state_lives_in_the_parameter_dtype(
     assert len(states) == {"sgd": 0, "momentum": 4, "adam": 8}[name]
 
 
+@CPU_BACKENDS
 @pytest.mark.parametrize("name", sorted(OPTIMISERS))
-def test_module_to_casts_parameters_in_place(backend: TensorBackend, name: str) -> None:
+def test_module_to_casts_parameters_in_place(cpu_backend: str, name: str) -> None:
+    backend = make_backend(cpu_backend)
     model = _model(backend)
     params = model.parameters()
     optim = OPTIMISERS[name](params)
