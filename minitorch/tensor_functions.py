@@ -936,6 +936,7 @@ def zeros_like(
     t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
 ) -> Tensor:
     """Zeros of ``t``'s shape, on ``t``'s backend unless another is given."""
+    _check_tensor(t, "zeros_like")
     return full(t.shape, 0.0, backend or t.backend, requires_grad)
 
 
@@ -943,7 +944,13 @@ def ones_like(
     t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
 ) -> Tensor:
     """Ones of ``t``'s shape, on ``t``'s backend unless another is given."""
+    _check_tensor(t, "ones_like")
     return full(t.shape, 1.0, backend or t.backend, requires_grad)
+
+
+def _check_tensor(t: Any, what: str) -> None:
+    if not isinstance(t, _TENSOR or _tensor_class()):
+        raise TypeError(f"{what} takes a Tensor, not {type(t).__name__}.")
 
 
 def arange(
