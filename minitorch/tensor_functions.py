@@ -18,6 +18,7 @@ import numpy as np
 
 from . import autodiff, operators
 from .autodiff import Context
+from .cuda_ops import gpu_usable
 from .tensor_data import (
     MAX_DIMS,
     IndexingError,
@@ -897,12 +898,16 @@ def _new_tensor(
     """A tensor of ``shape`` on ``backend`` over ``values`` (row-major, of ``shape``'s size).
 
     ``values`` is used as the storage when it already is a contiguous float64
-    array the caller owns; anything else is converted.
+    array the caller owns; anything else is converted. On a CUDA backend the
+    values move to the device at once (when one is usable), so that every view
+    made later shares the device storage and writes through it reach them all.
     """
     check_backend(backend)
     t = _tensor_class()(
         TensorData(as_storage(values), shape), backend=SimpleBackend if backend is None else backend
     )
+    if t.backend.cuda and gpu_usable():
+        t._tensor.to_cuda_()
     if requires_grad:
         t.requires_grad_(True)
     return t
