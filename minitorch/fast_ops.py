@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, operators
+from . import fast_kernels, fast_simd, operators
 from .kernel_cache import ScalarCompileError, load_kernels
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
@@ -24,8 +24,13 @@ from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, re
 if TYPE_CHECKING:
     from .tensor import Tensor
 
-# Reductions whose fold may run in independent lanes (associative and commutative).
-_LANE_SAFE = (operators.add, operators.mul, operators.max)
+# Reductions whose fold may run in independent lanes (associative and commutative),
+# with their lane-by-lane form on SIMD vectors.
+_LANE_SAFE = {
+    operators.add: fast_simd.add,
+    operators.mul: fast_simd.mul,
+    operators.max: fast_simd.maximum,
+}
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
@@ -178,10 +183,16 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
     )
 
 
-def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+def _empty_like_shape(a: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
     """A fresh contiguous output on ``a``'s backend (values unset)."""
     size = a._tensor.size if shape is a._tensor.shape else _size(shape)
-    return a._make_like(np.empty(size), shape, size)
+    return a._make_like(np.empty(size, dtype), shape, size)
+
+
+def _result_dtype(x: Storage, y: Storage) -> np.dtype:
+    """The dtype of an op on two storages (the common case costs one comparison)."""
+    dx = x.dtype
+    return dx if dx is y.dtype else np.result_type(dx, y.dtype)
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -205,10 +216,10 @@ class FastOps(TensorOps):
             if out is None:
                 ta = a._tensor
                 if ta.strides == strides_from_shape(ta.shape):
-                    storage = np.empty(ta.size)
+                    storage = np.empty(ta.size, ta._storage.dtype)
                     engine.run_flat(storage, ta._storage)
                     return a._make_like(storage, ta.shape, ta.size)
-                out = _empty_like_shape(a, a.shape)
+                out = _empty_like_shape(a, a.shape, ta._storage.dtype)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
             if out._tensor.shape != a._tensor.shape:
@@ -236,13 +247,14 @@ class FastOps(TensorOps):
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
+            dtype = _result_dtype(ta._storage, tb._storage)
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size)
+                out = np.empty(ta.size, dtype)
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
             shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
-            out = _empty_like_shape(a, shape)
+            out = _empty_like_shape(a, shape, dtype)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out
 
@@ -256,6 +268,7 @@ class FastOps(TensorOps):
         # Folding in lanes reorders the fold: only for functions where that is exact
         # in real arithmetic. Set before the first call, since numba freezes globals.
         module.LANES = fn in _LANE_SAFE
+        module.VFN = _LANE_SAFE.get(fn, fast_simd.add)
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -263,7 +276,7 @@ class FastOps(TensorOps):
             td = a._tensor
             shape = reduce_shape(td.shape, dim)
             size = _size(shape)
-            out = a._make_like(np.full(size, start), shape, size)
+            out = a._make_like(np.full(size, start, td._storage.dtype), shape, size)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -290,83 +303,10 @@ class FastOps(TensorOps):
         m, k = a3.shape[1], a3.shape[2]
         n = b3.shape[2]
         size = batch * m * n
-        out = np.empty(size)
+        out = np.empty(size, _result_dtype(a3._storage, b3._storage))
         if size:
             _matmul_into(out, a3, b3, batch, m, n, k)
         return a._make_like(out, out_shape, size)
-
-
-def _matmul_into(
-    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
-) -> None:
-    """Pick the matmul kernel for the operands' layout, packing one operand if it pays."""
-    work = batch * m * n
-    work *= max(k, 1)
-    parallel = work >= PARALLEL_THRESHOLD * 8
-    a_batch = a3.strides[0] if a3.shape[0] > 1 else 0
-    if k == 0:
-        out[:] = 0.0
-        return
-    row_major_b = b3.strides[2] == 1 and (b3.strides[1] != 1 or k == 1)
-    if row_major_b and n >= 16 and (work < _PACK_WORK or k < 16):
-        # Small product, or short k, with row-major B: rows of B stream through the
-        # inner loop (dot products over a short k would be all overhead).
-        kernel = _matmul_rows_par if parallel else _matmul_rows_ser
-        kernel(out, a3._storage, b3._storage, batch, m, n, k,
-               a_batch, a3.strides[1], a3.strides[2],
-               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1])  # fmt: skip
-        return
-    # Dot-product form: rows of A and columns of B both contiguous over k.
-    a_storage, a_strides = a3._storage, a3.strides
-    if a_strides[2] != 1 and k > 1:
-        a_storage = _packed(a3._storage, a3.shape, a3.strides)
-        a_strides = (m * k, k, 1)
-        a_batch = m * k if a3.shape[0] > 1 else 0
-    b_storage, b_strides = b3._storage, b3.strides
-    if b_strides[1] != 1 and k > 1:
-        # Columns of B become contiguous rows of B^T.
-        b_storage = _packed(
-            b3._storage, (b3.shape[0], n, k), (b_strides[0], b_strides[2], b_strides[1])
-        )
-        b_strides = (n * k, 1, k)
-    kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    kernel(out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
-           b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2])  # fmt: skip
-
-
-def _packed(storage: Storage, shape: tuple[int, int, int], strides: tuple[int, ...]) -> Storage:
-    """A contiguous copy of a strided 3-D view; tiled (and parallel) when large."""
-    batch, rows, cols = shape
-    if rows * cols * batch < 128 * 128:
-        view = np.lib.stride_tricks.as_strided(
-            storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
-        )
-        return np.ascontiguousarray(view).reshape(-1)
-    out = np.empty(batch * rows * cols)
-    _pack_tiles(out, storage, batch, rows, cols, strides[0], strides[1], strides[2])
-    return out
-
-
-_TILE = 32
-
-
-@njit(parallel=True, cache=True)
-def _pack_tiles(dst, src, batch, rows, cols, s0, s1, s2):  # noqa: ANN001
-    """dst[p, r, c] = src[p*s0 + r*s1 + c*s2], in 32x32 tiles so that reads and
-    writes both stay within a few cache lines whichever stride is the small one."""
-    row_tiles = (rows + _TILE - 1) // _TILE
-    col_tiles = (cols + _TILE - 1) // _TILE
-    tiles = row_tiles * col_tiles
-    for t in prange(batch * tiles):
-        p = t // tiles
-        q = t - p * tiles
-        r0 = (q // col_tiles) * _TILE
-        c0 = (q % col_tiles) * _TILE
-        for r in range(r0, min(rows, r0 + _TILE)):
-            base = p * s0 + r * s1
-            o = (p * rows + r) * cols
-            for c in range(c0, min(cols, c0 + _TILE)):
-                dst[o + c] = src[base + c * s2]
 
 
 def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
@@ -398,105 +338,270 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 
 
 # Matrix multiply ----------------------------------------------------------------
+#
+# Every output element sums over k in one fixed order whatever the thread count
+# (k in blocks of _KC, each block in sequence), so results are bit-identical for
+# any number of threads. The kernels take flat storages and element strides, so
+# transposed and broadcast operands are read where they lie.
 
-# Above this many multiply-adds, packing an operand for the dot-product kernel pays.
-_PACK_WORK = 32**3
+# The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns
+# (8 float64 or 16 float32 on AVX2): 12 accumulators, 2 vectors of B and one
+# broadcast of A fill 15 of the 16 vector registers.
+_MR = 6
+# k is taken _KC at a time. A packed strip of B (_KC x 2 vectors, 16 KiB of
+# float64) stays in L1 while it meets every strip of a block of A (_MC x _KC,
+# 144 KiB) that stays in L2; a task computes _MC rows by _NB_STRIPS strips of C.
+_KC = 256
+_MC = 12 * _MR
+_NB_STRIPS = 4
+# Columns of B packed at once: bounds the packed copy of B to _KC x _NC.
+_NC = 4096
 
-# Matrix multiply kernels. Each output element sums over k in a fixed order
-# (blocks of k in sequence, lanes combined the same way every time), so results
-# are bit-identical for any thread count. ``reassoc`` lets LLVM vectorise the
-# dot products; ``contract`` allows fused multiply-adds.
-_MATMUL_MATH = {"reassoc", "contract", "nsz"}
+# Fused multiply-adds (the helpers below are compiled on their own, so that the
+# kernels calling them compile quickly).
+_CONTRACT_EARLY = {"contract"}
 
-# A task owns a tile of _ROWS x _COLS of C (tiles of every batch are spread over
-# the threads); within it, _KB of k at a time keeps the rows of A and of B^T that
-# the tile reads in L1/L2 while every 2x4 register block streams through them.
-_ROWS = 32
-_COLS = 64
-_KB = 256
+# Below this many multiply-adds, or for thin operands, packing does not pay.
+_GEMM_WORK = 32**3
 
 
-def _matmul_dots(out, a, bt, batch, m, n, k, sa0, sa1, sb0, sb2):  # noqa: ANN001
-    """C = A @ B from rows of A and columns of B (rows of ``bt``) contiguous over k.
+def _matmul_into(
+    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
+) -> None:
+    """Pick the matmul kernel for the operands' sizes and fill ``out`` (contiguous)."""
+    if k == 0:
+        out[:] = 0
+        return
+    work = batch * m * n * k
+    parallel = work >= PARALLEL_THRESHOLD * 8
+    strides = (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
+               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
+    args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
+    if n <= 2:
+        kernel = _matmul_dots_par if parallel else _matmul_dots_ser
+    elif work < _GEMM_WORK or m < _MR or k < 8:
+        kernel = _matmul_rows_par if parallel else _matmul_rows_ser
+    else:
+        kernel = _gemm_par if parallel else _gemm_ser
+    kernel(*args)
 
-    A 2x4 register block of dot products: six loads feed eight multiply-adds,
-    and LLVM vectorises each dot product along k.
+
+def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B through packed panels and a register-blocked micro-kernel.
+
+    For each block of k, the strips of A (_MR rows) and of B (2 vectors of
+    columns) are copied into contiguous panels, k-major, read from any strides;
+    then tasks of _MC rows by _NB_STRIPS strips of C run the micro-kernel over them.
     """
-    row_tiles = (m + _ROWS - 1) // _ROWS
-    col_tiles = (n + _COLS - 1) // _COLS
-    tiles = row_tiles * col_tiles
-    for t in prange(batch * tiles):
-        p = t // tiles
-        q = t - p * tiles
-        r0 = (q // col_tiles) * _ROWS
-        r1 = min(m, r0 + _ROWS)
-        j0 = (q % col_tiles) * _COLS
-        j1 = min(n, j0 + _COLS)
-        o_base = p * m * n
-        for k0 in range(0, k, _KB):
-            kw = min(k, k0 + _KB) - k0
-            first = k0 == 0
-            for i in range(r0, r1, 2):
-                pa = p * sa0 + i * sa1 + k0
-                two = i + 1 < r1
-                a0 = a[pa : pa + kw]
-                a1 = a[pa + sa1 : pa + sa1 + kw] if two else a0
-                for j in range(j0, j1, 4):
-                    nj = min(4, j1 - j)
-                    pb = p * sb0 + j * sb2 + k0
-                    b0 = bt[pb : pb + kw]
-                    b1 = bt[pb + sb2 : pb + sb2 + kw] if nj > 1 else b0
-                    b2 = bt[pb + 2 * sb2 : pb + 2 * sb2 + kw] if nj > 2 else b0
-                    b3 = bt[pb + 3 * sb2 : pb + 3 * sb2 + kw] if nj > 3 else b0
-                    c00 = c01 = c02 = c03 = 0.0
-                    c10 = c11 = c12 = c13 = 0.0
-                    for kk in range(kw):
-                        x0 = a0[kk]
-                        x1 = a1[kk]
-                        y0 = b0[kk]
-                        y1 = b1[kk]
-                        y2 = b2[kk]
-                        y3 = b3[kk]
-                        c00 += x0 * y0
-                        c01 += x0 * y1
-                        c02 += x0 * y2
-                        c03 += x0 * y3
-                        c10 += x1 * y0
-                        c11 += x1 * y1
-                        c12 += x1 * y2
-                        c13 += x1 * y3
-                    _store_block(out, o_base + i * n + j, n, nj, two, first,
-                                 c00, c01, c02, c03, c10, c11, c12, c13)  # fmt: skip
+    nr = 2 * fast_simd.lanes(out)
+    a_batches = batch if sa0 != 0 else 1
+    b_batches = batch if sb0 != 0 else 1
+    a_strips = (m + _MR - 1) // _MR
+    a_pack = np.empty(a_batches * a_strips * _MR * _KC, out.dtype)
+    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * _KC, out.dtype)
+    row_blocks = (m + _MC - 1) // _MC
+    for j0 in range(0, n, _NC):
+        nc = min(_NC, n - j0)
+        b_strips = (nc + nr - 1) // nr
+        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        for k0 in range(0, k, _KC):
+            kc = min(_KC, k - k0)
+            # A is packed again for each panel of _NC columns (once, unless n > _NC).
+            for t in prange(a_batches * a_strips + b_batches * b_strips):
+                _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_batches * a_strips,
+                            a_strips, b_strips, sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
+            for t in prange(batch * row_blocks * col_blocks):
+                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, k0 == 0, row_blocks,
+                           col_blocks, a_strips if a_batches > 1 else 0,
+                           b_strips if b_batches > 1 else 0, b_strips)  # fmt: skip
 
 
-@njit(inline="always")
-def _store_block(out, po, n, nj, two, first, c00, c01, c02, c03, c10, c11, c12, c13):  # noqa: ANN001
-    """Write (or, after the first k block, add) a 2 x nj block of C at ``po``."""
-    for r in range(2 if two else 1):
-        row = po + r * n
-        for c in range(nj):
-            if r == 0:
-                v = c00 if c == 0 else c01 if c == 1 else c02 if c == 2 else c03
-            else:
-                v = c10 if c == 0 else c11 if c == 1 else c12 if c == 2 else c13
-            out[row + c] = v if first else out[row + c] + v
+@njit(cache=True)
+def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_tasks, a_strips, b_strips,
+                sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001  # fmt: skip
+    """Task ``t`` of packing: strip ``t`` of A, or (past ``a_tasks``) a strip of B."""
+    if t < a_tasks:
+        p = t // a_strips
+        i = (t - p * a_strips) * _MR
+        _pack_a(a_pack, t * _MR * _KC, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
+                min(_MR, m - i), kc)  # fmt: skip
+    else:
+        nr = 2 * fast_simd.lanes(b_pack)
+        s = t - a_tasks
+        p = s // b_strips
+        j = (s - p * b_strips) * nr
+        _pack_b(b_pack, s * nr * _KC, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
+                min(nr, nc - j), kc, nr)  # fmt: skip
 
 
-def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1):  # noqa: ANN001
-    """C = A @ B with row-major B: each row of C accumulates scaled rows of B."""
+@njit(cache=True)
+def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, row_blocks, col_blocks,
+               a_batch_strips, b_batch_strips, b_strips):  # noqa: ANN001  # fmt: skip
+    """Task ``t``: a block of _MC rows by _NB_STRIPS strips of C, in one batch.
+    Each packed strip of B meets every strip of A of the block while in L1."""
+    nr = 2 * fast_simd.lanes(out)
+    per_batch = row_blocks * col_blocks
+    p = t // per_batch
+    q = t - p * per_batch
+    i0 = (q // col_blocks) * _MC
+    s0 = (q % col_blocks) * _NB_STRIPS
+    for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
+        j = s * nr
+        pb = (p * b_batch_strips + s) * nr * _KC
+        for i in range(i0, min(m, i0 + _MC), _MR):
+            pa = (p * a_batch_strips + i // _MR) * _MR * _KC
+            _micro(a_pack, pa, b_pack, pb, kc, out, (p * m + i) * n + j0 + j, n, first,
+                   min(_MR, m - i), min(nr, nc - j))  # fmt: skip
+
+
+@njit(fastmath=_CONTRACT_EARLY, cache=True)
+def _pack_a(dst, at, a, pa, sa1, sa2, rows, kc):  # noqa: ANN001
+    """dst[at + kk * _MR + r] = A[r, kk] (at ``pa`` with strides ``sa1``, ``sa2``);
+    rows past ``rows`` are zero. The loop order follows the smaller stride."""
+    if sa2 == 1:
+        for r in range(rows):
+            src = a[pa + r * sa1 : pa + r * sa1 + kc]
+            for kk in range(kc):
+                dst[at + kk * _MR + r] = src[kk]
+    else:
+        for kk in range(kc):
+            for r in range(rows):
+                dst[at + kk * _MR + r] = a[pa + r * sa1 + kk * sa2]
+    for kk in range(kc):
+        for r in range(rows, _MR):
+            dst[at + kk * _MR + r] = 0
+
+
+@njit(fastmath=_CONTRACT_EARLY, cache=True)
+def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
+    """dst[at + kk * nr + c] = B[kk, c] (at ``pb`` with strides ``sb1``, ``sb2``);
+    columns past ``cols`` are zero. Row-major strips copy whole vectors."""
+    if sb2 == 1 and cols == nr:
+        w = nr // 2
+        for kk in range(kc):
+            src = pb + kk * sb1
+            fast_simd.store(dst, at + kk * nr, fast_simd.load(b, src))
+            fast_simd.store(dst, at + kk * nr + w, fast_simd.load(b, src + w))
+        return
+    if sb1 == 1:
+        for c in range(cols):
+            src = b[pb + c * sb2 : pb + c * sb2 + kc]
+            for kk in range(kc):
+                dst[at + kk * nr + c] = src[kk]
+    else:
+        for kk in range(kc):
+            for c in range(cols):
+                dst[at + kk * nr + c] = b[pb + kk * sb1 + c * sb2]
+    for kk in range(kc):
+        for c in range(cols, nr):
+            dst[at + kk * nr + c] = 0
+
+
+@njit(fastmath=_CONTRACT_EARLY, cache=True)
+def _micro(ap, pa, bp, pb, kc, c, pc, ldc, first, rows, cols):  # noqa: ANN001
+    """The _MR x nr block of C at ``pc`` (row stride ``ldc``) from packed strips:
+    written when ``first``, else added to. Each step of k is 2 vector loads of B,
+    _MR broadcasts of A and 12 fused multiply-adds into registers."""
+    load, broadcast, fma = fast_simd.load, fast_simd.broadcast, fast_simd.fma
+    w = fast_simd.lanes(c)
+    c00 = c01 = c10 = c11 = c20 = c21 = fast_simd.zeros(c)
+    c30 = c31 = c40 = c41 = c50 = c51 = fast_simd.zeros(c)
+    for kk in range(kc):
+        b0 = load(bp, pb + kk * 2 * w)
+        b1 = load(bp, pb + kk * 2 * w + w)
+        q = pa + kk * _MR
+        x = broadcast(ap, q)
+        c00 = fma(x, b0, c00)
+        c01 = fma(x, b1, c01)
+        x = broadcast(ap, q + 1)
+        c10 = fma(x, b0, c10)
+        c11 = fma(x, b1, c11)
+        x = broadcast(ap, q + 2)
+        c20 = fma(x, b0, c20)
+        c21 = fma(x, b1, c21)
+        x = broadcast(ap, q + 3)
+        c30 = fma(x, b0, c30)
+        c31 = fma(x, b1, c31)
+        x = broadcast(ap, q + 4)
+        c40 = fma(x, b0, c40)
+        c41 = fma(x, b1, c41)
+        x = broadcast(ap, q + 5)
+        c50 = fma(x, b0, c50)
+        c51 = fma(x, b1, c51)
+    _store_row(c, pc, first, cols, c00, c01)
+    if rows > 1:
+        _store_row(c, pc + ldc, first, cols, c10, c11)
+    if rows > 2:
+        _store_row(c, pc + 2 * ldc, first, cols, c20, c21)
+    if rows > 3:
+        _store_row(c, pc + 3 * ldc, first, cols, c30, c31)
+    if rows > 4:
+        _store_row(c, pc + 4 * ldc, first, cols, c40, c41)
+    if rows > 5:
+        _store_row(c, pc + 5 * ldc, first, cols, c50, c51)
+
+
+@njit(fastmath=_CONTRACT_EARLY, cache=True)
+def _store_row(c, pc, first, cols, v0, v1):  # noqa: ANN001
+    """Write (or add) the first ``cols`` lanes of ``v0, v1`` to ``c[pc:]``."""
+    w = fast_simd.lanes(c)
+    if cols == 2 * w:
+        if not first:
+            v0 = fast_simd.add(fast_simd.load(c, pc), v0)
+            v1 = fast_simd.add(fast_simd.load(c, pc + w), v1)
+        fast_simd.store(c, pc, v0)
+        fast_simd.store(c, pc + w, v1)
+        return
+    for j in range(min(cols, w)):
+        x = fast_simd.lane(v0, j)
+        c[pc + j] = x if first else c[pc + j] + x
+    for j in range(w, cols):
+        x = fast_simd.lane(v1, j - w)
+        c[pc + j] = x if first else c[pc + j] + x
+
+
+def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B for small or thin products: each row of C accumulates k scaled
+    rows of B (a unit-stride inner loop when B is row-major)."""
     for t in prange(batch * m):
         p = t // m
         i = t - p * m
         o_ = out[t * n : t * n + n]
-        for j in range(n):
-            o_[j] = 0.0
+        o_[:] = 0
         pa = p * sa0 + i * sa1
         for kk in range(k):
             aik = a[pa + kk * sa2]
             pb = p * sb0 + kk * sb1
-            b_ = b[pb : pb + n]
-            for j in range(n):
-                o_[j] += aik * b_[j]
+            if sb2 == 1:
+                b_ = b[pb : pb + n]
+                for j in range(n):
+                    o_[j] += aik * b_[j]
+            else:
+                for j in range(n):
+                    o_[j] += aik * b[pb + j * sb2]
+
+
+def _matmul_dots(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B for one or two columns: a dot product per element of C, which
+    LLVM vectorises along k (in a fixed lane order) when both operands are
+    contiguous along k."""
+    zero = out.dtype.type(0)
+    for t in prange(batch * m):
+        p = t // m
+        i = t - p * m
+        pa = p * sa0 + i * sa1
+        for j in range(n):
+            pb = p * sb0 + j * sb2
+            acc = zero
+            if sa2 == 1 and sb1 == 1:
+                x = a[pa : pa + k]
+                y = b[pb : pb + k]
+                for kk in range(k):
+                    acc += x[kk] * y[kk]
+            else:
+                for kk in range(k):
+                    acc += a[pa + kk * sa2] * b[pb + kk * sb1]
+            out[t * n + j] = acc
 
 
 def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
@@ -507,14 +612,21 @@ def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     return clone
 
 
-_matmul_dots_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
-    _variant(_matmul_dots, "_par")
-)
-_matmul_dots_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
-_matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
+# ``contract`` lets LLVM fuse multiply-adds; only the dot products may reassociate
+# (to vectorise along k), and their lane order is fixed by the compiled code.
+_CONTRACT = {"contract"}
+_DOTS_MATH = {"contract", "reassoc", "nsz"}
+
+_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
+_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))
+_matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
     _variant(_matmul_rows, "_par")
 )
-_matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_dots_par = njit(parallel=True, fastmath=_DOTS_MATH, cache=True)(
+    _variant(_matmul_dots, "_par")
+)
+_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
 
 
 # Not disk-cached: numba keeps ``parallel_diagnostics`` only for code it compiled.
@@ -543,7 +655,7 @@ def tensor_matrix_multiply(
         o_row = p * out_strides[0] + i * out_strides[1]
         for j in range(cols):
             b_col = p * b_batch + j * b_strides[2]
-            acc = 0.0
+            acc = out.dtype.type(0)
             for kk in range(inner):
                 acc += a_storage[a_row + kk * a_strides[2]] * b_storage[b_col + kk * b_strides[1]]
             out[o_row + j * out_strides[2]] = acc

@@ -25,7 +25,7 @@ from typing import Any
 import numba
 from numba.core.registry import CPUDispatcher
 
-from . import fast_math
+from . import fast_math, fast_simd
 
 CACHE_ENV = "MINITORCH_CACHE_DIR"
 
@@ -61,16 +61,27 @@ def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) 
     a user's ``softplus`` calling ``operators.exp``) are compiled too, so users
     write ordinary Python. ``jit`` defaults to ``numba.njit(inline="always")``
     for FastOps, where ``math`` is swapped for ``fast_math`` (a vectorisable
-    ``exp``); CUDA passes its device-function decorator and keeps ``math``.
+    ``exp``) and float32 arguments get a float32 variant of the function
+    (``fast_math.by_dtype``); CUDA passes its device-function decorator and
+    keeps ``math``.
     """
-    substitutes: dict[str, Any] = {}
-    if jit is None:
-        if isinstance(fn, CPUDispatcher):
-            return fn
-        jit = numba.njit(inline="always")
-        substitutes["math"] = fast_math.math_module()
     py = python_function(fn)
-    return jit(_with_compiled_globals(py, jit, {}, substitutes))
+    if jit is not None:
+        return jit(_with_compiled_globals(py, jit, {}, {}))
+    substitutes = {"math": fast_math.math_module()}
+    inline = numba.njit(inline="always")
+    fn64 = fn if isinstance(fn, CPUDispatcher) else inline(
+        _with_compiled_globals(py, inline, {}, substitutes)
+    )
+
+    def float32_jit(f: types.FunctionType) -> Any:
+        return inline(fast_math.float32_variant(f))
+
+    def make_fn32() -> Any:
+        return float32_jit(_with_compiled_globals(py, float32_jit, {}, substitutes))
+
+    required = py.__code__.co_argcount - len(py.__defaults__ or ())
+    return fast_math.by_dtype(fn64, make_fn32, required)
 
 
 # Modules whose functions numba already knows (or that are not scalar code):
@@ -216,10 +227,11 @@ def _hash_code_object(code: types.CodeType, h: Any) -> None:
 
 
 def _engine_key() -> str:
-    """A hash of the code that decides how scalar functions compile (this module and
-    ``fast_math``): changing either must not reuse kernels compiled the old way."""
+    """A hash of the code that decides how scalar functions and kernels compile (this
+    module, ``fast_math`` and ``fast_simd``): changing any must not reuse kernels
+    compiled the old way."""
     h = hashlib.sha256()
-    for module in (sys.modules[__name__], fast_math):
+    for module in (sys.modules[__name__], fast_math, fast_simd):
         with open(module.__file__, "rb") as f:  # type: ignore[arg-type]
             h.update(f.read())
     return h.hexdigest()[:16]
