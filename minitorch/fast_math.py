@@ -208,7 +208,7 @@ def by_dtype(fn64: Any, make_fn32: Callable[[], Any], arity: int) -> Any:
             variants["f32"] = make_fn32()
         fn32 = variants["f32"]
         try:
-            fn32.compile(args)
+            fn32.get_call_template(args, {})  # compiles it (defaults folded in)
         except NumbaError:
             return fn64
         return fn32

@@ -482,34 +482,44 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     import numpy as np
 
     import minitorch
+    from minitorch.tensor_data import TensorData
 
     FB = minitorch.TensorBackend(minitorch.FastOps)
 
 
-    def t(x):
-        return minitorch.tensor_from_numpy(x, backend=FB)
-
-
     def digest():
+        h = hashlib.sha256()
+        for dtype in (np.float64, np.float32):
+            for o in outputs(dtype):
+                assert o._tensor._storage.dtype == dtype
+                h.update(np.ascontiguousarray(o.to_numpy()).tobytes())
+        return h.hexdigest()
+
+
+    def outputs(dtype):
+        def t(x):
+            x = np.ascontiguousarray(x, dtype)
+            return minitorch.Tensor(TensorData(x.reshape(-1), x.shape), backend=FB)
+
         rng = np.random.default_rng(7)
-        a = rng.standard_normal((300, 400))
+        a = t(rng.standard_normal((300, 400)))
         b = t(rng.standard_normal((400, 300))).permute(1, 0)
-        outs = [t(a) + t(rng.standard_normal(400)), t(a) * b]
+        outs = [FB.add_zip(a, t(rng.standard_normal(400))), FB.mul_zip(a, b), FB.exp_map(b)]
         big = t(rng.standard_normal((1000, 200)))
-        outs += [big.sum(0), big.sum(1), big.permute(1, 0).sum(0), big.permute(1, 0).sum(1)]
+        for x in (big, big.permute(1, 0)):
+            outs += [FB.add_reduce(x, 0), FB.add_reduce(x, 1), FB.mul_reduce(x, 1)]
         cube = t(rng.standard_normal((50, 40, 60))).permute(2, 0, 1)
-        outs += [cube.sum(d) for d in range(3)] + [cube.sum()]
-        outs.append(t(rng.standard_normal(200_003)).sum(0))
-        m1 = t(rng.standard_normal((256, 256)))
-        m2 = t(rng.standard_normal((256, 256)))
-        outs += [m1 @ m2, m1.permute(1, 0) @ m2, m1 @ m2.permute(1, 0)]
+        outs += [FB.add_reduce(cube, d) for d in range(3)]
+        outs.append(FB.add_reduce(t(rng.standard_normal(200_003)), 0))
+        m1 = t(rng.standard_normal((256, 300)))
+        m2 = t(rng.standard_normal((300, 256)))
+        mm = FB.matrix_multiply
+        outs += [mm(m1, m2), mm(m2.permute(1, 0), m1.permute(1, 0)), mm(m1, m1.permute(1, 0))]
         p = t(rng.standard_normal((16, 64, 64)))
         q = t(rng.standard_normal((1, 64, 64)))
-        outs += [p @ q, q.permute(0, 2, 1) @ p, p.permute(0, 2, 1) @ p, p @ p]
-        h = hashlib.sha256()
-        for o in outs:
-            h.update(np.ascontiguousarray(o.to_numpy()).tobytes())
-        return h.hexdigest()
+        outs += [mm(p, q), mm(q.permute(0, 2, 1), p), mm(p.permute(0, 2, 1), p), mm(p, p)]
+        outs.append(mm(t(rng.standard_normal((500, 700))), t(rng.standard_normal((700, 2)))))
+        return outs
     """
 )
 
@@ -718,11 +728,14 @@ def test_course_tensor_matrix_multiply(capsys: pytest.CaptureFixture[str]) -> No
 def test_diagnostics_reports_every_kernel_family(capsys: pytest.CaptureFixture[str]) -> None:
     from minitorch import diagnostics
 
-    assert diagnostics.main(argparse.Namespace(level=1)) == 0
+    assert diagnostics.main(argparse.Namespace(level=1, dtype="both")) == 0
     text = capsys.readouterr().out
     for family in ("MAP", "ZIP", "REDUCE", "MATRIX MULTIPLY"):
         assert family in text
-    assert text.count("Parallel Accelerator Optimizing") >= 4
+    # Each of the 8 kernels reports its float64 and its float32 specialisation.
+    assert text.count("--- float64 specialisation") == 8
+    assert text.count("--- float32 specialisation") == 8
+    assert text.count("Parallel Accelerator Optimizing") >= 16
 
 
 def test_diagnostics_command_line_accepts_level() -> None:
@@ -731,6 +744,8 @@ def test_diagnostics_command_line_accepts_level() -> None:
     parser = build_parser()
     assert parser.parse_args(["diagnostics", "--level", "1"]).level == 1
     assert parser.parse_args(["diagnostics"]).level == 3
+    assert parser.parse_args(["diagnostics"]).dtype == "both"
+    assert parser.parse_args(["diagnostics", "--dtype", "float32"]).dtype == "float32"
 
 
 # 7. Errors ---------------------------------------------------------------------------
