@@ -340,29 +340,34 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 # Matrix multiply ----------------------------------------------------------------
 #
 # Every output element sums over k in one fixed order whatever the thread count
-# (k in blocks of _KC, each block in sequence), so results are bit-identical for
-# any number of threads. The kernels take flat storages and element strides, so
-# transposed and broadcast operands are read where they lie.
+# (k in blocks of _KC_BYTES, each block in sequence), so results are bit-identical
+# for any number of threads. The kernels take flat storages and element strides,
+# so transposed and broadcast operands are read where they lie.
 
 # The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns
 # (8 float64 or 16 float32 on AVX2): 12 accumulators, 2 vectors of B and one
 # broadcast of A fill 15 of the 16 vector registers.
 _MR = 6
-# k is taken _KC at a time. A packed strip of B (_KC x 2 vectors, 16 KiB of
-# float64) stays in L1 while it meets every strip of a block of A (_MC x _KC,
-# 144 KiB) that stays in L2; a task computes _MC rows by _NB_STRIPS strips of C.
-_KC = 256
-_MC = 12 * _MR
+# k is taken 2 KiB of elements at a time (256 float64, 512 float32). A packed strip
+# of B (16 or 32 KiB) then stays in L1 while it meets every strip of a block of A
+# (_MC rows, 288 KiB) that stays in L2; a task computes _MC rows by _NB_STRIPS
+# strips of C.
+_KC_BYTES = 2048
+_MC = 24 * _MR
 _NB_STRIPS = 4
-# Columns of B packed at once: bounds the packed copy of B to _KC x _NC.
+# Columns of B packed at once: bounds the packed copy of B to _KC_BYTES x _NC.
 _NC = 4096
 
-# Fused multiply-adds (the helpers below are compiled on their own, so that the
-# kernels calling them compile quickly).
-_CONTRACT_EARLY = {"contract"}
+# Fused multiply-adds; only the dot products may reassociate (to vectorise along
+# k), and their lane order is fixed by the compiled code.
+_CONTRACT = {"contract"}
+_DOTS_MATH = {"contract", "reassoc", "nsz"}
 
 # Below this many multiply-adds, or for thin operands, packing does not pay.
 _GEMM_WORK = 32**3
+# Below this many (about 50 us of one thread's work), a second thread's start and
+# the waits at the end of each parallel loop cost more than they save.
+_PARALLEL_MATMUL_WORK = 1 << 20
 
 
 def _matmul_into(
@@ -373,7 +378,7 @@ def _matmul_into(
         out[:] = 0
         return
     work = batch * m * n * k
-    parallel = work >= PARALLEL_THRESHOLD * 8
+    parallel = work >= _PARALLEL_MATMUL_WORK
     strides = (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
                b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
     args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
@@ -391,27 +396,31 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
     columns) are copied into contiguous panels, k-major, read from any strides;
-    then tasks of _MC rows by _NB_STRIPS strips of C run the micro-kernel over them.
+    then tasks of up to _MC rows by _NB_STRIPS strips of C run the micro-kernel over
+    them.
     """
     nr = 2 * fast_simd.lanes(out)
+    kcap = _KC_BYTES // out.itemsize
     a_batches = batch if sa0 != 0 else 1
     b_batches = batch if sb0 != 0 else 1
     a_strips = (m + _MR - 1) // _MR
-    a_pack = np.empty(a_batches * a_strips * _MR * _KC, out.dtype)
-    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * _KC, out.dtype)
+    a_pack = np.empty(a_batches * a_strips * _MR * kcap, out.dtype)
+    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kcap, out.dtype)
     row_blocks = (m + _MC - 1) // _MC
+    # Rows per block, evened out so that the threads' shares match.
+    mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
         col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
-        for k0 in range(0, k, _KC):
-            kc = min(_KC, k - k0)
+        for k0 in range(0, k, kcap):
+            kc = min(kcap, k - k0)
             # A is packed again for each panel of _NC columns (once, unless n > _NC).
             for t in prange(a_batches * a_strips + b_batches * b_strips):
                 _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_batches * a_strips,
                             a_strips, b_strips, sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
             for t in prange(batch * row_blocks * col_blocks):
-                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, k0 == 0, row_blocks,
+                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, k0 == 0, mc, row_blocks,
                            col_blocks, a_strips if a_batches > 1 else 0,
                            b_strips if b_batches > 1 else 0, b_strips)  # fmt: skip
 
@@ -420,41 +429,53 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
 def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_tasks, a_strips, b_strips,
                 sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001  # fmt: skip
     """Task ``t`` of packing: strip ``t`` of A, or (past ``a_tasks``) a strip of B."""
+    kcap = _KC_BYTES // a_pack.itemsize
     if t < a_tasks:
         p = t // a_strips
         i = (t - p * a_strips) * _MR
-        _pack_a(a_pack, t * _MR * _KC, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
+        _pack_a(a_pack, t * _MR * kcap, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
                 min(_MR, m - i), kc)  # fmt: skip
     else:
         nr = 2 * fast_simd.lanes(b_pack)
         s = t - a_tasks
         p = s // b_strips
         j = (s - p * b_strips) * nr
-        _pack_b(b_pack, s * nr * _KC, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
+        _pack_b(b_pack, s * nr * kcap, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
                 min(nr, nc - j), kc, nr)  # fmt: skip
 
 
 @njit(cache=True)
-def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, row_blocks, col_blocks,
+def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, col_blocks,
                a_batch_strips, b_batch_strips, b_strips):  # noqa: ANN001  # fmt: skip
-    """Task ``t``: a block of _MC rows by _NB_STRIPS strips of C, in one batch.
+    """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
     Each packed strip of B meets every strip of A of the block while in L1."""
     nr = 2 * fast_simd.lanes(out)
+    kcap = _KC_BYTES // out.itemsize
     per_batch = row_blocks * col_blocks
     p = t // per_batch
     q = t - p * per_batch
-    i0 = (q // col_blocks) * _MC
+    i0 = (q // col_blocks) * mc
     s0 = (q % col_blocks) * _NB_STRIPS
+    i1 = min(m, i0 + mc)
+    calls = (i1 - i0 + _MR - 1) // _MR
+    line = 64 // out.itemsize
     for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
         j = s * nr
-        pb = (p * b_batch_strips + s) * nr * _KC
-        for i in range(i0, min(m, i0 + _MC), _MR):
-            pa = (p * a_batch_strips + i // _MR) * _MR * _KC
+        pb = (p * b_batch_strips + s) * nr * kcap
+        # While this strip of B is in use, the next one is fetched towards L2
+        # a part per micro-kernel call.
+        ahead = pb + nr * kcap
+        part = (kc * nr + calls - 1) // calls
+        for i in range(i0, i1, _MR):
+            start = ahead + (i - i0) // _MR * part
+            for e in range(start, min(start + part, ahead + kc * nr), line):
+                fast_simd.prefetch(b_pack, e)
+            pa = (p * a_batch_strips + i // _MR) * _MR * kcap
             _micro(a_pack, pa, b_pack, pb, kc, out, (p * m + i) * n + j0 + j, n, first,
                    min(_MR, m - i), min(nr, nc - j))  # fmt: skip
 
 
-@njit(fastmath=_CONTRACT_EARLY, cache=True)
+@njit(fastmath=_CONTRACT, cache=True)
 def _pack_a(dst, at, a, pa, sa1, sa2, rows, kc):  # noqa: ANN001
     """dst[at + kk * _MR + r] = A[r, kk] (at ``pa`` with strides ``sa1``, ``sa2``);
     rows past ``rows`` are zero. The loop order follows the smaller stride."""
@@ -472,7 +493,7 @@ def _pack_a(dst, at, a, pa, sa1, sa2, rows, kc):  # noqa: ANN001
             dst[at + kk * _MR + r] = 0
 
 
-@njit(fastmath=_CONTRACT_EARLY, cache=True)
+@njit(fastmath=_CONTRACT, cache=True)
 def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
     """dst[at + kk * nr + c] = B[kk, c] (at ``pb`` with strides ``sb1``, ``sb2``);
     columns past ``cols`` are zero. Row-major strips copy whole vectors."""
@@ -497,7 +518,7 @@ def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
             dst[at + kk * nr + c] = 0
 
 
-@njit(fastmath=_CONTRACT_EARLY, cache=True)
+@njit(fastmath=_CONTRACT, cache=True)
 def _micro(ap, pa, bp, pb, kc, c, pc, ldc, first, rows, cols):  # noqa: ANN001
     """The _MR x nr block of C at ``pc`` (row stride ``ldc``) from packed strips:
     written when ``first``, else added to. Each step of k is 2 vector loads of B,
@@ -541,7 +562,7 @@ def _micro(ap, pa, bp, pb, kc, c, pc, ldc, first, rows, cols):  # noqa: ANN001
         _store_row(c, pc + 5 * ldc, first, cols, c50, c51)
 
 
-@njit(fastmath=_CONTRACT_EARLY, cache=True)
+@njit(fastmath=_CONTRACT, cache=True)
 def _store_row(c, pc, first, cols, v0, v1):  # noqa: ANN001
     """Write (or add) the first ``cols`` lanes of ``v0, v1`` to ``c[pc:]``."""
     w = fast_simd.lanes(c)
@@ -611,11 +632,6 @@ def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     clone.__qualname__ = py.__qualname__ + suffix
     return clone
 
-
-# ``contract`` lets LLVM fuse multiply-adds; only the dot products may reassociate
-# (to vectorise along k), and their lane order is fixed by the compiled code.
-_CONTRACT = {"contract"}
-_DOTS_MATH = {"contract", "reassoc", "nsz"}
 
 _gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
 _gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))

@@ -208,3 +208,23 @@ def lane(typingctx, vector, index):
         return builder.extract_element(args[0], args[1])
 
     return vector.dtype(vector, index), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask for the cache line holding ``array[index]`` to be fetched into L2 ahead of
+    use (a hint: never faults, even past the end)."""
+    if not _contiguous_float(array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = make_array(array)(context, builder, args[0])
+        address = builder.gep(ary.data, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, locality 2 (keep in the outer caches), data
+        builder.call(fn, [builder.bitcast(address, i8p), i32(0), i32(2), i32(1)])
+
+    return types.none(array, index), codegen

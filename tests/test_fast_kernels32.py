@@ -409,7 +409,7 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
     """Through the backend: sizes around the micro-kernel and blocking sizes, k across
     several k-blocks, transposed views (as backward passes make) and batches."""
     rng = np.random.default_rng(4)
-    kc, mr = fast_ops._KC, fast_ops._MR
+    kc, mr = fast_ops._KC_BYTES // np.dtype(dtype).itemsize, fast_ops._MR
     nr = 2 * fast_simd.VECTOR_BYTES // np.dtype(dtype).itemsize
     cases = [
         ((mr, 8), (8, nr)),
