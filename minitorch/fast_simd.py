@@ -7,7 +7,7 @@ give kernels a value type ``Vector`` that *is* an LLVM vector: one register
 holding ``VECTOR_BYTES`` of the array's dtype (4 float64 or 8 float32 lanes on
 AVX2), so the same kernel source is register-blocked for either dtype.
 
-Loads and stores are unaligned and take a flat index; under
+Loads and stores are unaligned and take a flat index into a 1-D array; under
 ``NUMBA_BOUNDSCHECK=1`` both ends of every access are checked like ``a[i]``.
 """
 
@@ -74,20 +74,27 @@ def _splat(builder, vector_type: ir.VectorType, value):
     return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), zeros)
 
 
-def _contiguous_float(array: types.Type) -> bool:
-    """A flat contiguous float array: the only kind a flat vector index makes sense of."""
+def _flat_float(array: types.Type) -> bool:
+    """A 1-D float array. A contiguous one moves whole vectors; any other (a strided
+    view used as a storage) is read and written one element at a time."""
     return (
-        isinstance(array, types.Array)
-        and array.ndim == 1
-        and array.layout == "C"
-        and isinstance(array.dtype, types.Float)
+        isinstance(array, types.Array) and array.ndim == 1 and isinstance(array.dtype, types.Float)
     )
+
+
+def _elementwise_pointers(context, builder, array_type, array, index, lanes: int) -> list:
+    return [
+        _element_pointer(
+            context, builder, array_type, array, builder.add(index, ir.Constant(index.type, i))
+        )  # fmt: skip
+        for i in range(lanes)
+    ]
 
 
 @intrinsic
 def lanes(typingctx, array):
     """How many of ``array``'s elements one ``Vector`` holds (a constant)."""
-    if not _contiguous_float(array):
+    if not _flat_float(array):
         return None
     count = _vector_of(array.dtype).lanes
 
@@ -100,14 +107,21 @@ def lanes(typingctx, array):
 @intrinsic
 def load(typingctx, array, index):
     """``array[index : index + lanes]`` as a vector."""
-    if not _contiguous_float(array) or not isinstance(index, types.Integer):
+    if not _flat_float(array) or not isinstance(index, types.Integer):
         return None
     vector = _vector_of(array.dtype)
 
     def codegen(context, builder, signature, args):
+        vty = context.get_value_type(vector)
+        if array.layout != "C":
+            value = ir.Constant(vty, ir.Undefined)
+            pointers = _elementwise_pointers(context, builder, array, args[0], args[1],
+                                             vector.lanes)  # fmt: skip
+            for i, ptr in enumerate(pointers):
+                value = builder.insert_element(value, builder.load(ptr), ir.IntType(32)(i))
+            return value
         ptr = _element_pointer(context, builder, array, args[0], args[1], vector.lanes)
-        vptr = builder.bitcast(ptr, context.get_value_type(vector).as_pointer())
-        return builder.load(vptr, align=array.dtype.bitwidth // 8)
+        return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=array.dtype.bitwidth // 8)
 
     return vector(array, index), codegen
 
@@ -115,12 +129,18 @@ def load(typingctx, array, index):
 @intrinsic
 def store(typingctx, array, index, value):
     """``array[index : index + lanes] = value``."""
-    if not isinstance(value, Vector) or not _contiguous_float(array):
+    if not isinstance(value, Vector) or not _flat_float(array):
         return None
     if value.dtype != array.dtype:
         return None
 
     def codegen(context, builder, signature, args):
+        if array.layout != "C":
+            pointers = _elementwise_pointers(context, builder, array, args[0], args[1],
+                                             value.lanes)  # fmt: skip
+            for i, ptr in enumerate(pointers):
+                builder.store(builder.extract_element(args[2], ir.IntType(32)(i)), ptr)
+            return
         ptr = _element_pointer(context, builder, array, args[0], args[1], value.lanes)
         vptr = builder.bitcast(ptr, context.get_value_type(value).as_pointer())
         builder.store(args[2], vptr, align=array.dtype.bitwidth // 8)
@@ -131,7 +151,7 @@ def store(typingctx, array, index, value):
 @intrinsic
 def broadcast(typingctx, array, index):
     """A vector with ``array[index]`` in every lane (one broadcast load)."""
-    if not _contiguous_float(array) or not isinstance(index, types.Integer):
+    if not _flat_float(array) or not isinstance(index, types.Integer):
         return None
     vector = _vector_of(array.dtype)
 
@@ -145,7 +165,7 @@ def broadcast(typingctx, array, index):
 @intrinsic
 def zeros(typingctx, array):
     """A vector of zeros of ``array``'s dtype."""
-    if not _contiguous_float(array):
+    if not _flat_float(array):
         return None
     vector = _vector_of(array.dtype)
 
@@ -214,10 +234,12 @@ def lane(typingctx, vector, index):
 def prefetch(typingctx, array, index):
     """Ask for the cache line holding ``array[index]`` to be fetched into L2 ahead of
     use (a hint: never faults, even past the end)."""
-    if not _contiguous_float(array) or not isinstance(index, types.Integer):
+    if not _flat_float(array) or not isinstance(index, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
+        if array.layout != "C":
+            return  # a hint only: strided storages go without
         ary = make_array(array)(context, builder, args[0])
         address = builder.gep(ary.data, [args[1]])
         i8p = ir.IntType(8).as_pointer()

@@ -575,3 +575,23 @@ def test_simd_accesses_are_bounds_checked() -> None:
     proc = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_strided_storages_work_in_every_kernel() -> None:
+    """A storage that is itself a strided NumPy view (every other element) takes the
+    element-by-element form of the SIMD loads and stores."""
+    rng = np.random.default_rng(8)
+    for dtype in DTYPES:
+        x = rng.standard_normal((40, 300)).astype(dtype)
+        y = rng.standard_normal((300, 50)).astype(dtype)
+
+        def spaced(v: np.ndarray) -> Tensor:
+            storage = np.empty(2 * v.size, v.dtype)[::2]
+            storage[:] = v.reshape(-1)
+            return Tensor(TensorData(storage, v.shape), backend=FB)
+
+        assert_matmul(FB.matrix_multiply(spaced(x), spaced(y)), x, y, dtype)
+        total = FB.add_reduce(spaced(x), 1)
+        assert np.all(np.abs(values(total) - x.astype(np.float64).sum(1, keepdims=True))
+                      <= sum_bound(x, 1, dtype))  # fmt: skip
+        assert_bits(FB.add_zip(spaced(x), tensor(x, dtype)), x + x)
