@@ -10,6 +10,9 @@ broadcast dims carry stride 0, size-1 dims are dropped and dims contiguous in
 every operand are merged, so most calls reach the 2-D kernel (scalar
 arguments, no arrays to build) and run a unit-stride inner loop that LLVM
 vectorises. The N-D kernels keep the course's call signature.
+
+No template holds a float literal: values and accumulators take the dtype of
+the arrays passed in, so numba's float32 specialisation computes in float32.
 """
 
 from __future__ import annotations
