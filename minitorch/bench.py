@@ -1,7 +1,8 @@
 """``python -m minitorch bench``: FastOps against NumPy and PyTorch on this machine.
 
 Every case runs side by side in one process, each side producing a fresh
-output, timed as the best of several repeats (the least disturbed run). The
+output, timed as the best of several repeats (the least disturbed run) after
+the other side's worker threads have gone idle. The
 results go to a Markdown file (``docs/benchmarks.md`` by default) with a
 matmul GFLOP/s plot beside it.
 """
@@ -29,9 +30,16 @@ import minitorch
 FAST = minitorch.TensorBackend(minitorch.FastOps)
 
 
+# Seconds to wait before timing a side: OpenBLAS, PyTorch and OpenMP keep their worker
+# threads spinning for a while after a call, and on a 2-core machine a spinning
+# thread of the previous side takes a core from the next one.
+SETTLE = 0.2
+
+
 def best_time(fn: Callable[[], Any], repeat: int = 7, min_time: float = 0.05) -> float:
     """Seconds per call: the best of ``repeat`` rounds, each long enough to time."""
     fn()
+    time.sleep(SETTLE)
     number = 1
     while True:
         start = time.perf_counter()

@@ -340,22 +340,22 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 # Matrix multiply ----------------------------------------------------------------
 #
 # Every output element sums over k in one fixed order whatever the thread count
-# (k in blocks of _KC_BYTES, each block in sequence), so results are bit-identical
-# for any number of threads. The kernels take flat storages and element strides,
+# (k in blocks of _KC, each block in sequence), so results are bit-identical for
+# any number of threads. The kernels take flat storages and element strides,
 # so transposed and broadcast operands are read where they lie.
 
 # The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns
 # (8 float64 or 16 float32 on AVX2): 12 accumulators, 2 vectors of B and one
 # broadcast of A fill 15 of the 16 vector registers.
 _MR = 6
-# k is taken 2 KiB of elements at a time (256 float64, 512 float32). A packed strip
-# of B (16 or 32 KiB) then stays in L1 while it meets every strip of a block of A
-# (_MC rows, 288 KiB) that stays in L2; a task computes _MC rows by _NB_STRIPS
+# k is taken _KC at a time: a packed strip of B (32 KiB in either dtype) stays
+# close to L1 while it meets every strip of a block of A (up to _MC rows: 288 KiB
+# of float64) that stays in L2; a task computes a block of rows by _NB_STRIPS
 # strips of C.
-_KC_BYTES = 2048
-_MC = 24 * _MR
+_KC = 512
+_MC = 12 * _MR
 _NB_STRIPS = 4
-# Columns of B packed at once: bounds the packed copy of B to _KC_BYTES x _NC.
+# Columns of B packed at once: bounds the packed copy of B to _KC x _NC.
 _NC = 4096
 
 # Fused multiply-adds; only the dot products may reassociate (to vectorise along
@@ -384,7 +384,9 @@ def _matmul_into(
     args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
     if n <= 2:
         kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    elif work < _GEMM_WORK or m < _MR or k < 8:
+    elif work < _GEMM_WORK or k < 8 or (m < _MR and strides[5] == 1):
+        # Small, short or single-row products: rows of B stream through (unit
+        # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
         kernel = _gemm_par if parallel else _gemm_ser
@@ -400,12 +402,11 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
     them.
     """
     nr = 2 * fast_simd.lanes(out)
-    kcap = _KC_BYTES // out.itemsize
     a_batches = batch if sa0 != 0 else 1
     b_batches = batch if sb0 != 0 else 1
     a_strips = (m + _MR - 1) // _MR
-    a_pack = np.empty(a_batches * a_strips * _MR * kcap, out.dtype)
-    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kcap, out.dtype)
+    a_pack = np.empty(a_batches * a_strips * _MR * _KC, out.dtype)
+    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * _KC, out.dtype)
     row_blocks = (m + _MC - 1) // _MC
     # Rows per block, evened out so that the threads' shares match.
     mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
@@ -413,8 +414,8 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
         col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
-        for k0 in range(0, k, kcap):
-            kc = min(kcap, k - k0)
+        for k0 in range(0, k, _KC):
+            kc = min(_KC, k - k0)
             # A is packed again for each panel of _NC columns (once, unless n > _NC).
             for t in prange(a_batches * a_strips + b_batches * b_strips):
                 _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_batches * a_strips,
@@ -429,18 +430,17 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
 def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_tasks, a_strips, b_strips,
                 sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001  # fmt: skip
     """Task ``t`` of packing: strip ``t`` of A, or (past ``a_tasks``) a strip of B."""
-    kcap = _KC_BYTES // a_pack.itemsize
     if t < a_tasks:
         p = t // a_strips
         i = (t - p * a_strips) * _MR
-        _pack_a(a_pack, t * _MR * kcap, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
+        _pack_a(a_pack, t * _MR * _KC, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
                 min(_MR, m - i), kc)  # fmt: skip
     else:
         nr = 2 * fast_simd.lanes(b_pack)
         s = t - a_tasks
         p = s // b_strips
         j = (s - p * b_strips) * nr
-        _pack_b(b_pack, s * nr * kcap, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
+        _pack_b(b_pack, s * nr * _KC, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
                 min(nr, nc - j), kc, nr)  # fmt: skip
 
 
@@ -450,7 +450,6 @@ def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, 
     """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
     Each packed strip of B meets every strip of A of the block while in L1."""
     nr = 2 * fast_simd.lanes(out)
-    kcap = _KC_BYTES // out.itemsize
     per_batch = row_blocks * col_blocks
     p = t // per_batch
     q = t - p * per_batch
@@ -461,16 +460,16 @@ def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, 
     line = 64 // out.itemsize
     for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
         j = s * nr
-        pb = (p * b_batch_strips + s) * nr * kcap
+        pb = (p * b_batch_strips + s) * nr * _KC
         # While this strip of B is in use, the next one is fetched towards L2
         # a part per micro-kernel call.
-        ahead = pb + nr * kcap
+        ahead = pb + nr * _KC
         part = (kc * nr + calls - 1) // calls
         for i in range(i0, i1, _MR):
             start = ahead + (i - i0) // _MR * part
             for e in range(start, min(start + part, ahead + kc * nr), line):
                 fast_simd.prefetch(b_pack, e)
-            pa = (p * a_batch_strips + i // _MR) * _MR * kcap
+            pa = (p * a_batch_strips + i // _MR) * _MR * _KC
             _micro(a_pack, pa, b_pack, pb, kc, out, (p * m + i) * n + j0 + j, n, first,
                    min(_MR, m - i), min(nr, nc - j))  # fmt: skip
 

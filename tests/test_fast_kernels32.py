@@ -409,7 +409,7 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
     """Through the backend: sizes around the micro-kernel and blocking sizes, k across
     several k-blocks, transposed views (as backward passes make) and batches."""
     rng = np.random.default_rng(4)
-    kc, mr = fast_ops._KC_BYTES // np.dtype(dtype).itemsize, fast_ops._MR
+    kc, mr = fast_ops._KC, fast_ops._MR
     nr = 2 * fast_simd.VECTOR_BYTES // np.dtype(dtype).itemsize
     cases = [
         ((mr, 8), (8, nr)),
@@ -535,7 +535,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, _blend, cache=False)
     zips.zip2d_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
-    packed = np.ones(fast_ops._KC * 16, F32)
+    packed = np.ones(8 * 16, F32)
     micro(packed, 0, packed, 0, 8, np.zeros(6 * 16, F32), 0, 16, True, 6, 16)
     for kernel in (maps.map2d_ser, reduces.reduce3_ser, zips.zip2d_ser, micro):
         ir = _ir(kernel, F32)
