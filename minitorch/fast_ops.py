@@ -357,6 +357,8 @@ _MC = 12 * _MR
 _NB_STRIPS = 4
 # Columns of B packed at once: bounds the packed copy of B to _KC x _NC.
 _NC = 4096
+# The L2 cache per core assumed by the prefetching of B (512 KiB on Zen 3).
+_L2_BYTES = 512 * 1024
 
 # Fused multiply-adds; only the dot products may reassociate (to vectorise along
 # k), and their lane order is fixed by the compiled code.
@@ -405,8 +407,10 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
     a_batches = batch if sa0 != 0 else 1
     b_batches = batch if sb0 != 0 else 1
     a_strips = (m + _MR - 1) // _MR
-    a_pack = np.empty(a_batches * a_strips * _MR * _KC, out.dtype)
-    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * _KC, out.dtype)
+    # Each packed strip holds one block of k: kb (<= _KC) steps apart.
+    kb = min(k, _KC)
+    a_pack = np.empty(a_batches * a_strips * _MR * kb, out.dtype)
+    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb, out.dtype)
     row_blocks = (m + _MC - 1) // _MC
     # Rows per block, evened out so that the threads' shares match.
     mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
@@ -418,35 +422,36 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
             kc = min(_KC, k - k0)
             # A is packed again for each panel of _NC columns (once, unless n > _NC).
             for t in prange(a_batches * a_strips + b_batches * b_strips):
-                _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_batches * a_strips,
-                            a_strips, b_strips, sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
+                _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb,
+                            a_batches * a_strips, a_strips, b_strips,
+                            sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
             for t in prange(batch * row_blocks * col_blocks):
-                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, k0 == 0, mc, row_blocks,
+                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, kb, k0 == 0, mc, row_blocks,
                            col_blocks, a_strips if a_batches > 1 else 0,
                            b_strips if b_batches > 1 else 0, b_strips)  # fmt: skip
 
 
 @njit(cache=True)
-def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, a_tasks, a_strips, b_strips,
+def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strips, b_strips,
                 sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001  # fmt: skip
     """Task ``t`` of packing: strip ``t`` of A, or (past ``a_tasks``) a strip of B."""
     if t < a_tasks:
         p = t // a_strips
         i = (t - p * a_strips) * _MR
-        _pack_a(a_pack, t * _MR * _KC, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
+        _pack_a(a_pack, t * _MR * kb, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
                 min(_MR, m - i), kc)  # fmt: skip
     else:
         nr = 2 * fast_simd.lanes(b_pack)
         s = t - a_tasks
         p = s // b_strips
         j = (s - p * b_strips) * nr
-        _pack_b(b_pack, s * nr * _KC, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
+        _pack_b(b_pack, s * nr * kb, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
                 min(nr, nc - j), kc, nr)  # fmt: skip
 
 
 @njit(cache=True)
-def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, col_blocks,
-               a_batch_strips, b_batch_strips, b_strips):  # noqa: ANN001  # fmt: skip
+def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, kb, first, mc, row_blocks,
+               col_blocks, a_batch_strips, b_batch_strips, b_strips):  # noqa: ANN001  # fmt: skip
     """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
     Each packed strip of B meets every strip of A of the block while in L1."""
     nr = 2 * fast_simd.lanes(out)
@@ -458,18 +463,21 @@ def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, 
     i1 = min(m, i0 + mc)
     calls = (i1 - i0 + _MR - 1) // _MR
     line = 64 // out.itemsize
+    # A packed B that fits in L2 needs no help (and small products no overhead).
+    prefetch = b_strips * nr * kc * out.itemsize > _L2_BYTES // 2
     for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
         j = s * nr
-        pb = (p * b_batch_strips + s) * nr * _KC
+        pb = (p * b_batch_strips + s) * nr * kb
         # While this strip of B is in use, the next one is fetched towards L2
         # a part per micro-kernel call.
-        ahead = pb + nr * _KC
+        ahead = pb + nr * kb
         part = (kc * nr + calls - 1) // calls
         for i in range(i0, i1, _MR):
-            start = ahead + (i - i0) // _MR * part
-            for e in range(start, min(start + part, ahead + kc * nr), line):
-                fast_simd.prefetch(b_pack, e)
-            pa = (p * a_batch_strips + i // _MR) * _MR * _KC
+            if prefetch:
+                start = ahead + (i - i0) // _MR * part
+                for e in range(start, min(start + part, ahead + kc * nr), line):
+                    fast_simd.prefetch(b_pack, e)
+            pa = (p * a_batch_strips + i // _MR) * _MR * kb
             _micro(a_pack, pa, b_pack, pb, kc, out, (p * m + i) * n + j0 + j, n, first,
                    min(_MR, m - i), min(nr, nc - j))  # fmt: skip
 
@@ -477,19 +485,39 @@ def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, first, mc, row_blocks, 
 @njit(fastmath=_CONTRACT, cache=True)
 def _pack_a(dst, at, a, pa, sa1, sa2, rows, kc):  # noqa: ANN001
     """dst[at + kk * _MR + r] = A[r, kk] (at ``pa`` with strides ``sa1``, ``sa2``);
-    rows past ``rows`` are zero. The loop order follows the smaller stride."""
+    rows past ``rows`` are zero. Slices keep the indices provably non-negative, so
+    the loops carry no wraparound checks."""
+    d = dst[at : at + kc * _MR]
+    if sa2 == 1 and rows == _MR:
+        # Six row streams interleaved into consecutive stores.
+        r0 = a[pa : pa + kc]
+        r1 = a[pa + sa1 : pa + sa1 + kc]
+        r2 = a[pa + 2 * sa1 : pa + 2 * sa1 + kc]
+        r3 = a[pa + 3 * sa1 : pa + 3 * sa1 + kc]
+        r4 = a[pa + 4 * sa1 : pa + 4 * sa1 + kc]
+        r5 = a[pa + 5 * sa1 : pa + 5 * sa1 + kc]
+        for kk in range(kc):
+            q = kk * _MR
+            d[q] = r0[kk]
+            d[q + 1] = r1[kk]
+            d[q + 2] = r2[kk]
+            d[q + 3] = r3[kk]
+            d[q + 4] = r4[kk]
+            d[q + 5] = r5[kk]
+        return
     if sa2 == 1:
         for r in range(rows):
             src = a[pa + r * sa1 : pa + r * sa1 + kc]
             for kk in range(kc):
-                dst[at + kk * _MR + r] = src[kk]
+                d[kk * _MR + r] = src[kk]
     else:
         for kk in range(kc):
+            src = a[pa + kk * sa2 :]
             for r in range(rows):
-                dst[at + kk * _MR + r] = a[pa + r * sa1 + kk * sa2]
+                d[kk * _MR + r] = src[r * sa1]
     for kk in range(kc):
         for r in range(rows, _MR):
-            dst[at + kk * _MR + r] = 0
+            d[kk * _MR + r] = 0
 
 
 @njit(fastmath=_CONTRACT, cache=True)
@@ -503,18 +531,20 @@ def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
             fast_simd.store(dst, at + kk * nr, fast_simd.load(b, src))
             fast_simd.store(dst, at + kk * nr + w, fast_simd.load(b, src + w))
         return
+    d = dst[at : at + kc * nr]
     if sb1 == 1:
         for c in range(cols):
             src = b[pb + c * sb2 : pb + c * sb2 + kc]
             for kk in range(kc):
-                dst[at + kk * nr + c] = src[kk]
+                d[kk * nr + c] = src[kk]
     else:
         for kk in range(kc):
+            src = b[pb + kk * sb1 :]
             for c in range(cols):
-                dst[at + kk * nr + c] = b[pb + kk * sb1 + c * sb2]
+                d[kk * nr + c] = src[c * sb2]
     for kk in range(kc):
         for c in range(cols, nr):
-            dst[at + kk * nr + c] = 0
+            d[kk * nr + c] = 0
 
 
 @njit(fastmath=_CONTRACT, cache=True)
