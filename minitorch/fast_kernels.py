@@ -180,11 +180,14 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
                     acc = fn(acc, a[base + r * sa_reduce])
             out[o] = acc
     else:
-        chunks = (n_inner + CHUNK - 1) // CHUNK
+        # Blocks of the inner dims; with few outer rows, smaller blocks, so that a
+        # sum down the columns of one matrix still spreads over the threads.
+        chunk = CHUNK if n_outer >= 8 else min(CHUNK, max(256, (n_inner + 7) // 8))
+        chunks = (n_inner + chunk - 1) // chunk
         for t in {loop}(n_outer * chunks):
             o = t // chunks
-            i0 = (t - o * chunks) * CHUNK
-            m = min(CHUNK, n_inner - i0)
+            i0 = (t - o * chunks) * chunk
+            m = min(chunk, n_inner - i0)
             po = o * n_inner + i0
             pa = o * sa_outer + i0 * sa_inner
             o_ = out[po:po + m]
