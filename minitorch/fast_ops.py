@@ -360,6 +360,9 @@ _NB_STRIPS = 4
 _NC = 4096
 # The L2 cache per core assumed by the prefetching of B (512 KiB on Zen 3).
 _L2_BYTES = 512 * 1024
+# A row-major B up to this size (half of L1) is read in place, unpacked (and then
+# A too): larger ones, read along k at their row stride, would thrash L1.
+_DIRECT_B_BYTES = 16 * 1024
 
 # Fused multiply-adds; only the dot products may reassociate (to vectorise along
 # k), and their lane order is fixed by the compiled code.
@@ -397,14 +400,25 @@ def _matmul_into(
 
 
 def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
-    """C = A @ B through packed panels and a register-blocked micro-kernel.
+    """C = A @ B through a register-blocked micro-kernel, over packed panels.
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
     columns) are copied into contiguous panels, k-major, read from any strides;
     then tasks of up to _MC rows by _NB_STRIPS strips of C run the micro-kernel over
-    them.
+    them. A small row-major B in whole strips, and then A, are read where they
+    lie instead.
     """
     nr = 2 * fast_simd.lanes(out)
+    row_blocks = (m + _MC - 1) // _MC
+    # Rows per block, evened out so that the threads' shares match.
+    mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
+    if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
+        b_strips = n // nr
+        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        for t in prange(batch * row_blocks * col_blocks):
+            _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
+                       k, True, mc, row_blocks, col_blocks, b_strips, False)  # fmt: skip
+        return
     a_batches = batch if sa0 != 0 else 1
     b_batches = batch if sb0 != 0 else 1
     a_strips = (m + _MR - 1) // _MR
@@ -412,13 +426,12 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
     kb = min(k, _KC)
     a_pack = np.empty(a_batches * a_strips * _MR * kb, out.dtype)
     b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb, out.dtype)
-    row_blocks = (m + _MC - 1) // _MC
-    # Rows per block, evened out so that the threads' shares match.
-    mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
         col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        # A packed B that fits in L2 needs no prefetching.
+        prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
         for k0 in range(0, k, _KC):
             kc = min(_KC, k - k0)
             # Step t packs strip t of A and strip t of B, so a thread packs the rows of
@@ -428,10 +441,12 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
                 _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb,
                             a_batches * a_strips, a_strips, b_batches * b_strips, b_strips,
                             sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
+            a_batch = a_strips * _MR * kb if a_batches > 1 else 0
+            b_batch = b_strips * nr * kb if b_batches > 1 else 0
             for t in prange(batch * row_blocks * col_blocks):
-                _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, kb, k0 == 0, mc, row_blocks,
-                           col_blocks, a_strips if a_batches > 1 else 0,
-                           b_strips if b_batches > 1 else 0, b_strips)  # fmt: skip
+                _gemm_task(t, out, a_pack, 0, a_batch, _MR * kb, 1, _MR,
+                           b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0,
+                           kc, k0 == 0, mc, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
 
 
 @njit(cache=True)
@@ -452,10 +467,16 @@ def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strip
 
 
 @njit(cache=True)
-def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, kb, first, mc, row_blocks,
-               col_blocks, a_batch_strips, b_batch_strips, b_strips):  # noqa: ANN001  # fmt: skip
+def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
+               b, b_base, b_batch, b_strip, sb_k, m, n, nc, j0,
+               kc, first, mc, row_blocks, col_blocks, b_strips, prefetch):  # noqa: ANN001  # fmt: skip
     """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
-    Each packed strip of B meets every strip of A of the block while in L1."""
+    Each strip of B meets every strip of A of the block while in L1.
+
+    Strip ``i`` of A starts at ``a_base + p * a_batch + i * a_strip`` in batch ``p``,
+    strip ``s`` of B at ``b_base + p * b_batch + s * b_strip``; the strides inside a
+    strip are as ``_micro`` takes them (packed panels, or the operands themselves).
+    """
     nr = 2 * fast_simd.lanes(out)
     per_batch = row_blocks * col_blocks
     p = t // per_batch
@@ -465,23 +486,21 @@ def _gemm_task(t, out, a_pack, b_pack, m, n, nc, j0, kc, kb, first, mc, row_bloc
     i1 = min(m, i0 + mc)
     calls = (i1 - i0 + _MR - 1) // _MR
     line = 64 // out.itemsize
-    # A packed B that fits in L2 needs no help (and small products no overhead).
-    prefetch = b_strips * nr * kc * out.itemsize > _L2_BYTES // 2
     for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
         j = s * nr
-        pb = (p * b_batch_strips + s) * nr * kb
-        # While this strip of B is in use, the next one is fetched towards L2
-        # a part per micro-kernel call.
-        ahead = pb + nr * kb
+        pb = b_base + p * b_batch + s * b_strip
+        # While this packed strip of B is in use, the next one is fetched towards
+        # L2 a part per micro-kernel call.
+        ahead = pb + b_strip
         part = (kc * nr + calls - 1) // calls
         for i in range(i0, i1, _MR):
             if prefetch:
                 start = ahead + (i - i0) // _MR * part
                 for e in range(start, min(start + part, ahead + kc * nr), line):
-                    fast_simd.prefetch(b_pack, e)
-            pa = (p * a_batch_strips + i // _MR) * _MR * kb
-            _micro(a_pack, pa, b_pack, pb, kc, out, (p * m + i) * n + j0 + j, n, first,
-                   min(_MR, m - i), min(nr, nc - j))  # fmt: skip
+                    fast_simd.prefetch(b, e)
+            pa = a_base + p * a_batch + i // _MR * a_strip
+            _micro(a, pa, sa_row, sa_k, min(_MR, m - i), b, pb, sb_k, kc,
+                   out, (p * m + i) * n + j0 + j, n, first, min(nr, nc - j))  # fmt: skip
 
 
 @njit(fastmath=_CONTRACT, cache=True)
@@ -550,34 +569,43 @@ def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
 
 
 @njit(fastmath=_CONTRACT, cache=True)
-def _micro(ap, pa, bp, pb, kc, c, pc, ldc, first, rows, cols):  # noqa: ANN001
-    """The _MR x nr block of C at ``pc`` (row stride ``ldc``) from packed strips:
-    written when ``first``, else added to. Each step of k is 2 vector loads of B,
-    _MR broadcasts of A and 12 fused multiply-adds into registers."""
+def _micro(a, pa, sa_row, sa_k, rows, b, pb, sb_k, kc, c, pc, ldc, first, cols):  # noqa: ANN001
+    """The _MR x nr block of C at ``pc`` (row stride ``ldc``): written when ``first``,
+    else added to. A's element (r, kk) is ``a[pa + r * sa_row + kk * sa_k]`` (rows
+    past ``rows`` repeat the last one, and are not stored), B's vector kk starts at
+    ``b[pb + kk * sb_k]``. Each step of k is 2 vector loads of B, _MR broadcasts
+    of A and 12 fused multiply-adds into registers."""
     load, broadcast, fma = fast_simd.load, fast_simd.broadcast, fast_simd.fma
     w = fast_simd.lanes(c)
+    last = rows - 1
+    a0 = pa
+    a1 = pa + min(1, last) * sa_row
+    a2 = pa + min(2, last) * sa_row
+    a3 = pa + min(3, last) * sa_row
+    a4 = pa + min(4, last) * sa_row
+    a5 = pa + min(5, last) * sa_row
     c00 = c01 = c10 = c11 = c20 = c21 = fast_simd.zeros(c)
     c30 = c31 = c40 = c41 = c50 = c51 = fast_simd.zeros(c)
     for kk in range(kc):
-        b0 = load(bp, pb + kk * 2 * w)
-        b1 = load(bp, pb + kk * 2 * w + w)
-        q = pa + kk * _MR
-        x = broadcast(ap, q)
+        b0 = load(b, pb + kk * sb_k)
+        b1 = load(b, pb + kk * sb_k + w)
+        q = kk * sa_k
+        x = broadcast(a, a0 + q)
         c00 = fma(x, b0, c00)
         c01 = fma(x, b1, c01)
-        x = broadcast(ap, q + 1)
+        x = broadcast(a, a1 + q)
         c10 = fma(x, b0, c10)
         c11 = fma(x, b1, c11)
-        x = broadcast(ap, q + 2)
+        x = broadcast(a, a2 + q)
         c20 = fma(x, b0, c20)
         c21 = fma(x, b1, c21)
-        x = broadcast(ap, q + 3)
+        x = broadcast(a, a3 + q)
         c30 = fma(x, b0, c30)
         c31 = fma(x, b1, c31)
-        x = broadcast(ap, q + 4)
+        x = broadcast(a, a4 + q)
         c40 = fma(x, b0, c40)
         c41 = fma(x, b1, c41)
-        x = broadcast(ap, q + 5)
+        x = broadcast(a, a5 + q)
         c50 = fma(x, b0, c50)
         c51 = fma(x, b1, c51)
     _store_row(c, pc, first, cols, c00, c01)

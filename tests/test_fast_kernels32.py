@@ -423,6 +423,9 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
         ((300, 200), (200, 1)),  # matrix-vector
         ((1, 300), (300, 200)),  # vector-matrix
         ((50, 2), (2, 40)),  # short k
+        # A small row-major B in whole strips is read in place (and A, any layout).
+        ((3 * mr + 1, 50), (50, nr)),
+        ((2, 13, 40), (1, 40, 2 * nr)),
     ]
     for shape_a, shape_b in cases:
         x = rng.standard_normal(shape_a).astype(dtype)
@@ -536,7 +539,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     zips.zip2d_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
     packed = np.ones(8 * 16, F32)
-    micro(packed, 0, packed, 0, 8, np.zeros(6 * 16, F32), 0, 16, True, 6, 16)
+    micro(packed, 0, 1, 6, 6, packed, 0, 16, 8, np.zeros(6 * 16, F32), 0, 16, True, 16)
     for kernel in (maps.map2d_ser, reduces.reduce3_ser, zips.zip2d_ser, micro):
         ir = _ir(kernel, F32)
         assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
