@@ -10,7 +10,7 @@ JOBS ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,plot,examples]"
+	$(PY) -m pip install --quiet -e ".[test,plot,examples,mpi]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,11 +19,13 @@ demo: $(STAMP)
 # The suite runs three times: everything on the CPU; the CUDA tests under numba's
 # simulator; the kernel tests with bounds checking, in a fresh kernel cache (numba's
 # cache ignores NUMBA_BOUNDSCHECK, so cached unchecked kernels would be reused).
+# The first run includes the MPI tests (2 and 3 ranks under the venv's mpiexec), which
+# MINITORCH_REQUIRE_MPI=1 turns from skipped into failed if MPI is missing.
 BOUNDSCHECK_CACHE := .minitorch_cache/boundscheck
 
 test: $(STAMP)
 	$(PY) -m ruff check minitorch tests examples
-	$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
+	MINITORCH_REQUIRE_MPI=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m cuda tests
 	rm -rf $(BOUNDSCHECK_CACHE)
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(BOUNDSCHECK_CACHE) MINITORCH_CACHE_DIR=$(BOUNDSCHECK_CACHE) \

@@ -2,6 +2,7 @@
 
     python examples/digits_cnn.py            # minitorch, FastOps backend
     python examples/digits_cnn.py --torch    # then the same network in PyTorch (CPU)
+    mpiexec -n 2 python examples/digits_cnn.py --distributed   # data-parallel on 2 ranks
 
 The data ship with scikit-learn (``load_digits``: 1,797 images, no download).
 A quarter is held out, stratified by class. The network is
@@ -27,9 +28,11 @@ import time
 import numpy as np
 
 import minitorch
-from minitorch import Tensor, tensor_from_numpy
+from minitorch import Tensor, distributed, tensor_from_numpy
+from minitorch.__main__ import exit_on_interrupt
 from minitorch.layers import Conv2d, Linear
 from minitorch.optim import Adam
+from minitorch.train import int_between, positive_float
 
 BACKEND = minitorch.TensorBackend(minitorch.FastOps)
 
@@ -85,29 +88,38 @@ def train_minitorch(
     data: tuple[np.ndarray, ...],
     orders: list[list[int]],
     args: argparse.Namespace,
+    sampler: distributed.DistributedBatchSampler | None = None,
 ) -> tuple[float, list[float]]:
     """Train ``model``, printing loss, held-out accuracy and time per epoch.
 
-    Returns the final held-out accuracy and the seconds each epoch took.
+    With a ``sampler`` this rank trains on its share of each batch and the
+    gradients are summed over the ranks before each step. Returns the final
+    held-out accuracy and the seconds each epoch took.
     """
     x_train, x_test, y_train, y_test = data
     optim = Adam(model.parameters(), lr=args.lr)
     test_images = tensor_from_numpy(x_test, backend=BACKEND)
+    shares = sampler or distributed.DistributedBatchSampler(args.batch, rank=0, world_size=1)
     accuracy = 0.0
     times = []
     for epoch, order in enumerate(orders, start=1):
         start = time.perf_counter()
         optim.lr = learning_rate(epoch, args)
         total = 0.0
-        for i in range(0, len(order), args.batch):
-            rows = order[i : i + args.batch]
-            images = tensor_from_numpy(x_train[rows], backend=BACKEND)
-            labels = tensor_from_numpy(y_train[rows], backend=BACKEND)
+        for share in shares.shares(order):
             optim.zero_grad()
-            loss = minitorch.nn.cross_entropy(model(images), labels)
-            loss.backward()
+            if share.rows:  # a rank's share of a short last batch can be empty
+                images = tensor_from_numpy(x_train[share.rows], backend=BACKEND)
+                labels = tensor_from_numpy(y_train[share.rows], backend=BACKEND)
+                loss = minitorch.nn.cross_entropy(model(images), labels)
+                # The mean over this share, weighted as its part of the batch mean.
+                (loss * share.weight).backward()
+                total += loss.item() * len(share.rows)
+            if sampler:
+                distributed.sum_gradients(model)
             optim.step()
-            total += loss.item() * len(rows)
+        if sampler:
+            total = float(distributed.all_reduce(total))
         seconds = time.perf_counter() - start
         times.append(seconds)
         model.eval()
@@ -194,13 +206,26 @@ def summary(library: str, accuracy: float, times: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Train on FastOps (and with ``--torch`` in PyTorch); 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    parser.add_argument("--epochs", type=int_between(1, 10_000), default=10)
+    parser.add_argument("--batch", type=int_between(1, 10_000), default=32)
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.01, help="Adam's initial learning rate"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subset", type=int, help="use only the first N images (quick runs)")
+    parser.add_argument(
+        "--subset",
+        type=int_between(40, 1797),
+        help="use only the first N images, 40 to 1797 (quick runs)",
+    )
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of mpiexec -n N (--batch is the global batch)",
+    )
     args = parser.parse_args(argv)
+    if args.torch and args.distributed:
+        parser.error("--torch and --distributed do not combine: the twin runs in one process")
 
     if args.torch:
         try:
@@ -209,13 +234,29 @@ def main(argv: list[str] | None = None) -> int:
             print("--torch needs PyTorch: pip install torch", file=sys.stderr)
             return 1
 
+    if args.distributed:
+        try:
+            distributed.init()
+            sampler = distributed.DistributedBatchSampler(args.batch)
+        except (ImportError, RuntimeError, ValueError) as e:
+            print(f"--distributed: {e}", file=sys.stderr)
+            return 1
+        with distributed.abort_on_error(), distributed.output_on_root_only():
+            return run(args, sampler)
+    return run(args, None)
+
+
+def run(args: argparse.Namespace, sampler: distributed.DistributedBatchSampler | None) -> int:
+    """Load the data, build the network, train it (and its PyTorch twin) and summarise."""
     random.seed(args.seed)  # minitorch draws initial weights from Python's random
     data = load_data(args.seed, args.subset)
     orders = batch_orders(len(data[0]), args.epochs, args.seed)
     model = DigitsCNN()
+    if sampler:
+        distributed.broadcast_parameters(model)
     initial = model.state_dict()
     print(f"digits: {len(data[0])} training and {len(data[1])} held-out images")
-    results = [summary("minitorch (FastOps)", *train_minitorch(model, data, orders, args))]
+    results = [summary("minitorch (FastOps)", *train_minitorch(model, data, orders, args, sampler))]
     if args.torch:
         results.append(summary("pytorch (CPU)", *train_torch(initial, data, orders, args)))
     print("\n".join(results))
@@ -223,4 +264,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()  # Ctrl-C: one line and exit code 130, not a traceback from numba
     raise SystemExit(main())

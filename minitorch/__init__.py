@@ -6,6 +6,7 @@ from . import (
     autodiff,
     checkpoint,
     cuda_ops,
+    distributed,
     fast_conv,
     fast_ops,
     layers,
@@ -26,7 +27,7 @@ from .cuda_ops import CudaOps, mm_practice, sum_practice
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d
 from .fast_ops import FastOps
-from .kernel_cache import ScalarCompileError
+from .kernel_cache import KernelCacheWarning, ScalarCompileError
 from .layers import Conv1d, Conv2d, Dropout, Flatten, Linear, ReLU, Sequential, Sigmoid, Tanh
 from .module import Module, Parameter
 from .nn import Max, argmax, avgpool2d, dropout, logsoftmax, max, maxpool2d, softmax, tile

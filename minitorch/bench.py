@@ -10,9 +10,11 @@ matmul GFLOP/s plot beside it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -504,6 +506,82 @@ def startup_times() -> tuple[float, float]:
     return times[0], times[1]
 
 
+# Data-parallel scaling: the digits CNN on 1 and 2 ranks (MPI) -------------------------
+
+DIGITS_EXAMPLE = Path(__file__).parents[1] / "examples" / "digits_cnn.py"
+# (ranks, Numba threads per rank): the same two cores used by threads, then by ranks.
+SCALING_LAYOUTS = ((1, 2), (1, 1), (2, 1))
+
+
+def _scaling_unavailable() -> str | None:
+    """Why the scaling runs cannot happen here, or None."""
+    distributed = minitorch.distributed
+    if not DIGITS_EXAMPLE.exists():
+        return f"{DIGITS_EXAMPLE} is not there (an installed package has no examples)"
+    if importlib.util.find_spec("sklearn") is None:
+        return "the digits example needs scikit-learn (pip install 'minitorch[examples]')"
+    if importlib.util.find_spec("mpi4py") is None or distributed.find_mpiexec() is None:
+        return f"mpi4py or mpiexec is missing ({distributed.INSTALL_HINT})"
+    return None
+
+
+def _digits_epoch_times(ranks: int, threads: int, epochs: int) -> list[float]:
+    """Seconds per epoch after the first of one run of the digits example."""
+    command = [sys.executable, str(DIGITS_EXAMPLE), "--epochs", str(epochs)]
+    if ranks > 1:
+        mpiexec = str(minitorch.distributed.find_mpiexec())
+        command = [mpiexec, "-n", str(ranks), *command, "--distributed"]
+    package_root = str(Path(minitorch.__file__).parents[1])
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), PYTHONPATH=package_root)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True,
+                            timeout=600, stdin=subprocess.DEVNULL)  # fmt: skip
+    lines = [line for line in result.stdout.splitlines() if line.startswith("minitorch epoch")]
+    return [float(line.split()[-2]) for line in lines[1:]]
+
+
+def digits_scaling(repeats: int, epochs: int) -> list[tuple[int, int, float, float, float]]:
+    """``(ranks, threads, median, fastest, slowest)`` seconds per digits epoch per layout.
+
+    Each run's figure is the median of its epochs after the first (which loads or compiles
+    the kernels); the layouts take turns, ``repeats`` runs each, so a slow spell of a shared
+    machine spreads over all of them.
+    """
+    runs: dict[tuple[int, int], list[float]] = {layout: [] for layout in SCALING_LAYOUTS}
+    for _ in range(repeats):
+        for ranks, threads in SCALING_LAYOUTS:
+            times = _digits_epoch_times(ranks, threads, epochs)
+            runs[ranks, threads].append(statistics.median(times))
+    return [
+        (ranks, threads, statistics.median(t), min(t), max(t))
+        for (ranks, threads), t in runs.items()
+    ]
+
+
+def _scaling_lines(rows: list[tuple[int, int, float, float, float]], repeats: int) -> list[str]:
+    serial = next(median for ranks, threads, median, *_ in rows if ranks == threads == 1)
+    lines = [
+        "",
+        "## Data-parallel training: the digits CNN on 1 and 2 ranks",
+        "",
+        "`examples/digits_cnn.py` (1,347 training images, global batch 32, Adam) in one",
+        "process, and under `mpiexec -n 2 ... --distributed` (16 images per rank and step, one",
+        "gradient all-reduce per step). Seconds per epoch: the median over the runs of each",
+        f"run's median epoch after the first ({repeats} runs per layout, taking turns), and the",
+        "fastest and slowest run. Speed-up is against 1 rank x 1 thread; efficiency is",
+        "speed-up / cores used.",
+        "",
+        "| ranks x threads | s/epoch | runs ranged | speed-up | efficiency |",
+        "|---|---|---|---|---|",
+    ]
+    for ranks, threads, median, fastest, slowest in rows:
+        speedup = serial / median
+        lines.append(
+            f"| {ranks} x {threads} | {median:.3f} | {fastest:.3f}-{slowest:.3f} | "
+            f"{speedup:.2f}x | {100 * speedup / (ranks * threads):.0f}% |"
+        )
+    return lines
+
+
 # Report -------------------------------------------------------------------------------
 
 
@@ -628,6 +706,16 @@ def main(args: argparse.Namespace) -> int:
         lines += _cuda_lines(
             cuda_cases([10**6, 10**7, 10**8], [256, 512, 1024, 2048, 4096], repeat)
         )
+    if not args.no_scaling:
+        say("[+] digits CNN on 1 rank x 2 threads, 1 x 1 and 2 ranks x 1 (MPI)")
+        unavailable = _scaling_unavailable()
+        if unavailable:
+            say(f"    skipped: {unavailable}")
+            lines += ["", f"Data-parallel scaling not measured: {unavailable}."]
+        else:
+            repeats = 2 if args.quick else 5
+            rows = digits_scaling(repeats, epochs=3 if args.quick else 5)
+            lines += _scaling_lines(rows, repeats)
     if startup:
         lines += [
             "",

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .autodiff import Context
+from .kernel_cache import njit
 from .tensor import Tensor
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData
 from .tensor_functions import Function

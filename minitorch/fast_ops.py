@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_simd, operators
-from .kernel_cache import ScalarCompileError, load_kernels
+from .kernel_cache import ScalarCompileError, load_kernels, njit
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
 
@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 # Reductions whose fold may run in independent lanes (associative and commutative),
-# with their lane-by-lane form on SIMD vectors.
+# with their lane-by-lane form on SIMD vectors. Not ``operators.max``: with a NaN
+# its result depends on the order of the fold; ``maximum`` propagates NaN.
 _LANE_SAFE = {
     operators.add: fast_simd.add,
     operators.mul: fast_simd.mul,
-    operators.max: fast_simd.maximum,
+    operators.maximum: fast_simd.maximum,
 }
 
 # Below this many elements a thread launch costs more than the loop.
@@ -264,11 +265,10 @@ class FastOps(TensorOps):
     def reduce(
         fn: Callable[[float, float], float], start: float = 0.0
     ) -> Callable[[Tensor, int], Tensor]:
-        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn)
         # Folding in lanes reorders the fold: only for functions where that is exact
-        # in real arithmetic. Set before the first call, since numba freezes globals.
-        module.LANES = fn in _LANE_SAFE
-        module.VFN = _LANE_SAFE.get(fn, fast_simd.add)
+        # in real arithmetic. Both constants are frozen into the kernels and keyed.
+        constants = {"LANES": fn in _LANE_SAFE, "VFN": _LANE_SAFE.get(fn, fast_simd.add)}
+        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants=constants)
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -704,8 +704,7 @@ _matmul_dots_par = njit(parallel=True, fastmath=_DOTS_MATH, cache=True)(
 _matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
 
 
-# Not disk-cached: numba keeps ``parallel_diagnostics`` only for code it compiled.
-@njit(parallel=True, fastmath=True)
+@njit(parallel=True, fastmath=True, cache=True)
 def tensor_matrix_multiply(
     out: Storage,
     out_shape: Shape,

@@ -210,12 +210,16 @@ def _lanewise(name: str, build: Any, doc: str) -> Any:
 
 add = _lanewise("add", lambda builder, x, y: builder.fadd(x, y), "``a + b`` lane by lane.")
 mul = _lanewise("mul", lambda builder, x, y: builder.fmul(x, y), "``a * b`` lane by lane.")
-# ``a if a > b else b`` in each lane, exactly as ``operators.max`` (NaNs included).
-maximum = _lanewise(
-    "maximum",
-    lambda builder, x, y: builder.select(builder.fcmp_ordered(">", x, y), x, y),
-    "``a if a > b else b`` lane by lane.",
-)
+
+
+def _maximum(builder, x, y):
+    """``x if x != x else (x if x > y else y)``: exactly ``operators.maximum``, so a
+    NaN in either operand gives NaN."""
+    larger = builder.select(builder.fcmp_ordered(">", x, y), x, y)
+    return builder.select(builder.fcmp_unordered("uno", x, x), x, larger)
+
+
+maximum = _lanewise("maximum", _maximum, "``operators.maximum`` lane by lane (NaN wins).")
 
 
 @intrinsic

@@ -159,7 +159,7 @@ class Flatten(Module):
     """``(B, d1, d2, ...) -> (B, d1*d2*...)``, e.g. between convolutions and a Linear."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not x._tensor.is_contiguous():
+        if not x._tensor.is_row_major():
             x = x.contiguous()
         return x.view(x.shape[0], -1)
 

@@ -8,6 +8,7 @@ gradient to the argmax.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from . import operators
 from .autodiff import Context
 from .tensor import Tensor
-from .tensor_data import IndexingError
+from .tensor_data import IndexingError, as_int
 from .tensor_functions import Function, rand, tensor_from_numpy
 from .tensor_ops import check_reduce_dim
 
@@ -24,7 +25,7 @@ from .tensor_ops import check_reduce_dim
 
 def _contiguous(t: Tensor) -> Tensor:
     """``t`` itself when already row-major, else a differentiable copy."""
-    return t if t._tensor.is_contiguous() else t.contiguous()
+    return t if t._tensor.is_row_major() else t.contiguous()
 
 
 def tile(input: Tensor, kernel: tuple[int, int]) -> tuple[Tensor, int, int]:
@@ -35,7 +36,7 @@ def tile(input: Tensor, kernel: tuple[int, int]) -> tuple[Tensor, int, int]:
     """
     if input.dims != 4:
         raise IndexingError(f"tile needs a (B, C, H, W) tensor, not shape {input.shape}.")
-    kh, kw = (int(k) for k in kernel)
+    kh, kw = (as_int(k, "A pooling kernel size") for k in kernel)
     batch, channel, height, width = input.shape
     if kh < 1 or kw < 1 or height % kh or width % kw:
         raise IndexingError(
@@ -70,9 +71,10 @@ def maxpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
 def max_reduce(input: Tensor, dim: int) -> Tensor:
     """Maximum along ``dim`` (kept at size 1) on ``input``'s backend, without history.
 
-    The fold starts at -1e9, so smaller values are not supported.
+    The fold starts at -inf, so every finite value is supported, and a NaN
+    anywhere in a slice makes its maximum NaN (as in NumPy and PyTorch).
     """
-    return input.f.reduce_of(operators.max, -1e9)(input, dim)
+    return input.f.reduce_of(operators.maximum, -math.inf)(input, dim)
 
 
 def argmax(input: Tensor, dim: int) -> Tensor:
@@ -83,19 +85,12 @@ def argmax(input: Tensor, dim: int) -> Tensor:
     return input.f.eq_zip(input, max_reduce(input, dim))
 
 
-def _as_dim(input: Tensor, dim: Any) -> int:
-    """A dim given as an int or a 1-element tensor, checked and made non-negative."""
-    if isinstance(dim, Tensor):
-        dim = int(dim.item())
-    return check_reduce_dim(input, dim)
-
-
 class Max(Function):
     """Maximum along a dim; the gradient flows to the argmax (to every tie)."""
 
     @staticmethod
     def forward(ctx: Context, input: Tensor, dim: Any) -> Tensor:
-        out = max_reduce(input, _as_dim(input, dim))
+        out = max_reduce(input, check_reduce_dim(input, dim))
         ctx.save_for_backward(input, out)
         return out
 
@@ -108,6 +103,7 @@ class Max(Function):
 
 def max(input: Tensor, dim: int) -> Tensor:  # noqa: A001 - course API name
     """Differentiable maximum along ``dim``, which stays at size 1."""
+    check_reduce_dim(input, dim)  # refuse a bool or fractional dim before it becomes a tensor
     return Max.apply(input, input._ensure_tensor(dim))
 
 
@@ -117,7 +113,7 @@ def softmax(input: Tensor, dim: int) -> Tensor:
     The per-slice max is subtracted first so ``exp`` cannot overflow; softmax is
     shift-invariant, so the shift needs no gradient.
     """
-    dim = _as_dim(input, dim)
+    dim = check_reduce_dim(input, dim)
     e = (input - max_reduce(input, dim)).exp()
     return e / e.sum(dim)
 
@@ -128,7 +124,7 @@ def logsoftmax(input: Tensor, dim: int) -> Tensor:
     After subtracting the per-slice max the sum is at least 1, so ``log``'s EPS
     is negligible even for inputs near -100.
     """
-    dim = _as_dim(input, dim)
+    dim = check_reduce_dim(input, dim)
     shifted = input - max_reduce(input, dim)
     return shifted - shifted.exp().sum(dim).log()
 

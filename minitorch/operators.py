@@ -3,6 +3,11 @@
 Each scalar function uses only arithmetic, ``math`` and if/else, so the same
 Python source compiles under ``numba.njit`` (CPU kernels) and
 ``numba.cuda.jit(device=True)`` (GPU kernels).
+
+Results follow IEEE arithmetic on every backend, as in NumPy: 1/0 is inf,
+log(0) is -inf, log(-1) is nan, exp(1000) is inf. Compiled code does that by
+itself, but plain Python (SimpleOps, Scalars) raises on those inputs, so the
+functions below branch around the cases where ``math`` or ``/`` would raise.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 EPS = 1e-6
+# The largest x for which math.exp(x) is finite; above it Python raises OverflowError.
+EXP_MAX = 709.782712893384
 
 
 def mul(x: float, y: float) -> float:
@@ -53,6 +60,17 @@ def max(x: float, y: float) -> float:  # noqa: A001 - course API name
     return x if x > y else y
 
 
+def maximum(x: float, y: float) -> float:
+    """The larger of x and y, NaN if either is NaN (NumPy's ``maximum``).
+
+    ``max`` returns y when x is NaN, so a fold with it would drop a NaN or keep
+    it depending on where it stands; max reductions use this instead.
+    """
+    if x != x:
+        return x
+    return x if x > y else y
+
+
 def is_close(x: float, y: float) -> float:
     """1.0 if |x - y| < 1e-2 else 0.0"""
     return 1.0 if abs(x - y) < 1e-2 else 0.0
@@ -72,28 +90,43 @@ def relu(x: float) -> float:
 
 
 def log(x: float) -> float:
-    """Natural log, shifted by EPS so that log(0) stays finite."""
-    return math.log(x + EPS)
+    """Natural log, shifted by EPS so that log(0) stays finite; -inf at -EPS, nan below."""
+    y = x + EPS
+    if y > 0.0:
+        return math.log(y)
+    if y == 0.0:
+        return -math.inf
+    return math.nan
 
 
 def exp(x: float) -> float:
-    """e ** x"""
+    """e ** x; inf past the largest finite result."""
+    if x > EXP_MAX:
+        return math.inf
     return math.exp(x)
 
 
 def log_back(x: float, d: float) -> float:
     """d * d/dx log(x)"""
-    return d / (x + EPS)
+    y = x + EPS
+    if y == 0.0:
+        return d * math.inf  # d / +0: +-inf, or nan for d = 0
+    return d / y
 
 
 def inv(x: float) -> float:
-    """1 / x"""
+    """1 / x; +-inf at +-0."""
+    if x == 0.0:
+        return math.copysign(math.inf, x)
     return 1.0 / x
 
 
 def inv_back(x: float, d: float) -> float:
     """d * d/dx (1/x)"""
-    return -d / (x * x)
+    x2 = x * x
+    if x2 == 0.0:
+        return -d * math.inf  # -d / +0: +-inf, or nan for d = 0
+    return -d / x2
 
 
 def relu_back(x: float, d: float) -> float:
@@ -114,6 +147,8 @@ def sigmoid_back_from_output(s: float, d: float) -> float:
 
 def exp_back(x: float, d: float) -> float:
     """d * d/dx exp(x)"""
+    if x > EXP_MAX:
+        return d * math.inf
     return d * math.exp(x)
 
 

@@ -16,6 +16,9 @@ from .tensor_data import (
     TensorData,
     UserIndex,
     UserShape,
+    check_allocation,
+    check_shape,
+    shape_broadcast,
     strides_from_shape,
 )
 from .tensor_functions import (
@@ -40,7 +43,7 @@ from .tensor_functions import (
     ToBackend,
     View,
 )
-from .tensor_ops import SimpleBackend, TensorBackend
+from .tensor_ops import SimpleBackend, TensorBackend, check_backend, check_reduce_dim
 
 _ids = itertools.count()
 
@@ -57,13 +60,21 @@ class Tensor:
         name: str | None = None,
         backend: TensorBackend | None = None,
     ) -> None:
+        # Identity first: every op builds tensors, so the common case costs one compare.
+        if v.__class__ is not TensorData and not isinstance(v, TensorData):
+            raise TypeError(
+                f"Tensor takes a TensorData, not {type(v).__name__}; use minitorch.tensor(...) "
+                "to build one from values."
+            )
+        if backend is None:
+            backend = SimpleBackend
+        elif backend.__class__ is not TensorBackend:
+            check_backend(backend)
         self._tensor = v
         self.history = back
         self.grad: Tensor | None = None
         self.unique_id = next(_ids)
         self._name = name
-        if backend is None:
-            backend = SimpleBackend
         self.backend = backend
         self.f = backend
 
@@ -99,10 +110,11 @@ class Tensor:
 
     def zeros(self, shape: UserShape | None = None) -> Tensor:
         """Zeros of ``shape`` (default: this tensor's) on this backend."""
-        shape = self.shape if shape is None else tuple(shape)
-        size = 1
-        for s in shape:
-            size *= s
+        if shape is None:
+            shape, size = self.shape, self.size
+        else:
+            shape = check_shape(shape)
+            size = check_allocation(shape)
         if self.backend.cuda:
             return self._make_like(device_zeros(size), shape, size)
         return self._make_like(np.zeros(size), shape, size)
@@ -142,7 +154,7 @@ class Tensor:
             if out.shape[dim] != 1 and own == 1:
                 out = out.f.add_reduce(out, dim)
         if extra:
-            out = out.contiguous() if not out._tensor.is_contiguous() else out
+            out = out if out._tensor.is_row_major() else out.contiguous()
             out = out._view_raw(shape)
         if out.shape != shape:
             raise IndexingError(f"Cannot sum gradient of shape {other.shape} into {shape}.")
@@ -180,10 +192,10 @@ class Tensor:
         return float(self.to_numpy().reshape(-1)[0])
 
     def __getitem__(self, key: int | UserIndex) -> float:
-        return float(self._tensor._storage[self._tensor.index(_key(key))])
+        return float(self._tensor._storage[self._tensor.index(key)])
 
     def __setitem__(self, key: int | UserIndex, val: float) -> None:
-        self._tensor._storage[self._tensor.index(_key(key))] = val
+        self._tensor._storage[self._tensor.index(key)] = val
 
     def __repr__(self) -> str:
         return self._tensor.to_string()
@@ -239,18 +251,30 @@ class Tensor:
             self.grad = self.grad + x
 
     def backward(self, grad_output: Tensor | None = None) -> None:
-        """Fill ``.grad`` of every leaf this tensor depends on."""
+        """Fill ``.grad`` of every leaf this tensor depends on.
+
+        Without ``grad_output`` the tensor must hold one element (any shape, as
+        in PyTorch) and the seed is 1.0. A ``grad_output`` (a tensor or a number)
+        must have this tensor's shape or broadcast to it.
+        """
         if grad_output is None:
-            if self.shape != (1,):
+            if self.size != 1:
                 raise ValueError(
-                    f"backward() without an argument needs a tensor of shape (1,), not "
+                    f"backward() without an argument needs a one-element tensor, not shape "
                     f"{self.shape}; pass grad_output."
                 )
-            grad_output = self._make_like(np.array([1.0]), (1,), 1)
+            grad_output = self._make_like(np.array([1.0]), self.shape, 1)
             if self.backend.cuda:
                 grad_output._tensor.to_cuda_()
-        elif not isinstance(grad_output, Tensor):
+        else:
             grad_output = self._ensure_tensor(grad_output)
+            if grad_output.shape != self.shape:
+                if not _broadcasts_to(grad_output.shape, self.shape):
+                    raise ValueError(
+                        f"grad_output of shape {grad_output.shape} does not match the "
+                        f"tensor's shape {self.shape}."
+                    )
+                grad_output = grad_output.f.id_map(grad_output, self.zeros(self.shape))
         backpropagate(self, grad_output)
 
     def zero_grad_(self) -> None:
@@ -336,21 +360,17 @@ class Tensor:
         """Mean along ``dim`` (kept at size 1), or of everything into shape (1,)."""
         if dim is None:
             return self.sum() / self.size
-        return self.sum(dim) / self.shape[_dim(self, dim)]
+        return self.sum(dim) / self.shape[check_reduce_dim(self, dim)]
 
     def all(self, dim: int | None = None) -> Tensor:
         """1.0 where every element is non-zero (a product), along ``dim`` or overall."""
         return All.apply(self, dim)
 
     def permute(self, *order: int) -> Tensor:
-        if len(order) == 1 and not isinstance(order[0], (int, np.integer)):
-            order = tuple(order[0])
-        return Permute.apply(self, tuple(order))
+        return Permute.apply(self, _unpack(order))
 
     def view(self, *shape: int) -> Tensor:
-        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-            shape = tuple(shape[0])
-        return View.apply(self, tuple(shape))
+        return View.apply(self, _unpack(shape))
 
     def contiguous(self) -> Tensor:
         """A row-major copy (differentiable)."""
@@ -371,14 +391,15 @@ class Tensor:
         )
 
 
-def _key(key: Any) -> Any:
-    if isinstance(key, (int, np.integer)):
-        return (int(key),)
-    return key
+def _unpack(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ints of ``f(2, 3)`` or of ``f((2, 3))``; anything else is checked downstream."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list, range, np.ndarray)):
+        return tuple(args[0])
+    return args
 
 
-def _dim(t: Tensor, dim: Any) -> int:
-    dim = int(dim if isinstance(dim, (int, np.integer)) else dim.item())
-    if dim < -t.dims or dim >= t.dims:
-        raise IndexingError(f"Dimension {dim} out of range for shape {t.shape}.")
-    return dim % t.dims
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return shape_broadcast(shape, target) == target
+    except IndexingError:
+        return False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import random
 from collections.abc import Iterable, Sequence
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -101,6 +103,180 @@ def _size(shape: tuple[int, ...]) -> int:
     return n
 
 
+def is_row_major(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """True when ``strides`` are the row-major strides of ``shape`` (size-1 dims aside).
+
+    This, not ``is_contiguous``, is what lets a view reinterpret the storage
+    as any other shape of the same size: broadcast (stride 0) or gapped
+    layouts also have non-increasing strides but are not laid out this way.
+    """
+    if 0 in shape:
+        return True  # nothing is read
+    expected = 1
+    for i in range(len(shape) - 1, -1, -1):
+        if shape[i] != 1:
+            if strides[i] != expected:
+                return False
+            expected *= shape[i]
+    return True
+
+
+# Checking user input ------------------------------------------------------------
+# Public constructors validate here once; internal callers that computed a layout
+# themselves use ``TensorData._trusted`` and pay nothing.
+
+STORAGE_DTYPE = np.float64
+_INT64_MAX = 2**63 - 1
+
+
+def as_storage(values: Any) -> Storage:
+    """``values`` as storage: a contiguous 1-D buffer of ``STORAGE_DTYPE``.
+
+    A C-contiguous 1-D array of that dtype is used as is (shared, so writes
+    show through); anything else (a sequence, a strided, reversed, 2-D or
+    integer array) is copied in row-major order. Kernels index storage from
+    its first element with unit steps, so no other layout may reach them.
+    """
+    if (
+        isinstance(values, np.ndarray)
+        and values.dtype == STORAGE_DTYPE
+        and values.ndim == 1
+        and values.flags.c_contiguous
+    ):
+        return values
+    try:
+        array = np.asarray(values)
+    except ValueError as e:
+        raise ValueError(f"Tensor values must be a rectangular nesting of numbers: {e}") from None
+    kind = array.dtype.kind
+    if kind == "O" and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in array.flat
+    ):
+        kind = "f"  # Python ints too large for int64, Fractions, ...
+    if kind not in "biuf":
+        first = array.reshape(-1)[:1].tolist()
+        example = f" such as {first[0]!r}" if first else ""
+        raise TypeError(
+            f"Tensor values must be real numbers (bool, int or float), not {array.dtype} "
+            f"values{example}."
+        )
+    return np.array(array, dtype=STORAGE_DTYPE, order="C").reshape(-1)
+
+
+def _is_int(value: Any) -> bool:
+    if value.__class__ is int:
+        return True
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_shape(shape: Any) -> tuple[int, ...]:
+    """``shape`` (an int or a sequence of ints) as a tuple, or a clear error.
+
+    Bools, floats and NaN are refused rather than truncated; dims must be
+    non-negative and at most ``MAX_DIMS`` in number (the CUDA kernels index
+    fixed arrays of that length).
+    """
+    if _is_int(shape):
+        shape = (shape,)
+    try:
+        items = tuple(shape)
+    except TypeError:
+        raise TypeError(
+            f"A shape is an int or a sequence of ints, not {type(shape).__name__}."
+        ) from None
+    if len(items) > MAX_DIMS:
+        raise IndexingError(
+            f"Shape {items} has {len(items)} dims; at most MAX_DIMS = {MAX_DIMS} are supported."
+        )
+    size = 1
+    plain = True  # every dim a Python int already
+    for s in items:
+        if s.__class__ is not int:
+            if not _is_int(s):
+                raise TypeError(f"Shape {items!r} holds {s!r}: dimensions must be ints.")
+            plain = False
+        if s < 0:
+            raise IndexingError(f"Negative dimension in shape {items}.")
+        if s > _INT64_MAX:
+            size = s  # too large even beside a 0
+            break
+        size *= s
+    if size > _INT64_MAX:
+        raise IndexingError(f"Shape {items} does not fit 64-bit indexing.")
+    return items if plain else tuple(int(s) for s in items)
+
+
+def check_strides(strides: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``strides`` as a tuple of non-negative ints of ``shape``'s length, or a clear error."""
+    try:
+        items = tuple(strides)
+    except TypeError:
+        raise TypeError(
+            f"Strides must be a sequence of ints, not {type(strides).__name__}."
+        ) from None
+    if len(items) != len(shape):
+        raise IndexingError(f"Strides {items} must have the length of shape {shape}.")
+    for s in items:
+        if not _is_int(s):
+            raise TypeError(f"Strides {items!r} hold {s!r}: strides must be ints.")
+        if s < 0:
+            raise IndexingError(
+                f"Strides {items} have a negative entry; strides must be >= 0 "
+                "(0 repeats a value along its dim)."
+            )
+        if s > _INT64_MAX:
+            raise IndexingError(f"Strides {items} do not fit a 64-bit index.")
+    return tuple(int(s) for s in items)
+
+
+def as_int(value: Any, what: str) -> int:
+    """An int argument (a dim, an order entry), given as an int or a one-element tensor.
+
+    The course passes dims as tensors (``Sum.apply(t, tensor([dim]))``), whose
+    value is a float; it must be a whole number. Bools and other floats are
+    refused rather than truncated.
+    """
+    if value.__class__ is int:
+        return value
+    if _is_int(value):
+        return int(value)
+    if getattr(value, "size", None) == 1 and hasattr(value, "item"):
+        number = value.item()
+        if _is_int(number):
+            return int(number)
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        raise TypeError(f"{what} must be a whole number, got a tensor holding {number!r}.")
+    raise TypeError(f"{what} must be an int, not {value!r}.")
+
+
+def _memory_limit() -> int | None:
+    """Bytes of physical memory, when the platform says (no tensor can be larger)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_MEMORY_LIMIT = _memory_limit()
+
+
+def check_allocation(shape: tuple[int, ...]) -> int:
+    """The element count of a new storage for ``shape``; MemoryError if it cannot fit.
+
+    Raised before allocating, so a typo like ``rand((2**20, 2**20))`` fails at
+    once instead of filling memory until the system kills the process.
+    """
+    size = _size(shape)
+    nbytes = size * np.dtype(STORAGE_DTYPE).itemsize
+    if _MEMORY_LIMIT is not None and nbytes > _MEMORY_LIMIT:
+        raise MemoryError(
+            f"A tensor of shape {shape} needs {nbytes:,} bytes ({nbytes / 2**30:.1f} GiB); "
+            f"this machine has {_MEMORY_LIMIT:,} bytes ({_MEMORY_LIMIT / 2**30:.1f} GiB)."
+        )
+    return size
+
+
 class TensorData:
     """A shape and strides over a flat float64 storage; many views may share one."""
 
@@ -118,33 +294,31 @@ class TensorData:
         shape: UserShape,
         strides: UserStrides | None = None,
     ) -> None:
-        if isinstance(storage, np.ndarray):
+        if hasattr(storage, "copy_to_host"):
+            # A device array (after ``to_cuda_``): already a flat float64 buffer.
+            if storage.ndim != 1 or storage.dtype != STORAGE_DTYPE:
+                raise TypeError(
+                    f"Device storage must be 1-D {np.dtype(STORAGE_DTYPE)}, not "
+                    f"{storage.ndim}-D {storage.dtype}."
+                )
             self._storage = storage
         else:
-            self._storage = np.array(storage, dtype=np.float64)
-        shape = tuple(int(s) for s in shape)
-        for s in shape:
-            if s < 0:
-                raise IndexingError(f"Negative dimension in shape {shape}.")
-        if strides is None:
-            strides = strides_from_shape(shape)
-        else:
-            strides = tuple(int(s) for s in strides)
-            if len(strides) != len(shape):
-                raise IndexingError(f"Strides {strides} must have the length of shape {shape}.")
+            self._storage = as_storage(storage)
+        shape = check_shape(shape)
+        strides = strides_from_shape(shape) if strides is None else check_strides(strides, shape)
         self.shape = shape
         self.strides = strides
         self.dims = len(shape)
         self.size = _size(shape)
         self._shape_arr = None
         self._strides_arr = None
-        if self.size > 0 and not hasattr(self._storage, "copy_to_host"):
-            # The largest reachable position must lie inside the storage.
+        if self.size > 0:
+            # Strides are non-negative, so positions run from 0 up to this one.
             last = sum((d - 1) * s for d, s in zip(shape, strides))
             if len(self._storage) <= last:
                 raise IndexingError(
                     f"Storage of length {len(self._storage)} is too small for shape "
-                    f"{shape} with strides {strides}."
+                    f"{shape} with strides {strides} (it reaches position {last})."
                 )
 
     @classmethod
@@ -185,7 +359,12 @@ class TensorData:
             self._storage = cuda.to_device(self._storage)
 
     def is_contiguous(self) -> bool:
-        """True when strides never increase from one dimension to the next."""
+        """True when strides never increase from one dimension to the next.
+
+        The course's rule, kept for its users. It does not mean the layout is
+        row-major (a broadcast or gapped layout passes too): code that
+        reinterprets storage asks ``is_row_major``.
+        """
         last = 1 << 62
         for stride in self.strides:
             if stride > last:
@@ -193,16 +372,20 @@ class TensorData:
             last = stride
         return True
 
+    def is_row_major(self) -> bool:
+        """True when the storage holds the values in row-major order from position 0."""
+        return is_row_major(self.shape, self.strides)
+
     @staticmethod
     def shape_broadcast(shape_a: UserShape, shape_b: UserShape) -> tuple[int, ...]:
         return shape_broadcast(shape_a, shape_b)
 
     def index(self, index: int | UserIndex | Index) -> int:
         """Storage position of ``index``, checked against the shape."""
-        if isinstance(index, (int, np.integer)):
+        if _is_int(index):
             index = (int(index),)
         elif isinstance(index, np.ndarray):
-            index = tuple(int(i) for i in index)
+            index = tuple(index.reshape(-1).tolist())  # float entries are refused below
         else:
             try:
                 index = tuple(index)
@@ -214,7 +397,7 @@ class TensorData:
             )
         position = 0
         for i, (ind, dim, stride) in enumerate(zip(index, self.shape, self.strides)):
-            if not isinstance(ind, (int, np.integer)):
+            if not _is_int(ind):
                 raise IndexingError(f"Index {index} has a non-integer entry at position {i}.")
             if ind < 0 or ind >= dim:
                 raise IndexingError(f"Index {index} out of range for shape {self.shape}.")
@@ -243,6 +426,9 @@ class TensorData:
         """A view with dimensions reordered, over the same storage."""
         if len(order) == 1 and not isinstance(order[0], (int, np.integer)):
             order = tuple(order[0])
+        for o in order:
+            if not _is_int(o):
+                raise TypeError(f"Permutation {order!r} holds {o!r}: entries must be ints.")
         order = tuple(int(o) for o in order)
         if sorted(order) != list(range(self.dims)):
             raise IndexingError(

@@ -19,6 +19,7 @@ from .tensor_data import (
     Storage,
     Strides,
     TensorData,
+    as_int,
     broadcast_index,
     index_to_position,
     shape_broadcast,
@@ -126,14 +127,25 @@ class TensorBackend:
 # Shared checks and layout helpers -------------------------------------------------
 
 
-def check_reduce_dim(a: Tensor, dim: int) -> int:
-    """Normalise a reduce dimension (negatives count from the end) or raise."""
+def check_backend(backend: Any) -> None:
+    """Raise unless ``backend`` is a TensorBackend (None means the default)."""
+    if backend is not None and not isinstance(backend, TensorBackend):
+        raise TypeError(
+            f"backend must be a TensorBackend (e.g. minitorch.TensorBackend(minitorch.FastOps)), "
+            f"not {backend!r}."
+        )
+
+
+def check_reduce_dim(a: Tensor, dim: Any) -> int:
+    """Normalise a dimension (an int or a one-element tensor; negatives count from
+    the end) or raise."""
     dims = a.dims
-    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
-        raise TypeError(f"Reduce dimension must be an int, not {type(dim).__name__}.")
+    dim = as_int(dim, "A dimension")
     if dim < -dims or dim >= dims:
-        raise IndexingError(f"Dimension {dim} out of range for shape {a.shape}.")
-    return int(dim) % dims
+        raise IndexingError(
+            f"Dimension {dim} out of range for shape {a.shape} (allowed: {-dims} to {dims - 1})."
+        )
+    return dim % dims
 
 
 def reduce_shape(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
@@ -183,6 +195,12 @@ def _flatten_batch(t: Tensor, batch: tuple[int, ...], flat: int) -> TensorData:
 # SimpleOps: the readable reference ------------------------------------------------
 
 
+def _ieee() -> np.errstate:
+    """Values read from storage are NumPy scalars, whose arithmetic is IEEE (1/0 is
+    inf, 0*inf is nan) like the compiled backends'; this silences NumPy's warnings."""
+    return np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore")
+
+
 class SimpleOps(TensorOps):
     """Pure-Python loops over arbitrary strides: slow, obvious, the oracle."""
 
@@ -195,7 +213,8 @@ class SimpleOps(TensorOps):
                 out = a.zeros(a.shape)
             else:
                 shape_broadcast(a.shape, out.shape)
-            kernel(*out.tuple(), *a.tuple())
+            with _ieee():
+                kernel(*out.tuple(), *a.tuple())
             return out
 
         return _map
@@ -205,7 +224,8 @@ class SimpleOps(TensorOps):
         kernel = tensor_map(fn)
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
-            kernel(*out.tuple(), *a.tuple())
+            with _ieee():
+                kernel(*out.tuple(), *a.tuple())
             return out
 
         return _cmap
@@ -216,7 +236,8 @@ class SimpleOps(TensorOps):
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             out = a.zeros(shape_broadcast(a.shape, b.shape))
-            kernel(*out.tuple(), *a.tuple(), *b.tuple())
+            with _ieee():
+                kernel(*out.tuple(), *a.tuple(), *b.tuple())
             return out
 
         return _zip
@@ -231,7 +252,8 @@ class SimpleOps(TensorOps):
             dim = check_reduce_dim(a, dim)
             out = a.zeros(reduce_shape(a.shape, dim))
             out._tensor._storage[:] = start
-            kernel(*out.tuple(), *a.tuple(), dim)
+            with _ieee():
+                kernel(*out.tuple(), *a.tuple(), dim)
             return out
 
         return _reduce
@@ -241,7 +263,8 @@ class SimpleOps(TensorOps):
         a3, b3, out_shape = matmul_layout(a, b)
         batch = max(a3.shape[0], b3.shape[0])
         out = a.zeros((batch, a3.shape[1], b3.shape[2]))
-        tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())
+        with _ieee():
+            tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())
         return out.view(*out_shape)
 
 

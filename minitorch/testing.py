@@ -83,7 +83,9 @@ class MathTest(Generic[A]):
 
     @staticmethod
     def div2(a: A, b: A) -> A:
-        return operators.mul(a, operators.inv(b + 5.5))
+        # ``/`` rather than ``operators.inv``: MathTestVariable inherits this for
+        # Scalars and Tensors, and operators take floats only.
+        return operators.mul(a, 1.0 / (b + 5.5))
 
     @staticmethod
     def gt2(a: A, b: A) -> A:

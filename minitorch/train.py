@@ -13,17 +13,20 @@ import argparse
 import functools
 import importlib.util
 import itertools
+import math
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+import numba
 import numpy as np
 from numba import cuda
 
+from . import distributed
 from .cuda_ops import CudaOps
 from .datasets import Graph, datasets
 from .fast_ops import FastOps
@@ -77,7 +80,12 @@ class EpochStats:
 
 
 def run_epochs(
-    model: Module, data: Graph, backend: TensorBackend, lr: float, batch: int
+    model: Module,
+    data: Graph,
+    backend: TensorBackend,
+    lr: float,
+    batch: int,
+    sampler: distributed.DistributedBatchSampler | None = None,
 ) -> Iterator[EpochStats]:
     """Train ``model`` one epoch per iteration, without end; the caller decides when to stop.
 
@@ -85,12 +93,17 @@ def run_epochs(
     SGD step per batch on the course's loss ``-log(p(y))``, averaged over the
     batch. Only the training pass is timed, not what the caller does between
     epochs.
+
+    With a ``sampler`` (after ``distributed.init()``), this rank trains on its
+    share of each batch, the gradients are summed over the ranks before each
+    step and the reported loss is that of all the points.
     """
     X = model_inputs(data.X)
     y = np.array(data.y, dtype=np.float64)
     n = len(y)
     order = list(range(n))
     optim = SGD(model.parameters(), lr)
+    shares = sampler or distributed.DistributedBatchSampler(batch, rank=0, world_size=1)
     epoch = 0
     while True:
         epoch += 1
@@ -98,17 +111,21 @@ def run_epochs(
         model.train()
         random.shuffle(order)
         total = 0.0
-        for i in range(0, n, batch):
-            rows = order[i : i + batch]
-            xb = tensor_from_numpy(X[rows], backend=backend)
-            yb = tensor_from_numpy(y[rows], backend=backend)
+        for share in shares.shares(order):
             optim.zero_grad()
-            out = model(xb).view(yb.shape[0])
-            prob = out * yb + (out - 1.0) * (yb - 1.0)
-            loss = -prob.log()
-            (loss / yb.shape[0]).sum().view(1).backward()
-            total += loss.sum().view(1)[0]
+            if share.rows:  # a rank's share of a short last batch can be empty
+                xb = tensor_from_numpy(X[share.rows], backend=backend)
+                yb = tensor_from_numpy(y[share.rows], backend=backend)
+                out = model(xb).view(yb.shape[0])
+                prob = out * yb + (out - 1.0) * (yb - 1.0)
+                loss = -prob.log()
+                (loss / share.count).sum().view(1).backward()
+                total += loss.sum().view(1)[0]
+            if sampler:
+                distributed.sum_gradients(model)
             optim.step()
+        if sampler:
+            total = float(distributed.all_reduce(total))
         yield EpochStats(epoch, total / n, time.perf_counter() - start)
 
 
@@ -224,19 +241,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` command's options."""
     parser.add_argument("--dataset", choices=DATASETS, default="split")
     parser.add_argument("--backend", choices=BACKENDS, default="fast")
-    parser.add_argument("--hidden", type=_positive_int, default=10, help="hidden layer width")
-    parser.add_argument("--epochs", type=_positive_int, default=100)
-    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--batch", type=_positive_int, default=10, help="points per SGD step")
-    parser.add_argument("--points", type=_positive_int, default=50, help="dataset size")
+    parser.add_argument(
+        "--hidden", type=int_between(1, MAX_HIDDEN), default=10,
+        help=f"hidden layer width (1 to {MAX_HIDDEN})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int_between(1, MAX_COUNT), default=100,
+        help=f"passes over the data (1 to {MAX_COUNT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.5, help="SGD learning rate (finite, > 0)"
+    )
+    parser.add_argument(
+        "--batch", type=int_between(1, MAX_COUNT), default=10,
+        help=f"points per SGD step (1 to {MAX_COUNT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--points", type=int_between(1, MAX_COUNT), default=50,
+        help=f"dataset size (1 to {MAX_COUNT})",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights, shuffling")
-    parser.add_argument("--plot", metavar="PNG", help="save the decision boundary and loss curve")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="save the decision boundary and loss curve to this .png file (.png is added "
+        "when the name has no suffix; a directory, or a path ending in /, gets "
+        "DATASET.png inside it; missing directories are created); checked before training",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of mpiexec -n N (--batch is the global batch)",
+    )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+# Limits that keep every option to what fits in memory (hidden^2 weights) and time.
+MAX_HIDDEN = 4096
+MAX_COUNT = 1_000_000
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
@@ -251,14 +317,43 @@ def main(args: argparse.Namespace) -> int:
         backend = get_backend(args.backend)
     except RuntimeError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.distributed:
+        sampler = _start_distributed(args.batch)
+        with distributed.abort_on_error(), distributed.output_on_root_only():
+            return _train(args, backend, sampler)
+    return _train(args, backend, None)
+
+
+def _start_distributed(batch: int) -> distributed.DistributedBatchSampler:
+    """Join the MPI job and check that the global batch divides among its ranks."""
+    try:
+        distributed.init()
+    except (ImportError, RuntimeError) as e:
+        raise SystemExit(f"error: --distributed: {e}") from None
+    try:
+        return distributed.DistributedBatchSampler(batch)
+    except ValueError as e:  # every rank fails alike; rank 0 says why
+        raise SystemExit(f"error: --batch: {e}" if distributed.rank() == 0 else 1) from None
+
+
+def _train(
+    args: argparse.Namespace,
+    backend: TensorBackend,
+    sampler: distributed.DistributedBatchSampler | None,
+) -> int:
+    """Train and report; with a sampler, as one rank of a data-parallel job."""
     random.seed(args.seed)
     data = datasets[args.dataset.capitalize()](args.points)
     model = make_network(args.hidden, backend)
+    layout = ""
+    if sampler:
+        distributed.broadcast_parameters(model)
+        layout = f", ranks x threads {sampler.world_size} x {numba.get_num_threads()}"
     n = len(data.y)
     print(
         f"Training on {args.dataset} ({n} points) with the {args.backend} backend: "
         f"hidden {args.hidden}, SGD lr {args.lr}, batch {args.batch}, "
-        f"{args.epochs} epochs, seed {args.seed}"
+        f"{args.epochs} epochs, seed {args.seed}{layout}"
     )
 
     compiled = " (includes JIT compile)" if args.backend != "simple" else ""
@@ -267,27 +362,29 @@ def main(args: argparse.Namespace) -> int:
     times: list[float] = []
     correct = 0
     width = len(str(args.epochs))
-    for stats in itertools.islice(
-        run_epochs(model, data, backend, args.lr, args.batch), args.epochs
-    ):
-        losses.append(stats.loss)
-        times.append(stats.seconds)
-        e = stats.epoch
-        bar.show(e, f"loss {stats.loss:.4f}  {stats.seconds:.3f} s/epoch")
-        if e == 1 or e % 10 == 0 or e == args.epochs:
-            correct = count_correct(model, data, backend)
-            if e == 1:
-                timing = f"{stats.seconds:.3f} s first epoch{compiled}"
-            else:
-                recent = times[max(1, e - 10) :]  # the last ten, never the first epoch
-                timing = f"{sum(recent) / len(recent):.4f} s/epoch"
-            bar.clear()
-            print(
-                f"epoch {e:>{width}}/{args.epochs}  loss {stats.loss:.4f}  "
-                f"correct {correct}/{n} ({100 * correct / n:5.1f}%)  {timing}",
-                flush=True,
-            )
-    bar.clear()
+    try:
+        for stats in itertools.islice(
+            run_epochs(model, data, backend, args.lr, args.batch, sampler), args.epochs
+        ):
+            losses.append(stats.loss)
+            times.append(stats.seconds)
+            e = stats.epoch
+            bar.show(e, f"loss {stats.loss:.4f}  {stats.seconds:.3f} s/epoch")
+            if e == 1 or e % 10 == 0 or e == args.epochs:
+                correct = count_correct(model, data, backend)
+                if e == 1:
+                    timing = f"{stats.seconds:.3f} s first epoch{compiled}"
+                else:
+                    recent = times[max(1, e - 10) :]  # the last ten, never the first epoch
+                    timing = f"{sum(recent) / len(recent):.4f} s/epoch"
+                bar.clear()
+                print(
+                    f"epoch {e:>{width}}/{args.epochs}  loss {stats.loss:.4f}  "
+                    f"correct {correct}/{n} ({100 * correct / n:5.1f}%)  {timing}",
+                    flush=True,
+                )
+    finally:
+        bar.clear()  # also on Ctrl-C, so the message starts on a clean line
 
     rest = times[1:]
     later = f"mean {sum(rest) / len(rest):.4f} s/epoch over the other {len(rest)}" if rest else ""
@@ -295,9 +392,16 @@ def main(args: argparse.Namespace) -> int:
         f"Done: accuracy {correct}/{n} ({100 * correct / n:.1f}%), final loss {losses[-1]:.4f}; "
         f"first epoch {times[0]:.3f} s{compiled}" + (f", {later}." if later else ".")
     )
-    if args.plot:
+    if sampler:
+        digest = distributed.verify_parameters(model)
+        print(f"Parameters bit-identical on all {sampler.world_size} ranks (SHA-256 {digest}).")
+    if args.plot and (not sampler or sampler.rank == 0):
         title = f"{args.dataset}: {correct}/{n} correct after {args.epochs} epochs"
         plot_model, plot_backend = _for_plotting(model, args.hidden, backend)
-        plot(plot_model, data, plot_backend, losses, args.plot, title)
+        try:
+            plot(plot_model, data, plot_backend, losses, args.plot, title)
+        except OSError as e:  # checked before training, but disks fill and permissions change
+            print(f"error: could not save the plot to {args.plot}: {e}", file=sys.stderr)
+            return 1
         print(f"Plot saved to {args.plot}")
     return 0

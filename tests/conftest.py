@@ -3,7 +3,8 @@
 Markers:
   ``cuda``    tests that need the CUDA backend (real GPU or ``NUMBA_ENABLE_CUDASIM=1``);
   ``kernels`` tests that exercise the numba-compiled FastOps kernels
-              (the Makefile re-runs them with ``NUMBA_BOUNDSCHECK=1``).
+              (the Makefile re-runs them with ``NUMBA_BOUNDSCHECK=1``);
+  ``mpi``     tests that start several ranks with ``mpiexec`` (see test_distributed.py).
 
 ``backend`` is parametrised over ``simple``, ``fast`` and ``cuda``; the cuda
 parameter is skipped when ``numba.cuda.is_available()`` is false.
@@ -28,6 +29,7 @@ settings.load_profile("minitorch")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs the CUDA backend (GPU or simulator)")
     config.addinivalue_line("markers", "kernels: exercises the numba FastOps kernels")
+    config.addinivalue_line("markers", "mpi: starts several ranks under mpiexec")
 
 
 _BACKENDS: dict[str, minitorch.TensorBackend] = {

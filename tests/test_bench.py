@@ -59,3 +59,22 @@ def test_bench_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPat
 
     with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
         main(["bench", "--cuda", "--output", "/dev/null"])
+
+
+def test_scaling_table_gives_speed_up_and_efficiency_against_one_rank_one_thread() -> None:
+    rows = [(1, 2, 0.30, 0.29, 0.33), (1, 1, 0.50, 0.48, 0.55), (2, 1, 0.25, 0.24, 0.27)]
+    table = "\n".join(bench._scaling_lines(rows, repeats=3))
+    assert "| 1 x 2 | 0.300 | 0.290-0.330 | 1.67x | 83% |" in table
+    assert "| 1 x 1 | 0.500 | 0.480-0.550 | 1.00x | 100% |" in table
+    assert "| 2 x 1 | 0.250 | 0.240-0.270 | 2.00x | 100% |" in table
+    assert "3 runs per layout" in table
+
+
+def test_scaling_is_skipped_with_a_reason_without_mpi(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = bench.importlib.util.find_spec
+    if real("sklearn") is None:
+        pytest.skip("the digits example needs scikit-learn")
+    monkeypatch.setattr(
+        bench.importlib.util, "find_spec", lambda name: None if name == "mpi4py" else real(name)
+    )
+    assert "pip install 'minitorch[mpi]'" in str(bench._scaling_unavailable())

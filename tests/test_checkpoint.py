@@ -158,7 +158,7 @@ def test_save_replaces_atomically_and_leaves_no_temporary_files(
     def crash(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np.lib.format, "write_array", crash)
     with pytest.raises(OSError, match="disk full"):
         save(make_net(2), path)
     assert os.listdir(tmp_path) == ["net.npz"]
