@@ -31,8 +31,8 @@ from strategies import broadcast_shape_pairs, inverse_permutation, shapes
 
 import minitorch
 from minitorch import Tensor, fast_kernels, fast_ops, fast_simd, operators
-from minitorch.kernel_cache import load_kernels
-from minitorch.tensor_data import TensorData
+from minitorch.kernel_cache import function_key, load_kernels
+from minitorch.tensor_data import TensorData, strides_from_shape
 
 pytestmark = pytest.mark.kernels
 
@@ -55,7 +55,15 @@ FUZZ_DIM = 10
 def tensor(x: Any, dtype: type = F32) -> Tensor:
     """A contiguous FastOps tensor over a storage of ``dtype``."""
     x = np.ascontiguousarray(x, dtype)
-    return Tensor(TensorData(x.reshape(-1), x.shape), backend=FB)
+    return over_storage(x.reshape(-1), x.shape)
+
+
+def over_storage(storage: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """A FastOps tensor of ``shape`` over ``storage`` itself, in its dtype (the public
+    constructors store float64 until the Tensor layer's dtype API comes)."""
+    shape = tuple(shape)
+    return Tensor(TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size),
+                  backend=FB)  # fmt: skip
 
 
 def view(x: np.ndarray, order: Sequence[int], dtype: type = F32) -> Tensor:
@@ -303,7 +311,9 @@ def check_reductions(t: Tensor, x: np.ndarray, dim: int, dtype: type) -> None:
     assert_dtype(total, dtype)
     exact = x.astype(np.float64).sum(dim, keepdims=True)
     assert np.all(np.abs(values(total) - exact) <= sum_bound(x, dim, dtype) + 1e-30)
-    # max does not depend on the order: exact.
+    # max does not depend on the order: exact. ``maximum`` folds in vector lanes
+    # (nn.max uses it); the course's ``max`` strictly in order.
+    assert_bits(FB.reduce_of(operators.maximum, -math.inf)(t, dim), x.max(dim, keepdims=True))
     assert_bits(FB.reduce_of(operators.max, -1e30)(t, dim), x.max(dim, keepdims=True))
     near_one = (1 + x / 1000).astype(dtype)
     prod = FB.mul_reduce(tensor(near_one, dtype), dim)
@@ -335,6 +345,67 @@ def test_reduce_long_rows_fold_in_vector_lanes(dtype: type, n: int) -> None:
     for dim in (0, 1):
         check_reductions(tensor(x, dtype), x, dim, dtype)
     check_reductions(view(x.T.copy(), (1, 0), dtype), x.T.copy(), 0, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [64, 67, 300])
+def test_max_reduce_in_vector_lanes_propagates_nan(dtype: type, n: int) -> None:
+    # A NaN in any lane of any of the four vector chains, or in the scalar tail,
+    # makes the row's maximum NaN; the other rows are untouched (regression: the
+    # vector maximum once kept the other operand when the second one was NaN).
+    maximum = FB.reduce_of(operators.maximum, -math.inf)
+    for position in range(n):
+        x = np.tile(np.linspace(-1.0, 1.0, n, dtype=dtype), (3, 1))
+        x[1, position] = np.nan
+        got = values(maximum(tensor(x, dtype), 1)).reshape(-1)
+        assert math.isnan(got[1]), position
+        assert got[0] == got[2] == 1.0, position
+
+
+def test_simd_maximum_is_operators_maximum_in_every_lane() -> None:
+    @njit
+    def lanewise(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+        fast_simd.store(out, 0, fast_simd.maximum(fast_simd.load(x, 0), fast_simd.load(y, 0)))
+
+    special = [np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.0]
+    for dtype in DTYPES:
+        w = 32 // np.dtype(dtype).itemsize
+        pairs = [(a, b) for a in special for b in special]
+        for start in range(0, len(pairs), w):
+            chunk = (pairs[start : start + w] * w)[:w]
+            x = np.array([a for a, _ in chunk], dtype)
+            y = np.array([b for _, b in chunk], dtype)
+            out = np.empty(w, dtype)
+            lanewise(x, y, out)
+            expected = np.array([operators.maximum(a, b) for a, b in zip(x, y)], dtype)
+            assert_bits(over_storage(out, (w,)), expected)
+            # -0.0 against 0.0 keeps the same operand as operators.maximum.
+            assert (np.signbit(out) == np.signbit(expected)).all()
+
+
+def test_reduce_constants_are_part_of_the_cache_key() -> None:
+    # The vector operation frozen into a reduce module (VFN) and LANES key it,
+    # so a module built for one is never reused for the other.
+    source = fast_kernels.REDUCE_SOURCE
+    adds = load_kernels("reduce", source, operators.add,
+                        constants={"LANES": True, "VFN": fast_simd.add})  # fmt: skip
+    muls = load_kernels("reduce", source, operators.add,
+                        constants={"LANES": True, "VFN": fast_simd.mul})  # fmt: skip
+    again = load_kernels("reduce", source, operators.add,
+                         constants={"LANES": True, "VFN": fast_simd.add})  # fmt: skip
+    assert adds is again and adds is not muls
+    assert adds.VFN is fast_simd.add and muls.VFN is fast_simd.mul
+    assert adds.__minitorch_kernel_key__ is not None
+    # A constant that cannot be keyed compiles in memory, never from the disk cache.
+    odd = load_kernels("reduce", source, operators.add, constants={"LANES": True, "VFN": [1]})
+    assert odd.__minitorch_kernel_key__ is None
+
+
+def test_simd_kernels_are_disk_cacheable() -> None:
+    # Kernels calling fast_simd's intrinsics are keyed (by the intrinsics' names and
+    # fast_simd's source in the engine key) rather than compiled afresh every run.
+    for kernel in (fast_ops._gemm_par, fast_ops._gemm_ser, fast_ops._pack_a):
+        assert function_key(kernel) is not None, kernel
 
 
 def test_large_reductions_each_dim_parallel() -> None:
@@ -591,7 +662,7 @@ def test_strided_storages_work_in_every_kernel() -> None:
         def spaced(v: np.ndarray) -> Tensor:
             storage = np.empty(2 * v.size, v.dtype)[::2]
             storage[:] = v.reshape(-1)
-            return Tensor(TensorData(storage, v.shape), backend=FB)
+            return over_storage(storage, v.shape)
 
         assert_matmul(FB.matrix_multiply(spaced(x), spaced(y)), x, y, dtype)
         total = FB.add_reduce(spaced(x), 1)
