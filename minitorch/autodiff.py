@@ -27,14 +27,23 @@ class no_grad:  # noqa: N801 - PyTorch's name
     """Turn off history recording for tensor ops, as a context manager or decorator.
 
     Inside ``with minitorch.no_grad():`` (or a function decorated with
-    ``@minitorch.no_grad()``) results of tensor ops have no history and so do
-    not require grad, whatever their inputs; slices of leaves may be written.
-    Leaving the block, even by an exception, restores the previous state, so
-    blocks nest. The switch is process-wide, not per thread (PyTorch's is per
-    thread). Scalars are not affected.
+    ``@minitorch.no_grad()`` or ``@minitorch.no_grad``) results of tensor ops
+    have no history and so do not require grad, whatever their inputs; slices
+    of leaves may be written. Leaving the block, even by an exception, restores
+    the previous state, so blocks nest. The switch is process-wide, not per
+    thread (PyTorch's is per thread). Scalars are not affected.
     """
 
-    def __init__(self) -> None:
+    def __new__(cls, fn: Any = None) -> Any:
+        """``no_grad()`` is the context manager; ``no_grad(fn)`` (the decorator written
+        without parentheses) is ``fn`` wrapped by it."""
+        if fn is None:
+            return super().__new__(cls)
+        if not callable(fn):
+            raise TypeError(f"no_grad takes no argument or a function, not {fn!r}.")
+        return cls()(fn)
+
+    def __init__(self, fn: Any = None) -> None:
         self._previous: list[bool] = []
 
     def __enter__(self) -> None:

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from . import fast_math
 from .tensor_data import (
     MAX_DIMS,
     Shape,
@@ -279,24 +280,27 @@ _NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba
 
 
 @functools.cache
-def _device_function(fn: Callable[..., float]) -> Callable[..., float]:
-    """``fn`` as a CUDA device function; an njit-ed function compiles from its source."""
-    return cuda.jit(device=True)(getattr(fn, "py_func", fn))
+def _device_function(fn: Callable[..., float], dtype: np.dtype) -> Callable[..., float]:
+    """``fn`` as a CUDA device function for ``dtype`` values; an njit-ed function compiles
+    from its source. For float32 its numbers become float32 (``fast_math.float32_variant``),
+    since numba types a Python literal as float64 and would widen the arithmetic."""
+    py = getattr(fn, "py_func", fn)
+    return cuda.jit(device=True)(fast_math.float32_variant(py) if dtype == np.float32 else py)
 
 
 @functools.cache
-def _map_kernel(fn: Callable[[float], float]) -> Kernel:
-    return tensor_map(_device_function(fn))
+def _map_kernel(fn: Callable[[float], float], dtype: np.dtype) -> Kernel:
+    return tensor_map(_device_function(fn, dtype))
 
 
 @functools.cache
-def _zip_kernel(fn: Callable[[float, float], float]) -> Kernel:
-    return tensor_zip(_device_function(fn))
+def _zip_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kernel:
+    return tensor_zip(_device_function(fn, dtype))
 
 
 @functools.cache
 def _reduce_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kernel:
-    return tensor_reduce(_device_function(fn), _NUMBA_TYPES[dtype])
+    return tensor_reduce(_device_function(fn, dtype), _NUMBA_TYPES[dtype])
 
 
 @functools.cache
@@ -428,7 +432,8 @@ class CudaOps(TensorOps):
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             _require_gpu()
-            return _elementwise(_map_kernel(fn), map_output(a, out), a)
+            out = map_output(a, out)
+            return _elementwise(_map_kernel(fn, out.dtype), out, a)
 
         return _map
 
@@ -439,7 +444,7 @@ class CudaOps(TensorOps):
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
             _require_gpu()
             check_map_out(a, out)
-            return _elementwise(_map_kernel(fn), out, a)
+            return _elementwise(_map_kernel(fn, out.dtype), out, a)
 
         return _cmap
 
@@ -449,7 +454,8 @@ class CudaOps(TensorOps):
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             _require_gpu()
-            return _elementwise(_zip_kernel(fn), zip_output(a, b), a, b)
+            out = zip_output(a, b)
+            return _elementwise(_zip_kernel(fn, out.dtype), out, a, b)
 
         return _zip
 

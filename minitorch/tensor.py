@@ -76,6 +76,10 @@ class Tensor:
 
     __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
 
+    # Above NumPy's arrays and scalars, so ``np.float64(2) * t`` calls ``t.__rmul__``
+    # (a tensor with history) instead of converting ``t`` through ``__array__``.
+    __array_priority__ = 1000
+
     def __init__(
         self,
         v: TensorData,
@@ -281,23 +285,43 @@ class Tensor:
         the course (even on leaves from ``tensor()`` and ``rand()``). Any other
         write goes through a view. Like PyTorch, it is an error on a leaf that
         requires grad, unless inside ``no_grad()``; into other tensors it is
-        recorded, so gradients reach ``value`` (but, unlike PyTorch, a tensor
-        that an earlier op saved for its backward is not checked for changes).
+        recorded, so gradients reach ``value``. Unlike PyTorch, writing into a
+        view (``t[0][1:] = v``) of a tensor that requires grad is an error, the
+        write is recorded only on the tensor written to (not on other views of
+        its storage), and a tensor that an earlier op saved for its backward is
+        not checked for changes.
         """
         td = self._tensor
         history = self.history
         recording = autodiff._grad_enabled and history is not None and history.last_fn is not None
-        if isinstance(value, (int, float, np.integer, np.floating)) and not recording:
+        is_number = isinstance(value, (int, float, np.integer, np.floating))
+        if is_number and not recording:
             position = element_position(td.shape, td.strides, key)
             if position is not None:
                 td._storage[position] = value
                 return
-        entries = normalize_key(td.shape, key)
-        if autodiff._grad_enabled and history is not None and history.last_fn is None:
-            raise RuntimeError(
-                "A leaf tensor that requires grad cannot be written through a slice; "
-                "write inside `with minitorch.no_grad():`, or into t.detach() (same storage)."
+        if not is_number and not isinstance(value, Tensor):
+            raise TypeError(
+                f"A value written into a tensor is a number or a tensor, not "
+                f"{type(value).__name__} (convert arrays with minitorch.tensor_from_numpy)."
             )
+        entries = normalize_key(td.shape, key)
+        if autodiff._grad_enabled and history is not None:
+            if history.last_fn is None:
+                raise RuntimeError(
+                    "A leaf tensor that requires grad cannot be written through a slice; "
+                    "write inside `with minitorch.no_grad():`, or into t.detach() (same storage)."
+                )
+            if history.last_fn in _VIEW_FUNCTIONS and _may_overlap(
+                history.inputs[0]._tensor._storage, td._storage
+            ):
+                # The base's own history would not see the write, so its gradients
+                # would be silently wrong (PyTorch rewrites the base's history instead).
+                raise RuntimeError(
+                    "Cannot write into a view of a tensor that requires grad (its "
+                    "gradients would miss the write): write into the tensor itself, "
+                    "e.g. t[0, 1:] = v rather than t[0][1:] = v, or into a copy (.contiguous())."
+                )
         value = self._ensure_tensor(value).to(td._storage.dtype)
         td = self._placed()
         region = region_view(self, entries)
@@ -733,6 +757,11 @@ def _unpack(args: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(args) == 1 and isinstance(args[0], (tuple, list, range, np.ndarray)):
         return tuple(args[0])
     return args
+
+
+# Functions whose result may share the input's storage: writing into such a result
+# changes the input's values behind its history.
+_VIEW_FUNCTIONS = (GetItem, Reshape, View, Permute)
 
 
 def _number(value: Any) -> float:

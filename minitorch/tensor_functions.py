@@ -991,6 +991,7 @@ def zeros_like(
     dtype: Any = None,
 ) -> Tensor:
     """Zeros of ``t``'s shape, on ``t``'s backend and in its dtype unless others are given."""
+    _check_tensor(t, "zeros_like")
     return full(t.shape, 0.0, backend or t.backend, requires_grad, dtype or t.dtype)
 
 
@@ -1001,7 +1002,13 @@ def ones_like(
     dtype: Any = None,
 ) -> Tensor:
     """Ones of ``t``'s shape, on ``t``'s backend and in its dtype unless others are given."""
+    _check_tensor(t, "ones_like")
     return full(t.shape, 1.0, backend or t.backend, requires_grad, dtype or t.dtype)
+
+
+def _check_tensor(t: Any, what: str) -> None:
+    if not isinstance(t, _TENSOR or _tensor_class()):
+        raise TypeError(f"{what} takes a Tensor, not {type(t).__name__}.")
 
 
 def arange(

@@ -174,7 +174,7 @@ def test_getitem_setitem(backend: TensorBackend) -> None:
 
 
 # Negative ints and fewer ints than dims are valid since issue 10 (PyTorch's indexing);
-# see tests/test_indexing.py.
+# see tests/test_tensor_api.py.
 @pytest.mark.parametrize("key", [(2, 0), (0, 3), (-3, 0), (0, 0, 0), 5, 1.5, (0, 1.0)])
 def test_bad_keys_raise(key: Any) -> None:
     t = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
