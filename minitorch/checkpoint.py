@@ -93,7 +93,8 @@ def load_state_dict(module: Module, state: Mapping[str, Any], strict: bool = Tru
 
 def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
     """Write a module's state dict (or a given one) to ``path`` as an ``.npz`` archive,
-    or as a safetensors file (float64, ``F64``) when ``path`` ends in ``.safetensors``.
+    or as a safetensors file when ``path`` ends in ``.safetensors``; either way each
+    array keeps its dtype (float32, ``F32``, or float64, ``F64``).
 
     The archive is written to a temporary file beside the target and moved
     into place with ``os.replace``, so ``path`` holds either the old file or

@@ -461,12 +461,15 @@ def test_module_to_casts_parameters_in_place(cpu_backend: str, name: str) -> Non
     assert all(p.value.dtype == np.float32 for p in params)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_checkpoints_record_dtype_and_load_into_module_dtype(
-    backend: TensorBackend, tmp_path: pathlib.Path
+    backend: TensorBackend, tmp_path: pathlib.Path, suffix: str
 ) -> None:
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
     minitorch.manual_seed(0)
     source = Linear(2, 3, backend, dtype=F32)
-    path = tmp_path / "model.npz"
+    path = tmp_path / f"model{suffix}"
     minitorch.save(source, path)
     state = minitorch.load(path)
     assert {a.dtype for a in state.values()} == {np.dtype(np.float32)}
