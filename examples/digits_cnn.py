@@ -1,6 +1,7 @@
 """A small convolutional network on scikit-learn's 8x8 handwritten digits.
 
     python examples/digits_cnn.py            # minitorch, FastOps backend
+    python examples/digits_cnn.py --dtype float32   # the same in float32
     python examples/digits_cnn.py --torch    # then the same network in PyTorch (CPU)
     mpiexec -n 2 python examples/digits_cnn.py --distributed   # data-parallel on 2 ranks
 
@@ -40,11 +41,11 @@ BACKEND = minitorch.TensorBackend(minitorch.FastOps)
 class DigitsCNN(minitorch.Module):
     """conv - relu - pool - conv - relu - pool - linear: (B, 1, 8, 8) -> (B, 10) logits."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float64") -> None:
         super().__init__()
-        self.conv1 = Conv2d(1, 16, 3, backend=BACKEND)
-        self.conv2 = Conv2d(16, 32, 3, backend=BACKEND)
-        self.fc = Linear(32 * 2 * 2, 10, backend=BACKEND)
+        self.conv1 = Conv2d(1, 16, 3, backend=BACKEND, dtype=dtype)
+        self.conv2 = Conv2d(16, 32, 3, backend=BACKEND, dtype=dtype)
+        self.fc = Linear(32 * 2 * 2, 10, backend=BACKEND, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         h = minitorch.maxpool2d(self.conv1(x).relu(), (2, 2))
@@ -97,8 +98,9 @@ def train_minitorch(
     held-out accuracy and the seconds each epoch took.
     """
     x_train, x_test, y_train, y_test = data
+    dtype = args.dtype
     optim = Adam(model.parameters(), lr=args.lr)
-    test_images = tensor_from_numpy(x_test, backend=BACKEND)
+    test_images = tensor_from_numpy(x_test, backend=BACKEND, dtype=dtype)
     shares = sampler or distributed.DistributedBatchSampler(args.batch, rank=0, world_size=1)
     accuracy = 0.0
     times = []
@@ -109,8 +111,8 @@ def train_minitorch(
         for share in shares.shares(order):
             optim.zero_grad()
             if share.rows:  # a rank's share of a short last batch can be empty
-                images = tensor_from_numpy(x_train[share.rows], backend=BACKEND)
-                labels = tensor_from_numpy(y_train[share.rows], backend=BACKEND)
+                images = tensor_from_numpy(x_train[share.rows], backend=BACKEND, dtype=dtype)
+                labels = tensor_from_numpy(y_train[share.rows], backend=BACKEND, dtype=dtype)
                 loss = minitorch.nn.cross_entropy(model(images), labels)
                 # The mean over this share, weighted as its part of the batch mean.
                 (loss * share.weight).backward()
@@ -136,7 +138,7 @@ def train_torch(
     orders: list[list[int]],
     args: argparse.Namespace,
 ) -> tuple[float, list[float]]:
-    """The same network, initial weights and batches in PyTorch on the CPU.
+    """The same network, initial weights, batches and dtype in PyTorch on the CPU.
 
     Returns the final held-out accuracy and the seconds each epoch took.
     """
@@ -156,13 +158,14 @@ def train_torch(
     p = {
         name: torch.tensor(
             value.reshape(-1) if name.startswith("conv") and name.endswith("bias") else value,
-            dtype=torch.float64,
+            dtype=getattr(torch, args.dtype),
             requires_grad=True,
         )
         for name, value in initial.items()
     }
     optim = torch.optim.Adam(p.values(), lr=args.lr)
-    x_train, x_test, y_train, y_test = (torch.tensor(a) for a in data)
+    x_train, x_test = (torch.tensor(a, dtype=getattr(torch, args.dtype)) for a in data[:2])
+    y_train, y_test = (torch.tensor(a) for a in data[2:])
     accuracy = 0.0
     times = []
     for epoch, order in enumerate(orders, start=1):
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "--lr", type=positive_float, default=0.01, help="Adam's initial learning rate"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument(
         "--subset",
         type=int_between(40, 1797),
@@ -251,12 +255,13 @@ def run(args: argparse.Namespace, sampler: distributed.DistributedBatchSampler |
     random.seed(args.seed)  # minitorch draws initial weights from Python's random
     data = load_data(args.seed, args.subset)
     orders = batch_orders(len(data[0]), args.epochs, args.seed)
-    model = DigitsCNN()
+    model = DigitsCNN(args.dtype)
     if sampler:
         distributed.broadcast_parameters(model)
     initial = model.state_dict()
     print(f"digits: {len(data[0])} training and {len(data[1])} held-out images")
-    results = [summary("minitorch (FastOps)", *train_minitorch(model, data, orders, args, sampler))]
+    library = f"minitorch (FastOps, {args.dtype})"
+    results = [summary(library, *train_minitorch(model, data, orders, args, sampler))]
     if args.torch:
         results.append(summary("pytorch (CPU)", *train_torch(initial, data, orders, args)))
     print("\n".join(results))

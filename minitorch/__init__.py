@@ -49,6 +49,10 @@ from .tensor_data import (
     UserIndex,
     UserShape,
     UserStrides,
+    float32,
+    float64,
+    get_default_dtype,
+    set_default_dtype,
     shape_broadcast,
 )
 from .tensor_functions import (

@@ -1,7 +1,8 @@
 """Saving and loading parameters as NumPy ``.npz`` archives or ``.safetensors`` files.
 
-A state dict maps each parameter's dotted name (``"0.weight"``) to a float64
-NumPy copy of its value, so a checkpoint is readable without minitorch and
+A state dict maps each parameter's dotted name (``"0.weight"``) to a NumPy copy
+of its value in its dtype (float32 or float64; each ``.npy`` member records its
+dtype), so a checkpoint is readable without minitorch and
 independent of the backend that trained it. Writes are atomic and loads are
 all-or-nothing, so a crash or a bad file never leaves half a model behind.
 Loading trusts nothing in the file: every array header is checked (numeric
@@ -42,7 +43,7 @@ class CheckpointError(ValueError):
 
 
 def state_dict(module: Module) -> dict[str, np.ndarray]:
-    """Every parameter of ``module`` by dotted name, as a float64 NumPy copy."""
+    """Every parameter of ``module`` by dotted name, as a NumPy copy in its dtype."""
     return {name: _to_array(name, p.value) for name, p in module.named_parameters()}
 
 
@@ -53,7 +54,7 @@ def load_state_dict(module: Module, state: Mapping[str, Any], strict: bool = Tru
     mismatch a ``CheckpointError`` lists every problem and the module is left
     exactly as it was. With ``strict=False`` names present on only one side
     are ignored, but shared names must still match in shape. Tensors keep their
-    backend.
+    backend and dtype: a float64 checkpoint loads into a float32 module as float32.
     """
     if not isinstance(state, Mapping):
         raise TypeError(
@@ -92,7 +93,8 @@ def load_state_dict(module: Module, state: Mapping[str, Any], strict: bool = Tru
 
 def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
     """Write a module's state dict (or a given one) to ``path`` as an ``.npz`` archive,
-    or as a safetensors file (float64, ``F64``) when ``path`` ends in ``.safetensors``.
+    or as a safetensors file when ``path`` ends in ``.safetensors``; either way each
+    array keeps its dtype (float32, ``F32``, or float64, ``F64``).
 
     The archive is written to a temporary file beside the target and moved
     into place with ``os.replace``, so ``path`` holds either the old file or
@@ -459,7 +461,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def _to_array(name: str, value: Any) -> np.ndarray:
-    """A float64 NumPy copy of a parameter value or of a state-dict entry.
+    """A NumPy copy of a parameter value or of a state-dict entry: float32 stays
+    float32, every other number becomes float64.
 
     Only numbers are accepted (bool, integer or float values and arrays), and
     integers only where float64 holds them exactly.
@@ -481,7 +484,7 @@ def _to_array(name: str, value: Any) -> np.ndarray:
     exact = array.dtype.kind not in "iu" or array.size == 0
     if not exact and max(-int(array.min()), int(array.max())) > 2**53:
         raise TypeError(f"{name}: integers beyond 2**53 cannot be stored exactly as float64.")
-    return array.astype(np.float64)
+    return array.astype(np.float32 if array.dtype == np.float32 else np.float64)
 
 
 def _shape_of(value: Any) -> tuple[int, ...]:
@@ -494,7 +497,7 @@ def _shape_of(value: Any) -> tuple[int, ...]:
 def _from_array(array: np.ndarray, like: Any) -> Any:
     """A new value of the same kind as ``like`` (and on its backend) holding ``array``."""
     if isinstance(like, Tensor):
-        return tensor_from_numpy(array, backend=like.backend)
+        return tensor_from_numpy(array, backend=like.backend, dtype=like.dtype)
     if isinstance(like, Scalar):
         return Scalar(float(array))
     return float(array) if array.ndim == 0 else array.copy()

@@ -4,9 +4,11 @@ Every scalar function (``operators.add``, a user's lambda, ...) compiles as a
 CUDA device function, and so do the index helpers of ``tensor_data``; each
 primitive is a kernel factory over them, like ``fast_ops`` on the CPU.
 
-Data stays on the GPU: outputs are allocated there with ``cuda.device_array``,
-inputs move there once (``TensorData.to_cuda_``) and values come back to the
-host only when read (``t[i]``, ``to_numpy()``, printing).
+Data stays on the GPU: ``CudaOps`` owns its storage (device arrays, allocated,
+filled and cast on the GPU), inputs move there once (``CudaOps.adopt``) and
+values come back to the host only when read (``t[i]``, ``to_numpy()``, printing).
+Kernels whose local values have a type (the reduce scratch, the matmul tiles,
+accumulators) are built once per dtype, so float32 stays float32 throughout.
 
 Nothing here compiles or touches a GPU at import: kernels compile on first
 use, which raises a clear error when numba has no GPU and no simulator.
@@ -22,6 +24,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from . import fast_math
 from .tensor_data import (
     MAX_DIMS,
     Shape,
@@ -30,11 +33,20 @@ from .tensor_data import (
     TensorData,
     broadcast_index,
     index_to_position,
-    shape_broadcast,
     strides_from_shape,
     to_index,
 )
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    check_map_out,
+    map_output,
+    matmul_layout,
+    new_output,
+    reduce_output,
+    result_dtype,
+    zip_output,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -124,13 +136,14 @@ def tensor_zip(fn: Callable[[float, float], float]) -> Kernel:
     return cuda.jit(_zip)
 
 
-def tensor_reduce(fn: Callable[[float, float], float]) -> Kernel:
+def tensor_reduce(fn: Callable[[float, float], float], dtype: Any = numba.float64) -> Kernel:
     """Reduce kernel: one block per output element, a shared-memory tree inside it.
 
     Thread ``t`` folds elements ``t, t + blockDim, ...`` of its slice, then the
     block folds the partials pairwise. Only threads that own an element hold a
     partial, so ``reduce_value`` (the start) is applied exactly once, as in
-    ``SimpleOps``. The block size must be a power of two, at most 1024.
+    ``SimpleOps``. The block size must be a power of two, at most 1024. ``dtype``
+    (a numba float type) is the scratch's, the storages'.
     """
 
     def _reduce(
@@ -144,7 +157,7 @@ def tensor_reduce(fn: Callable[[float, float], float]) -> Kernel:
         reduce_dim: int,
         reduce_value: float,
     ) -> None:
-        cache = cuda.shared.array(MAX_REDUCE_THREADS, numba.float64)
+        cache = cuda.shared.array(MAX_REDUCE_THREADS, dtype)
         block = cuda.blockIdx.x
         if block >= out_size:
             return  # the whole block leaves, so no thread misses a syncthreads
@@ -177,60 +190,68 @@ def tensor_reduce(fn: Callable[[float, float], float]) -> Kernel:
     return cuda.jit(_reduce)
 
 
-def _tensor_matrix_multiply(
-    out: Storage,
-    out_shape: Shape,
-    out_strides: Strides,
-    a_storage: Storage,
-    a_shape: Shape,
-    a_strides: Strides,
-    b_storage: Storage,
-    b_shape: Shape,
-    b_strides: Strides,
-) -> None:
-    """Batched matmul on 3-D operands, tiled through shared memory.
+def matmul_kernel(dtype: Any) -> Kernel:
+    """The tiled matmul kernel for storages of ``dtype`` (a numba float type)."""
 
-    Grid ``(ceil(M/32), ceil(N/32), batch)`` of 32x32 blocks; thread ``(x, y)``
-    computes ``out[batch, row0 + y, col0 + x]``. Per 32-wide step along the inner
-    dim, the block loads one tile of ``a`` and one of ``b`` (each thread one
-    element of each, consecutive threads reading consecutive columns), waits,
-    and accumulates from shared memory. Out-of-range cells load as 0, so edge
-    tiles need no special case. A batch of size 1 broadcasts (stride 0).
-    """
-    tile = THREADS_PER_BLOCK
-    a_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), numba.float64)
-    b_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), numba.float64)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    row = cuda.blockIdx.x * tile + ty
-    col = cuda.blockIdx.y * tile + tx
-    rows = out_shape[1]
-    cols = out_shape[2]
-    inner = a_shape[2]
-    a_batch = a_strides[0] if a_shape[0] > 1 else 0
-    b_batch = b_strides[0] if b_shape[0] > 1 else 0
-    for batch in range(cuda.blockIdx.z, out_shape[0], cuda.gridDim.z):
-        acc = 0.0
-        for k0 in range(0, inner, tile):
-            k = k0 + tx
-            if row < rows and k < inner:
-                a_tile[ty, tx] = a_storage[batch * a_batch + row * a_strides[1] + k * a_strides[2]]
-            else:
-                a_tile[ty, tx] = 0.0
-            k = k0 + ty
-            if k < inner and col < cols:
-                b_tile[ty, tx] = b_storage[batch * b_batch + k * b_strides[1] + col * b_strides[2]]
-            else:
-                b_tile[ty, tx] = 0.0
-            cuda.syncthreads()
-            for kk in range(tile):
-                acc += a_tile[ty, kk] * b_tile[kk, tx]
-            cuda.syncthreads()  # before the next step overwrites the tiles
-        if row < rows and col < cols:
-            out[batch * out_strides[0] + row * out_strides[1] + col * out_strides[2]] = acc
+    def _tensor_matrix_multiply(
+        out: Storage,
+        out_shape: Shape,
+        out_strides: Strides,
+        a_storage: Storage,
+        a_shape: Shape,
+        a_strides: Strides,
+        b_storage: Storage,
+        b_shape: Shape,
+        b_strides: Strides,
+    ) -> None:
+        """Batched matmul on 3-D operands, tiled through shared memory.
+
+        Grid ``(ceil(M/32), ceil(N/32), batch)`` of 32x32 blocks; thread ``(x, y)``
+        computes ``out[batch, row0 + y, col0 + x]``. Per 32-wide step along the inner
+        dim, the block loads one tile of ``a`` and one of ``b`` (each thread one
+        element of each, consecutive threads reading consecutive columns), waits,
+        and accumulates from shared memory. Out-of-range cells load as 0, so edge
+        tiles need no special case. A batch of size 1 broadcasts (stride 0).
+        """
+        tile = THREADS_PER_BLOCK
+        a_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), dtype)
+        b_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        row = cuda.blockIdx.x * tile + ty
+        col = cuda.blockIdx.y * tile + tx
+        rows = out_shape[1]
+        cols = out_shape[2]
+        inner = a_shape[2]
+        a_batch = a_strides[0] if a_shape[0] > 1 else 0
+        b_batch = b_strides[0] if b_shape[0] > 1 else 0
+        for batch in range(cuda.blockIdx.z, out_shape[0], cuda.gridDim.z):
+            acc = dtype(0)
+            for k0 in range(0, inner, tile):
+                k = k0 + tx
+                if row < rows and k < inner:
+                    a_pos = batch * a_batch + row * a_strides[1] + k * a_strides[2]
+                    a_tile[ty, tx] = a_storage[a_pos]
+                else:
+                    a_tile[ty, tx] = 0
+                k = k0 + ty
+                if k < inner and col < cols:
+                    b_pos = batch * b_batch + k * b_strides[1] + col * b_strides[2]
+                    b_tile[ty, tx] = b_storage[b_pos]
+                else:
+                    b_tile[ty, tx] = 0
+                cuda.syncthreads()
+                for kk in range(tile):
+                    acc += a_tile[ty, kk] * b_tile[kk, tx]
+                cuda.syncthreads()  # before the next step overwrites the tiles
+            if row < rows and col < cols:
+                o_pos = batch * out_strides[0] + row * out_strides[1] + col * out_strides[2]
+                out[o_pos] = acc
+
+    return cuda.jit(_tensor_matrix_multiply)
 
 
-tensor_matrix_multiply = cuda.jit(_tensor_matrix_multiply)
+tensor_matrix_multiply = matmul_kernel(numba.float64)
 
 
 def _fill(out: Storage, value: float) -> None:
@@ -242,28 +263,49 @@ def _fill(out: Storage, value: float) -> None:
 _fill_kernel = cuda.jit(_fill)
 
 
+def _copy(out: Storage, source: Storage) -> None:
+    """``out[i] = source[i]``, converting to ``out``'s dtype (a cast)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = source[i]
+
+
+_copy_kernel = cuda.jit(_copy)
+
+# numba's float type for each storage dtype.
+_NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
+
+
 # Compiled kernels, one per scalar function -----------------------------------------
 
 
 @functools.cache
-def _device_function(fn: Callable[..., float]) -> Callable[..., float]:
-    """``fn`` as a CUDA device function; an njit-ed function compiles from its source."""
-    return cuda.jit(device=True)(getattr(fn, "py_func", fn))
+def _device_function(fn: Callable[..., float], dtype: np.dtype) -> Callable[..., float]:
+    """``fn`` as a CUDA device function for ``dtype`` values; an njit-ed function compiles
+    from its source. For float32 its numbers become float32 (``fast_math.float32_variant``),
+    since numba types a Python literal as float64 and would widen the arithmetic."""
+    py = getattr(fn, "py_func", fn)
+    return cuda.jit(device=True)(fast_math.float32_variant(py) if dtype == np.float32 else py)
 
 
 @functools.cache
-def _map_kernel(fn: Callable[[float], float]) -> Kernel:
-    return tensor_map(_device_function(fn))
+def _map_kernel(fn: Callable[[float], float], dtype: np.dtype) -> Kernel:
+    return tensor_map(_device_function(fn, dtype))
 
 
 @functools.cache
-def _zip_kernel(fn: Callable[[float, float], float]) -> Kernel:
-    return tensor_zip(_device_function(fn))
+def _zip_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kernel:
+    return tensor_zip(_device_function(fn, dtype))
 
 
 @functools.cache
-def _reduce_kernel(fn: Callable[[float, float], float]) -> Kernel:
-    return tensor_reduce(_device_function(fn))
+def _reduce_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kernel:
+    return tensor_reduce(_device_function(fn, dtype), _NUMBA_TYPES[dtype])
+
+
+@functools.cache
+def _matmul_kernel(dtype: np.dtype) -> Kernel:
+    return tensor_matrix_multiply if dtype == np.float64 else matmul_kernel(_NUMBA_TYPES[dtype])
 
 
 # Launch helpers ---------------------------------------------------------------------
@@ -291,35 +333,35 @@ def _dense(td: TensorData, shape: tuple[int, ...]) -> bool:
     return td.shape == shape and td.strides == strides_from_shape(shape)
 
 
-def _empty(like: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """An uninitialised contiguous device tensor on ``like``'s backend."""
-    size = 1
-    for d in shape:
-        size *= d
-    return like._make_like(cuda.device_array(size, dtype=np.float64), shape, size)
+def _blocks(size: int) -> int:
+    return (size + ELEMENTWISE_THREADS - 1) // ELEMENTWISE_THREADS
 
 
-def gpu_usable() -> bool:
-    """Whether kernels can run (a GPU, or the simulator), without raising."""
-    return bool(cuda.is_available())
-
-
-def device_zeros(size: int) -> DeviceStorage:
-    """A device storage of ``size`` zeros, filled on the GPU (no host copy)."""
+def device_full(size: int, value: float, dtype: np.dtype = np.float64) -> DeviceStorage:
+    """A device storage of ``size`` copies of ``value``, filled on the GPU (no host copy)."""
     _require_gpu()
-    storage = cuda.device_array(size, dtype=np.float64)
+    storage = cuda.device_array(size, dtype=dtype)
     if size:
-        blocks = (size + ELEMENTWISE_THREADS - 1) // ELEMENTWISE_THREADS
-        _fill_kernel[blocks, ELEMENTWISE_THREADS](storage, 0.0)
+        _fill_kernel[_blocks(size), ELEMENTWISE_THREADS](storage, storage.dtype.type(value))
     return storage
+
+
+def device_zeros(size: int, dtype: np.dtype = np.float64) -> DeviceStorage:
+    """A device storage of ``size`` zeros, filled on the GPU (no host copy)."""
+    return device_full(size, 0.0, dtype)
+
+
+def _on_device(td: TensorData) -> TensorData:
+    """``td`` with its storage on the device (moved in place if it was built on the
+    host, as ``Tensor(td, backend=...)`` allows), so that views share it."""
+    td._storage = CudaOps.adopt(td._storage)
+    return td
 
 
 def _elementwise(kernel: Kernel, out: Tensor, *inputs: Tensor) -> Tensor:
     """Launch a map or zip kernel with one thread per element of ``out``."""
-    out_td = out._tensor
-    tds = [t._tensor for t in inputs]
-    for td in (out_td, *tds):
-        td.to_cuda_()
+    out_td = _on_device(out._tensor)
+    tds = [_on_device(t._tensor) for t in inputs]
     if out.size == 0:
         return out
     flat = all(_dense(td, out.shape) for td in (out_td, *tds))
@@ -344,24 +386,67 @@ class CudaOps(TensorOps):
 
     cuda = True
 
+    # Storage: numba device arrays, allocated, filled and cast on the GPU.
+
+    @staticmethod
+    def empty(size: int, dtype: np.dtype) -> DeviceStorage:
+        _require_gpu()
+        return cuda.device_array(size, dtype=dtype)
+
+    @staticmethod
+    def zeros(size: int, dtype: np.dtype) -> DeviceStorage:
+        return device_full(size, 0.0, dtype)
+
+    @staticmethod
+    def full(size: int, value: float, dtype: np.dtype) -> DeviceStorage:
+        return device_full(size, value, dtype)
+
+    @staticmethod
+    def from_numpy(array: np.ndarray) -> DeviceStorage:
+        _require_gpu()
+        return cuda.to_device(array)
+
+    @staticmethod
+    def to_numpy(storage: DeviceStorage) -> np.ndarray:
+        return storage if isinstance(storage, np.ndarray) else storage.copy_to_host()
+
+    @staticmethod
+    def cast(storage: DeviceStorage, dtype: np.dtype) -> DeviceStorage:
+        source = CudaOps.adopt(storage)
+        out = cuda.device_array(len(source), dtype=dtype)
+        if len(source):
+            _copy_kernel[_blocks(len(source)), ELEMENTWISE_THREADS](out, source)
+        return out
+
+    @staticmethod
+    def adopt(storage: Any) -> DeviceStorage:
+        # ``copy_to_host`` marks a device array (the simulator has no ``is_cuda_array``).
+        if hasattr(storage, "copy_to_host"):
+            return storage
+        _require_gpu()
+        return cuda.to_device(storage)
+
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
         """``(a, out=None) -> out``; the kernel for ``fn`` compiles on first call."""
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
             _require_gpu()
-            if out is None:
-                out = _empty(a, a.shape)
-            else:
-                shape_broadcast(a.shape, out.shape)
-            return _elementwise(_map_kernel(fn), out, a)
+            out = map_output(a, out)
+            return _elementwise(_map_kernel(fn, out.dtype), out, a)
 
         return _map
 
     @staticmethod
     def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
         """``(a, out) -> out``: map into a given tensor."""
-        return CudaOps.map(fn)
+
+        def _cmap(a: Tensor, out: Tensor) -> Tensor:
+            _require_gpu()
+            check_map_out(a, out)
+            return _elementwise(_map_kernel(fn, out.dtype), out, a)
+
+        return _cmap
 
     @staticmethod
     def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -369,8 +454,8 @@ class CudaOps(TensorOps):
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             _require_gpu()
-            out = _empty(a, shape_broadcast(a.shape, b.shape))
-            return _elementwise(_zip_kernel(fn), out, a, b)
+            out = zip_output(a, b)
+            return _elementwise(_zip_kernel(fn, out.dtype), out, a, b)
 
         return _zip
 
@@ -383,16 +468,20 @@ class CudaOps(TensorOps):
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
             _require_gpu()
-            dim = check_reduce_dim(a, dim)
-            out = _empty(a, reduce_shape(a.shape, dim))
-            if out.size == 0:
+            out, dim = reduce_output(a, dim, start)
+            dtype = out.dtype
+            if out.size == 0 or a.size == 0:
                 return out
-            a._tensor.to_cuda_()
+            _on_device(a._tensor)
             # One block per output; the block needs no more threads than the
             # slice has elements (each thread folds every blockDim-th one).
             threads = _reduce_threads(a.shape[dim])
-            _reduce_kernel(fn)[out.size, threads](
-                *_layout(out._tensor, False), out.size, *_layout(a._tensor, False), dim, start
+            _reduce_kernel(fn, dtype)[out.size, threads](
+                *_layout(out._tensor, False),
+                out.size,
+                *_layout(a._tensor, False),
+                dim,
+                dtype.type(start),
             )
             return out
 
@@ -403,19 +492,20 @@ class CudaOps(TensorOps):
         """Batched ``a @ b``; shapes are checked and lifted to 3-D as in SimpleOps."""
         _require_gpu()
         # Move first, so the 3-D views matmul_layout builds share device storage.
-        a._tensor.to_cuda_()
-        b._tensor.to_cuda_()
+        _on_device(a._tensor)
+        _on_device(b._tensor)
         a3, b3, out_shape = matmul_layout(a, b)
         # Views already are on the device; only merged batch dims (built on the host) move.
-        a3.to_cuda_()
-        b3.to_cuda_()
+        _on_device(a3)
+        _on_device(b3)
         batch = max(a3.shape[0], b3.shape[0])
         rows, cols = a3.shape[1], b3.shape[2]
-        out = _empty(a, (batch, rows, cols))
+        out = new_output(a, (batch, rows, cols), result_dtype(a, b))
+        dtype = out.dtype
         if out.size:
             tile = THREADS_PER_BLOCK
             grid = (-(-rows // tile), -(-cols // tile), min(batch, MAX_GRID_Z))
-            tensor_matrix_multiply[grid, (tile, tile)](
+            _matmul_kernel(dtype)[grid, (tile, tile)](
                 *_layout(out._tensor, False), *_layout(a3, False), *_layout(b3, False)
             )
         return out.view(*out_shape)
@@ -468,8 +558,7 @@ jit_mm_practice = cuda.jit(_mm_practice)
 def _row_major_storage(td: TensorData) -> DeviceStorage:
     """A device storage holding ``td``'s values in row-major order."""
     if td.strides == strides_from_shape(td.shape):
-        td.to_cuda_()
-        return td._storage
+        return _on_device(td)._storage
     return cuda.to_device(td.to_numpy().reshape(-1))
 
 

@@ -1,8 +1,11 @@
 """1-D and 2-D convolution: parallel numba kernels and their autodiff functions.
 
 Convolution is the one primitive that is not a map, zip or reduce: each output
-reads a window of the input. The kernels below run on the CPU for every backend;
-tensors on a CUDA backend are copied to the host, convolved, and copied back.
+reads a window of the input. The kernels below run on the CPU for every backend:
+the backend hands over its storages as host arrays and takes the result back
+(``_convolve``; a copy each way only for a backend that keeps data elsewhere).
+They compute in the dtype of their operands (float32 or float64); operands of
+two dtypes are cast to float64 first, and each gradient back to its input's dtype.
 
 Both kernels compute unflipped correlation. With ``reverse=False`` the window
 starts at the output position and runs right / down (zeros past the far edges);
@@ -20,8 +23,8 @@ from numba import prange
 from .autodiff import Context
 from .kernel_cache import njit
 from .tensor import Tensor
-from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData
-from .tensor_functions import Function
+from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, float64
+from .tensor_functions import Function, cast
 
 
 @njit(parallel=True, cache=True)
@@ -55,6 +58,7 @@ def tensor_conv1d(
     ws0, ws1, ws2 = weight_strides[0], weight_strides[1], weight_strides[2]
     # Storage step of the input per kernel tap.
     step = -is2 if reverse else is2
+    zero = out.dtype.type(0)  # the accumulator computes in the output's dtype
 
     for i in prange(out_size):
         x = i % out_width
@@ -66,7 +70,7 @@ def tensor_conv1d(
             k_lo, k_hi = max(0, x - width + 1), min(kw, x + 1)
         else:
             k_lo, k_hi = max(0, -x), min(kw, width - x)
-        acc = 0.0
+        acc = zero
         for c in range(in_channels):
             in_pos = b * is0 + c * is1 + x * is2
             w_pos = o * ws0 + c * ws1
@@ -106,6 +110,7 @@ def tensor_conv2d(
     # Storage steps of the input per kernel row and per kernel column.
     step_y = -is2 if reverse else is2
     step_x = -is3 if reverse else is3
+    zero = out.dtype.type(0)  # the accumulator computes in the output's dtype
 
     for n in prange(out_size):
         x = n % out_width
@@ -121,7 +126,7 @@ def tensor_conv2d(
         else:
             i_lo, i_hi = max(0, -y), min(kh, height - y)
             j_lo, j_hi = max(0, -x), min(kw, width - x)
-        acc = 0.0
+        acc = zero
         for c in range(in_channels):
             in_base = b * is0 + c * is1 + y * is2 + x * is3
             w_base = o * ws0 + c * ws1
@@ -143,14 +148,6 @@ _SWAP = {3: (1, 0, 2), 4: (1, 0, 2, 3)}
 _LAYOUTS = {1: "(B, Cin, W) and (Cout, Cin, K)", 2: "(B, Cin, H, W) and (Cout, Cin, KH, KW)"}
 
 
-def _host(td: TensorData) -> tuple[Storage, Shape, Strides]:
-    """The kernel triple of ``td``, with its storage copied to the host if on a GPU."""
-    storage, shape, strides = td.tuple()
-    if hasattr(storage, "copy_to_host"):
-        storage = storage.copy_to_host()
-    return storage, shape, strides
-
-
 def _convolve(
     kernel: ConvKernel,
     like: Tensor,
@@ -160,19 +157,26 @@ def _convolve(
     reverse: bool,
     swap_out: bool = False,
 ) -> Tensor:
-    """Run ``kernel`` into a new contiguous tensor of ``out_shape`` on ``like``'s backend.
+    """Run ``kernel`` into a new contiguous tensor of ``out_shape`` on ``like``'s backend,
+    in ``like``'s dtype; ``input`` and ``weight`` are layouts over that backend's storages.
 
-    With ``swap_out`` the kernel writes through a view with the first two dims
-    swapped, so a gradient computed in (C, B, ...) layout lands as (B, C, ...).
+    The one place convolution meets the backend: it hands its storages over as host
+    arrays and takes the result back. With ``swap_out`` the kernel writes through a
+    view with the first two dims swapped, so a gradient computed in (C, B, ...)
+    layout lands as (B, C, ...).
     """
+    backend = like.backend
     size = int(np.prod(out_shape))
-    result = TensorData(np.empty(size), out_shape)  # every element is written
+    result = TensorData(np.empty(size, like.dtype), out_shape)  # every element is written
     target = result.permute(*_SWAP[len(out_shape)]) if swap_out else result
-    kernel(*target.tuple(), size, *_host(input), *_host(weight), reverse)
-    out = like._new(result)
-    if like.backend.cuda:
-        out._tensor.to_cuda_()
-    return out
+    kernel(
+        *target.tuple(),
+        size,
+        backend.to_numpy(input._storage), input._shape, input._strides,
+        backend.to_numpy(weight._storage), weight._shape, weight._strides,
+        reverse,
+    )  # fmt: skip
+    return like._make_like(backend.from_numpy(result._storage), out_shape, size)
 
 
 def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
@@ -198,8 +202,14 @@ def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
 
 
 def _forward(ctx: Context, kernel: ConvKernel, input: Tensor, weight: Tensor) -> Tensor:
-    """The convolution itself; output keeps the input's batch and spatial sizes."""
-    ctx.save_for_backward(input, weight)
+    """The convolution itself; output keeps the input's batch and spatial sizes.
+
+    Operands of two dtypes meet in float64 (``backward`` casts each gradient back).
+    """
+    dtypes = (input.dtype, weight.dtype)
+    if input.dtype != weight.dtype:
+        input, weight = cast(input, float64), cast(weight, float64)
+    ctx.save_for_backward(input, weight, dtypes)
     out_shape = (input.shape[0], weight.shape[0]) + input.shape[2:]
     return _convolve(kernel, input, out_shape, input._tensor, weight._tensor, False)
 
@@ -212,7 +222,8 @@ def _backward(ctx: Context, kernel: ConvKernel, grad_output: Tensor) -> tuple[Te
     ``d w[o,c,k] = sum_b sum_x g[b,o,x] in[b,c,x+k]``: a convolution of the input
     with the output gradient, both with batch and channels swapped.
     """
-    input, weight = ctx.saved_values
+    input, weight, (input_dtype, weight_dtype) = ctx.saved_values
+    grad_output = cast(grad_output, input.dtype)
     swap = _SWAP[input.dims]
     grad_input = _convolve(
         kernel, input, input.shape, grad_output._tensor, weight._tensor.permute(*swap), True
@@ -226,7 +237,7 @@ def _backward(ctx: Context, kernel: ConvKernel, grad_output: Tensor) -> tuple[Te
         False,
         swap_out=True,
     )
-    return grad_input, grad_weight
+    return cast(grad_input, input_dtype), cast(grad_weight, weight_dtype)
 
 
 class Conv1dFun(Function):

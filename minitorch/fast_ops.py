@@ -18,8 +18,17 @@ from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_simd, operators
 from .kernel_cache import ScalarCompileError, load_kernels, njit
-from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    check_map_out,
+    map_output,
+    matmul_layout,
+    reduce_output,
+    result_dtype,
+    zip_output,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -184,25 +193,6 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
     )
 
 
-def _empty_like_shape(a: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
-    """A fresh contiguous output on ``a``'s backend (values unset)."""
-    size = a._tensor.size if shape is a._tensor.shape else _size(shape)
-    return a._make_like(np.empty(size, dtype), shape, size)
-
-
-def _result_dtype(x: Storage, y: Storage) -> np.dtype:
-    """The dtype of an op on two storages (the common case costs one comparison)."""
-    dx = x.dtype
-    return dx if dx is y.dtype else np.result_type(dx, y.dtype)
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for s in shape:
-        size *= s
-    return size
-
-
 # The backend -----------------------------------------------------------------
 
 
@@ -217,14 +207,14 @@ class FastOps(TensorOps):
             if out is None:
                 ta = a._tensor
                 if ta.strides == strides_from_shape(ta.shape):
+                    # Contiguous: no layout work (``empty`` of the host storage FastOps keeps).
                     storage = np.empty(ta.size, ta._storage.dtype)
                     engine.run_flat(storage, ta._storage)
                     return a._make_like(storage, ta.shape, ta.size)
-                out = _empty_like_shape(a, a.shape, ta._storage.dtype)
+                out = map_output(a, None)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
-            if out._tensor.shape != a._tensor.shape:
-                _check_broadcast_into(a.shape, out.shape)
+            check_map_out(a, out)
             engine.run(out._tensor, a._tensor)
             return out
 
@@ -235,7 +225,7 @@ class FastOps(TensorOps):
         engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
-            _check_broadcast_into(a.shape, out.shape)
+            check_map_out(a, out)
             engine.run(out._tensor, a._tensor)
             return out
 
@@ -248,14 +238,12 @@ class FastOps(TensorOps):
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
-            dtype = _result_dtype(ta._storage, tb._storage)
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size, dtype)
+                out = np.empty(ta.size, result_dtype(a, b))
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
-            shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
-            out = _empty_like_shape(a, shape, dtype)
+            out = zip_output(a, b)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out
 
@@ -272,11 +260,8 @@ class FastOps(TensorOps):
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
-            dim = check_reduce_dim(a, dim)
+            out, dim = reduce_output(a, dim, start)
             td = a._tensor
-            shape = reduce_shape(td.shape, dim)
-            size = _size(shape)
-            out = a._make_like(np.full(size, start, td._storage.dtype), shape, size)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -303,15 +288,10 @@ class FastOps(TensorOps):
         m, k = a3.shape[1], a3.shape[2]
         n = b3.shape[2]
         size = batch * m * n
-        out = np.empty(size, _result_dtype(a3._storage, b3._storage))
+        out = np.empty(size, result_dtype(a, b))
         if size:
             _matmul_into(out, a3, b3, batch, m, n, k)
         return a._make_like(out, out_shape, size)
-
-
-def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
-    if TensorData.shape_broadcast(src, dst) != tuple(dst):
-        raise IndexingError(f"Cannot broadcast shape {src} into output shape {dst}.")
 
 
 def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from . import fast_conv, nn
 from .module import Module, Parameter
@@ -18,16 +19,19 @@ from .tensor_functions import rand
 from .tensor_ops import SimpleBackend, TensorBackend
 
 
-def _uniform(shape: Sequence[int], bound: float, backend: TensorBackend, name: str) -> Parameter:
-    """A Parameter uniform on [-bound, bound), drawn from Python's ``random``."""
-    return Parameter((rand(shape, backend=backend) - 0.5) * (2.0 * bound), name)
+def _uniform(
+    shape: Sequence[int], bound: float, backend: TensorBackend, name: str, dtype: Any
+) -> Parameter:
+    """A Parameter uniform on [-bound, bound) in ``dtype``, drawn from Python's ``random``."""
+    return Parameter((rand(shape, backend=backend, dtype=dtype) - 0.5) * (2.0 * bound), name)
 
 
 class Linear(Module):
     """``x @ weight + bias`` for ``x`` of shape ``(..., in_features)``.
 
     ``weight`` is stored as ``(in_features, out_features)`` (the transpose of
-    PyTorch's layout) so the forward pass is a plain matrix product.
+    PyTorch's layout) so the forward pass is a plain matrix product. Parameters
+    are in ``dtype`` (None: the default dtype), as for every layer here.
     """
 
     def __init__(
@@ -36,13 +40,14 @@ class Linear(Module):
         out_features: int,
         backend: TensorBackend = SimpleBackend,
         bias: bool = True,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = _uniform((in_features, out_features), bound, backend, "weight")
-        self.bias = _uniform((out_features,), bound, backend, "bias") if bias else None
+        self.weight = _uniform((in_features, out_features), bound, backend, "weight", dtype)
+        self.bias = _uniform((out_features,), bound, backend, "bias", dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = x @ self.weight.value
@@ -65,14 +70,17 @@ class Conv1d(Module):
         out_channels: int,
         kernel_size: int,
         backend: TensorBackend = SimpleBackend,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         bound = 1.0 / math.sqrt(in_channels * kernel_size)
-        self.weight = _uniform((out_channels, in_channels, kernel_size), bound, backend, "weight")
-        self.bias = _uniform((out_channels, 1), bound, backend, "bias")
+        self.weight = _uniform(
+            (out_channels, in_channels, kernel_size), bound, backend, "weight", dtype
+        )
+        self.bias = _uniform((out_channels, 1), bound, backend, "bias", dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return fast_conv.conv1d(x, self.weight.value) + self.bias.value
@@ -94,6 +102,7 @@ class Conv2d(Module):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         backend: TensorBackend = SimpleBackend,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -101,8 +110,8 @@ class Conv2d(Module):
         self.out_channels = out_channels
         self.kernel_size = (kh, kw)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
-        self.weight = _uniform((out_channels, in_channels, kh, kw), bound, backend, "weight")
-        self.bias = _uniform((out_channels, 1, 1), bound, backend, "bias")
+        self.weight = _uniform((out_channels, in_channels, kh, kw), bound, backend, "weight", dtype)
+        self.bias = _uniform((out_channels, 1, 1), bound, backend, "bias", dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return fast_conv.conv2d(x, self.weight.value) + self.bias.value

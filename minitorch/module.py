@@ -69,8 +69,19 @@ class Module:
         """Every Parameter of the subtree, each once."""
         return [p for _, p in self.named_parameters()]
 
+    def to(self, target: Any) -> Module:
+        """Cast every tensor parameter to a dtype (or move it to a backend), in place:
+        the Parameter objects stay (so optimisers holding them keep working), their
+        values are replaced. Returns the module, as in PyTorch."""
+        for p in self.parameters():
+            if hasattr(p.value, "to") and hasattr(p.value, "requires_grad_"):
+                new = p.value.to(target)
+                if new is not p.value:
+                    p.update(new.detach())
+        return self
+
     def state_dict(self) -> dict[str, Any]:
-        """Parameter values by dotted name, as float64 NumPy copies (see ``checkpoint``)."""
+        """Parameter values by dotted name, as NumPy copies in their dtype (see ``checkpoint``)."""
         from .checkpoint import state_dict  # checkpoint sits above tensors in the layering
 
         return state_dict(self)

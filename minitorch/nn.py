@@ -9,6 +9,8 @@ re-exported here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .tensor import Tensor
@@ -111,15 +113,16 @@ def dropout(input: Tensor, rate: float, ignore: bool = False) -> Tensor:
     if ignore or rate == 0.0:
         return input
     # rand is in [0, 1): P(r > rate) = 1 - rate, and nothing survives rate 1.
-    keep = rand(input.shape, backend=input.backend) > rate
+    keep = rand(input.shape, backend=input.backend, dtype=input.dtype) > rate
     return input * keep
 
 
 # Losses ------------------------------------------------------------------------
 
 
-def one_hot(target: Tensor, num_classes: int) -> Tensor:
-    """``(B,)`` class indices (stored as floats) to a ``(B, num_classes)`` 0/1 tensor."""
+def one_hot(target: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
+    """``(B,)`` class indices (stored as floats) to a ``(B, num_classes)`` 0/1 tensor,
+    in ``dtype`` (default: the target's)."""
     if target.dims != 1:
         raise IndexingError(f"Class targets must have shape (B,), not {target.shape}.")
     labels = target.to_numpy()
@@ -128,7 +131,9 @@ def one_hot(target: Tensor, num_classes: int) -> Tensor:
         raise ValueError(
             f"Class targets must be whole numbers in [0, {num_classes}), got {labels.tolist()}."
         )
-    return tensor_from_numpy(np.eye(num_classes)[index], backend=target.backend)
+    return tensor_from_numpy(
+        np.eye(num_classes)[index], backend=target.backend, dtype=dtype or target.dtype
+    )
 
 
 def nll_loss(logprobs: Tensor, target: Tensor) -> Tensor:
@@ -142,7 +147,7 @@ def nll_loss(logprobs: Tensor, target: Tensor) -> Tensor:
     batch, classes = logprobs.shape
     if target.shape != (batch,):
         raise IndexingError(f"Targets of shape {target.shape} do not match batch size {batch}.")
-    return -(logprobs * one_hot(target, classes)).sum() / batch
+    return -(logprobs * one_hot(target, classes, logprobs.dtype)).sum() / batch
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:

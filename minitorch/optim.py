@@ -53,8 +53,12 @@ class Optimizer:
 
     @staticmethod
     def _store(p: Parameter, new: Any) -> None:
-        """Give ``p`` its updated value; ``Parameter.update`` makes it a fresh leaf."""
-        p.update(Scalar(new) if hasattr(p.value, "derivative") else new)
+        """Give ``p`` its updated value, in the dtype it had (state kept from before a
+        ``Module.to`` must not promote it); ``Parameter.update`` makes it a fresh leaf."""
+        if hasattr(p.value, "derivative"):
+            p.update(Scalar(new))
+        else:
+            p.update(new.to(p.value.dtype))
 
 
 class SGD(Optimizer):

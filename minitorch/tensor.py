@@ -10,12 +10,12 @@ import numpy as np
 
 from . import autodiff, operators
 from .autodiff import Context, backpropagate
-from .cuda_ops import device_zeros
 from .tensor_data import (
     IndexingError,
     Storage,
     TensorData,
     UserShape,
+    as_dtype,
     as_int,
     check_allocation,
     check_shape,
@@ -54,6 +54,7 @@ from .tensor_functions import (
     Sum,
     Tanh,
     ToBackend,
+    ToDtype,
     View,
     arg_extremum,
     key_view,
@@ -66,7 +67,12 @@ _ids = itertools.count()
 
 
 class Tensor:
-    """A multidimensional float64 array that can record its history for autodiff."""
+    """A multidimensional float32 or float64 array that can record its history for autodiff.
+
+    Its values live in a storage its backend owns (allocated, placed, cast and
+    read back through the backend's storage methods), so nothing here depends
+    on where the values are.
+    """
 
     __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
 
@@ -117,8 +123,12 @@ class Tensor:
         strides: Sequence[int] | None = None,
         backend: TensorBackend | None = None,
     ) -> Tensor:
-        """A new tensor over ``storage`` (no history)."""
-        return Tensor(TensorData(storage, shape, strides), backend=backend)
+        """A new tensor over ``storage`` (no history), placed where ``backend`` keeps data."""
+        td = TensorData(storage, shape, strides)
+        if backend is not None:
+            check_backend(backend)
+            td._storage = backend.adopt(td._storage)
+        return Tensor(td, backend=backend)
 
     def _new(self, tensor_data: TensorData) -> Tensor:
         """A tensor over ``tensor_data`` on this backend, without history."""
@@ -131,34 +141,53 @@ class Tensor:
 
     def zeros(self, shape: UserShape | None = None) -> Tensor:
         """Zeros of ``shape`` (default: this tensor's) on this backend."""
+        dtype = self._tensor._storage.dtype
         if shape is None:
             shape, size = self.shape, self.size
         else:
             shape = check_shape(shape)
-            size = check_allocation(shape)
-        if self.backend.cuda:
-            return self._make_like(device_zeros(size), shape, size)
-        return self._make_like(np.zeros(size), shape, size)
+            size = check_allocation(shape, dtype)
+        return self._make_like(self.backend.zeros(size, dtype), shape, size)
 
     def _type_(self, backend: TensorBackend) -> None:
-        """Switch this tensor's backend, moving storage to the GPU when needed."""
+        """Switch this tensor's backend; the backend moves the storage if it must."""
+        check_backend(backend)
         self.backend = backend
         self.f = backend
-        if backend.cuda:
-            self._tensor.to_cuda_()
+        self._placed()
+
+    def _placed(self) -> TensorData:
+        """This tensor's layout, its storage where the backend keeps data (moved in
+        place if it was built elsewhere, as ``Tensor(td, backend=...)`` allows), so
+        that views share it."""
+        td = self._tensor
+        storage = self.backend.adopt(td._storage)
+        if storage is not td._storage:
+            td._storage = storage
+        return td
 
     def _ensure_tensor(self, b: Any) -> Tensor:
-        """A number becomes a (1,) tensor; a tensor moves to this backend if needed."""
+        """A number becomes a (1,) tensor of this tensor's dtype (a "weak" scalar, as in
+        PyTorch: ``x32 * 0.5`` stays float32); a tensor moves to this backend if needed."""
         if isinstance(b, Tensor):
             if b.backend is not self.backend:
                 return ToBackend.apply(b, self.backend)
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
-            c = self._make_like(np.array([float(b)]), (1,), 1)
-            if self.backend.cuda:
-                c._tensor.to_cuda_()
-            return c
+            return self._make_like(self.backend.full(1, b, self._tensor._storage.dtype), (1,), 1)
         raise TypeError(f"Cannot combine a Tensor with {type(b).__name__}.")
+
+    def _operands(self, b: Any) -> tuple[Tensor, Tensor]:
+        """``self`` and ``b`` as tensors of one backend and one dtype: the float32 one is
+        cast to float64 (differentiably) when they differ, as PyTorch promotes."""
+        b = self._ensure_tensor(b)
+        da = self._tensor._storage.dtype
+        db = b._tensor._storage.dtype
+        if da is db or da == db:
+            return self, b
+        if da.itemsize < db.itemsize:
+            return ToDtype.apply(self, db), b
+        return self, ToDtype.apply(b, da)
 
     def expand(self, other: Tensor) -> Tensor:
         """Sum a broadcast gradient ``other`` back down to this tensor's shape."""
@@ -196,6 +225,28 @@ class Tensor:
         return self._tensor.dims
 
     @property
+    def dtype(self) -> np.dtype:
+        """``minitorch.float32`` or ``minitorch.float64``: the storage's dtype."""
+        return self._tensor._storage.dtype
+
+    def to(self, target: Any) -> Tensor:
+        """This tensor in another dtype or on another backend (differentiable; the
+        gradient goes back to this tensor's dtype and backend). ``self`` if nothing
+        changes, as in PyTorch."""
+        if isinstance(target, TensorBackend):
+            return self if target is self.backend else ToBackend.apply(self, target)
+        dtype = as_dtype(target)
+        return self if dtype == self.dtype else ToDtype.apply(self, dtype)
+
+    def float(self) -> Tensor:
+        """This tensor as float32 (``to(minitorch.float32)``)."""
+        return self.to("float32")
+
+    def double(self) -> Tensor:
+        """This tensor as float64 (``to(minitorch.float64)``)."""
+        return self.to("float64")
+
+    @property
     def data(self) -> Tensor:
         """The same values, detached (PyTorch's ``.data``)."""
         return self.detach()
@@ -204,8 +255,9 @@ class Tensor:
         return self._tensor.tuple()
 
     def to_numpy(self) -> np.ndarray:
-        """A contiguous NumPy copy of the values."""
-        return self._tensor.to_numpy()
+        """A contiguous NumPy copy of the values, in the tensor's dtype."""
+        td = self._tensor
+        return td.to_numpy(self.backend.to_numpy(td._storage))
 
     def item(self) -> float:
         if self.size != 1:
@@ -223,8 +275,7 @@ class Tensor:
         entries = normalize_key(td.shape, key)
         if not any(e is None or e.__class__ is slice for e in entries):
             return float(key_view(self, entries).item())  # e.g. t[..., 0] of a 1-D t
-        if self.backend.cuda:
-            td.to_cuda_()  # so that the view shares the device storage
+        self._placed()  # so that the view shares the backend's storage
         return GetItem.apply(self, entries)
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -271,9 +322,8 @@ class Tensor:
                     "gradients would miss the write): write into the tensor itself, "
                     "e.g. t[0, 1:] = v rather than t[0][1:] = v, or into a copy (.contiguous())."
                 )
-        value = self._ensure_tensor(value)
-        if self.backend.cuda:
-            td.to_cuda_()
+        value = self._ensure_tensor(value).to(td._storage.dtype)
+        td = self._placed()
         region = region_view(self, entries)
         if not _broadcasts_to(value.shape, region.shape):
             raise IndexingError(
@@ -387,11 +437,9 @@ class Tensor:
                     f"backward() without an argument needs a one-element tensor, not shape "
                     f"{self.shape}; pass grad_output."
                 )
-            grad_output = self._make_like(np.array([1.0]), self.shape, 1)
-            if self.backend.cuda:
-                grad_output._tensor.to_cuda_()
+            grad_output = self._make_like(self.backend.full(1, 1.0, self.dtype), self.shape, 1)
         else:
-            grad_output = self._ensure_tensor(grad_output)
+            grad_output = self._ensure_tensor(grad_output).to(self.dtype)
             if grad_output.shape != self.shape:
                 if not _broadcasts_to(grad_output.shape, self.shape):
                     raise ValueError(
@@ -411,55 +459,64 @@ class Tensor:
     def _copy(self) -> Tensor:
         storage = self._tensor._storage
         td = self._tensor
-        if hasattr(storage, "copy_to_host") or len(storage) != td.size:
-            return self.f.id_map(self)  # on the device, or a view reaching past its values
+        if not isinstance(storage, np.ndarray) or len(storage) != td.size:
+            return self.f.id_map(self)  # off the host, or a view reaching past its values
         return self._new(TensorData._trusted(storage.copy(), td.shape, td.strides, td.size))
 
     # Operators --------------------------------------------------------------
 
+    # Binary operators take ``_operands``: one backend, one dtype (float32 with
+    # float64 gives float64), a number in the tensor's dtype.
+
     def __add__(self, b: Any) -> Tensor:
-        return Add.apply(self, self._ensure_tensor(b))
+        return Add.apply(*self._operands(b))
 
     def __radd__(self, b: Any) -> Tensor:
-        return Add.apply(self._ensure_tensor(b), self)
+        x, y = self._operands(b)
+        return Add.apply(y, x)
 
     def __sub__(self, b: Any) -> Tensor:
-        return Sub.apply(self, self._ensure_tensor(b))
+        return Sub.apply(*self._operands(b))
 
     def __rsub__(self, b: Any) -> Tensor:
-        return Sub.apply(self._ensure_tensor(b), self)
+        x, y = self._operands(b)
+        return Sub.apply(y, x)
 
     def __mul__(self, b: Any) -> Tensor:
-        return Mul.apply(self, self._ensure_tensor(b))
+        return Mul.apply(*self._operands(b))
 
     def __rmul__(self, b: Any) -> Tensor:
-        return Mul.apply(self._ensure_tensor(b), self)
+        x, y = self._operands(b)
+        return Mul.apply(y, x)
 
     def __truediv__(self, b: Any) -> Tensor:
-        return Mul.apply(self, Inv.apply(self._ensure_tensor(b)))
+        x, y = self._operands(b)
+        return Mul.apply(x, Inv.apply(y))
 
     def __rtruediv__(self, b: Any) -> Tensor:
-        return Mul.apply(self._ensure_tensor(b), Inv.apply(self))
+        x, y = self._operands(b)
+        return Mul.apply(y, Inv.apply(x))
 
     def __matmul__(self, b: Tensor) -> Tensor:
-        return MatMul.apply(self, self._ensure_tensor(b))
+        return MatMul.apply(*self._operands(b))
 
     def __neg__(self) -> Tensor:
         return Neg.apply(self)
 
     def __lt__(self, b: Any) -> Tensor:
-        return LT.apply(self, self._ensure_tensor(b))
+        return LT.apply(*self._operands(b))
 
     def __gt__(self, b: Any) -> Tensor:
-        return LT.apply(self._ensure_tensor(b), self)
+        x, y = self._operands(b)
+        return LT.apply(y, x)
 
     def __eq__(self, b: Any) -> Tensor:  # type: ignore[override]
-        return EQ.apply(self, self._ensure_tensor(b))
+        return EQ.apply(*self._operands(b))
 
     __hash__ = object.__hash__
 
     def is_close(self, y: Any) -> Tensor:
-        return IsClose.apply(self, self._ensure_tensor(y))
+        return IsClose.apply(*self._operands(y))
 
     def sigmoid(self) -> Tensor:
         return Sigmoid.apply(self)
@@ -570,7 +627,9 @@ class Tensor:
     # More math ---------------------------------------------------------------------
 
     def __pow__(self, b: Any) -> Tensor:
-        return Pow.apply(self, self._ensure_tensor(b) if isinstance(b, Tensor) else _number(b))
+        if isinstance(b, Tensor):
+            return Pow.apply(*self._operands(b))
+        return Pow.apply(self, _number(b))
 
     def __rpow__(self, b: Any) -> Tensor:
         return Pow.apply(_number(b), self)
@@ -581,13 +640,13 @@ class Tensor:
         return self**exponent
 
     def __le__(self, b: Any) -> Tensor:
-        return Compare.apply(self, self._ensure_tensor(b), operators.le)
+        return Compare.apply(*self._operands(b), operators.le)
 
     def __ge__(self, b: Any) -> Tensor:
-        return Compare.apply(self, self._ensure_tensor(b), operators.ge)
+        return Compare.apply(*self._operands(b), operators.ge)
 
     def __ne__(self, b: Any) -> Tensor:  # type: ignore[override]
-        return Compare.apply(self, self._ensure_tensor(b), operators.ne)
+        return Compare.apply(*self._operands(b), operators.ne)
 
     def tanh(self) -> Tensor:
         return Tanh.apply(self)
@@ -713,8 +772,8 @@ def _number(value: Any) -> float:
 
 
 def _may_overlap(a: Any, b: Any) -> bool:
-    """Whether two storages may share memory (assumed for device arrays)."""
-    if hasattr(a, "copy_to_host") or hasattr(b, "copy_to_host"):
+    """Whether two storages may share memory (assumed unless both are NumPy arrays)."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
         return True
     return bool(np.may_share_memory(a, b))
 

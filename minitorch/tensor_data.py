@@ -1,4 +1,8 @@
-"""Tensor layout: a flat float64 storage viewed through a shape and strides."""
+"""Tensor layout: a flat float32 or float64 storage viewed through a shape and strides.
+
+A tensor's dtype is its storage's dtype; this module names the two dtypes and
+keeps the default one (float64, as in the course, unless ``set_default_dtype``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ class IndexingError(RuntimeError):
     """An index, shape or stride that does not fit the tensor."""
 
 
-Storage: TypeAlias = npt.NDArray[np.float64]
+Storage: TypeAlias = npt.NDArray[np.floating]
 OutIndex: TypeAlias = npt.NDArray[np.int64]
 Index: TypeAlias = npt.NDArray[np.int64]
 Shape: TypeAlias = npt.NDArray[np.int64]
@@ -121,29 +125,78 @@ def is_row_major(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     return True
 
 
+# Dtypes -------------------------------------------------------------------------
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+DTYPES = (float32, float64)
+DType: TypeAlias = np.dtype
+
+_default_dtype = float64
+_DTYPE_NAMES = {"float32": float32, "float64": float64, np.float32: float32, np.float64: float64}
+
+
+def as_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as one of ``DTYPES``; None means the default dtype.
+
+    Accepted: ``minitorch.float32`` / ``float64`` (NumPy dtypes), the NumPy scalar
+    types ``np.float32`` / ``np.float64`` and the strings ``"float32"`` / ``"float64"``.
+    """
+    if dtype is None:
+        return _default_dtype
+    if dtype is float64 or dtype is float32:
+        return dtype
+    if isinstance(dtype, np.dtype):
+        found = float32 if dtype == float32 else float64 if dtype == float64 else None
+    else:
+        try:
+            found = _DTYPE_NAMES.get(dtype)
+        except TypeError:  # unhashable
+            found = None
+    if found is None:
+        raise TypeError(
+            f"dtype must be minitorch.float32 or minitorch.float64 (or np.float32 / "
+            f"np.float64, 'float32' / 'float64'), not {dtype!r}."
+        )
+    return found
+
+
+def get_default_dtype() -> np.dtype:
+    """The dtype factories use when given none (float64 unless changed)."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Make ``dtype`` (float32 or float64) the dtype of tensors built without one."""
+    global _default_dtype
+    _default_dtype = as_dtype(dtype)
+
+
 # Checking user input ------------------------------------------------------------
 # Public constructors validate here once; internal callers that computed a layout
 # themselves use ``TensorData._trusted`` and pay nothing.
 
-STORAGE_DTYPE = np.float64
+STORAGE_DTYPE = float64  # the course's storage dtype, and the default default
 _INT64_MAX = 2**63 - 1
 
 
-def as_storage(values: Any) -> Storage:
-    """``values`` as storage: a contiguous 1-D buffer of ``STORAGE_DTYPE``.
+def as_storage(values: Any, dtype: Any = None) -> Storage:
+    """``values`` as storage: a contiguous 1-D buffer of float32 or float64.
 
-    A C-contiguous 1-D array of that dtype is used as is (shared, so writes
-    show through); anything else (a sequence, a strided, reversed, 2-D or
-    integer array) is copied in row-major order. Kernels index storage from
-    its first element with unit steps, so no other layout may reach them.
+    Without ``dtype``, a float32 or float64 array keeps its dtype and anything
+    else (a sequence, an integer array) takes the default dtype. A C-contiguous
+    1-D array already of the dtype is used as is (shared, so writes show
+    through); anything else (a strided, reversed or 2-D array, another dtype)
+    is copied in row-major order. Kernels index storage from its first element
+    with unit steps, so no other layout may reach them.
     """
-    if (
-        isinstance(values, np.ndarray)
-        and values.dtype == STORAGE_DTYPE
-        and values.ndim == 1
-        and values.flags.c_contiguous
-    ):
-        return values
+    if values.__class__ is np.ndarray:
+        have = values.dtype
+        want = (have if have is float64 or have is float32 else None) if dtype is None else dtype
+        if have is want and values.ndim == 1 and values.flags.c_contiguous:
+            return values
+    if dtype is not None:
+        dtype = as_dtype(dtype)
     try:
         array = np.asarray(values)
     except ValueError as e:
@@ -160,7 +213,9 @@ def as_storage(values: Any) -> Storage:
             f"Tensor values must be real numbers (bool, int or float), not {array.dtype} "
             f"values{example}."
         )
-    return np.array(array, dtype=STORAGE_DTYPE, order="C").reshape(-1)
+    if dtype is None:
+        dtype = array.dtype if array.dtype in DTYPES else _default_dtype
+    return np.array(array, dtype=dtype, order="C").reshape(-1)
 
 
 def _is_int(value: Any) -> bool:
@@ -396,14 +451,15 @@ def _memory_limit() -> int | None:
 _MEMORY_LIMIT = _memory_limit()
 
 
-def check_allocation(shape: tuple[int, ...]) -> int:
-    """The element count of a new storage for ``shape``; MemoryError if it cannot fit.
+def check_allocation(shape: tuple[int, ...], dtype: np.dtype = STORAGE_DTYPE) -> int:
+    """The element count of a new ``dtype`` storage for ``shape``; MemoryError if it
+    cannot fit.
 
     Raised before allocating, so a typo like ``rand((2**20, 2**20))`` fails at
     once instead of filling memory until the system kills the process.
     """
     size = _size(shape)
-    nbytes = size * np.dtype(STORAGE_DTYPE).itemsize
+    nbytes = size * dtype.itemsize
     if _MEMORY_LIMIT is not None and nbytes > _MEMORY_LIMIT:
         raise MemoryError(
             f"A tensor of shape {shape} needs {nbytes:,} bytes ({nbytes / 2**30:.1f} GiB); "
@@ -413,7 +469,11 @@ def check_allocation(shape: tuple[int, ...]) -> int:
 
 
 class TensorData:
-    """A shape and strides over a flat float64 storage; many views may share one."""
+    """A shape and strides over a flat float32 or float64 storage; many views may share one.
+
+    The storage is a NumPy array or, on the CUDA backend, a numba device array
+    (anything with ``copy_to_host``); which one is the backend's business.
+    """
 
     __slots__ = (
         "_storage",
@@ -439,10 +499,10 @@ class TensorData:
         strides: UserStrides | None = None,
     ) -> None:
         if hasattr(storage, "copy_to_host"):
-            # A device array (after ``to_cuda_``): already a flat float64 buffer.
-            if storage.ndim != 1 or storage.dtype != STORAGE_DTYPE:
+            # A device array (after ``to_cuda_``): already a flat buffer.
+            if storage.ndim != 1 or storage.dtype not in DTYPES:
                 raise TypeError(
-                    f"Device storage must be 1-D {np.dtype(STORAGE_DTYPE)}, not "
+                    f"Device storage must be 1-D float32 or float64, not "
                     f"{storage.ndim}-D {storage.dtype}."
                 )
             self._storage = storage
@@ -524,13 +584,21 @@ class TensorData:
             arr = self._strides_arr = np.array(self.strides, dtype=np.int64)
         return arr
 
-    def to_cuda_(self) -> None:
-        """Move the storage to the GPU, unless it is already there."""
-        from numba import cuda
+    @property
+    def dtype(self) -> np.dtype:
+        """The storage's dtype (float32 or float64)."""
+        return self._storage.dtype
 
-        # ``copy_to_host`` marks a device array (the simulator has no ``is_cuda_array``).
-        if not hasattr(self._storage, "copy_to_host"):
-            self._storage = cuda.to_device(self._storage)
+    def to_cuda_(self) -> None:
+        """Move the storage to the GPU, unless it is already there (the course's API).
+
+        Placement is the backend's job: this asks ``CudaOps`` to adopt the
+        storage, the one place this module reaches up to a backend (lazily, so
+        importing it needs none).
+        """
+        from .cuda_ops import CudaOps
+
+        self._storage = CudaOps.adopt(self._storage)
 
     def is_contiguous(self) -> bool:
         """True when strides never increase from one dimension to the next.
@@ -616,9 +684,13 @@ class TensorData:
             self._offset,
         )
 
-    def to_numpy(self) -> np.ndarray:
-        """A contiguous NumPy copy of the values, shaped like the tensor."""
-        storage = self._storage
+    def to_numpy(self, host_storage: np.ndarray | None = None) -> np.ndarray:
+        """A contiguous NumPy copy of the values, shaped like the tensor, in its dtype.
+
+        ``host_storage`` is the storage already on the host (a backend's
+        ``to_numpy``); without it a device array is copied here.
+        """
+        storage = self._storage if host_storage is None else host_storage
         if hasattr(storage, "copy_to_host"):
             storage = storage.copy_to_host()
         view = np.lib.stride_tricks.as_strided(

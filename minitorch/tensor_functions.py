@@ -18,12 +18,13 @@ import numpy as np
 
 from . import autodiff, operators
 from .autodiff import Context
-from .cuda_ops import gpu_usable
 from .tensor_data import (
+    DTYPES,
     MAX_DIMS,
     IndexingError,
     KeyEntry,
     TensorData,
+    as_dtype,
     as_int,
     as_storage,
     check_allocation,
@@ -360,16 +361,43 @@ class ToBackend(Function):
 
 
 def move_to_backend(t: Tensor, backend: TensorBackend) -> Tensor:
-    """The same values on ``backend``: a host copy off the GPU, a device copy onto it."""
+    """The same values on ``backend``, which adopts the storage (a copy when it keeps
+    data elsewhere; ``t``'s own storage stays where it is)."""
     if t.backend is backend:
         return t
     td = t._tensor
-    if t.backend.cuda and not backend.cuda:
-        return _tensor_class().make(td.to_numpy().reshape(-1), td.shape, backend=backend)
-    # A TensorData of its own, so moving it to the GPU leaves t's storage where it is.
-    moved = _tensor_class()(TensorData._trusted(td._storage, td.shape, td.strides, td.size))
-    moved._type_(backend)
-    return moved
+    storage = backend.adopt(td._storage)
+    offset = td._offset if storage is td._storage else 0
+    moved = TensorData._trusted(storage, td.shape, td.strides, td.size, offset)
+    return _tensor_class()(moved, backend=backend)
+
+
+class ToDtype(Function):
+    """Cast to another dtype (``t.to``, ``float``, ``double``); the gradient is cast back."""
+
+    @staticmethod
+    def forward(ctx: Context, t: Tensor, dtype: Any) -> Tensor:
+        ctx.save_for_backward(t.dtype)
+        return cast(t, as_dtype(dtype))
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (dtype,) = ctx.saved_values
+        return cast(grad_output, dtype), 0.0
+
+
+def cast(t: Tensor, dtype: np.dtype) -> Tensor:
+    """``t``'s values in ``dtype`` (no history): the backend casts the storage, after a
+    row-major copy if ``t`` is a strided view. ``t`` itself if it has the dtype."""
+    td = t._tensor
+    if td._storage.dtype == dtype:
+        return t
+    if not td.is_row_major():
+        td = t.f.id_map(t)._tensor
+    storage = td._storage
+    if len(storage) != td.size:
+        storage = storage[: td.size]
+    return t._make_like(t.backend.cast(storage, dtype), td.shape, td.size)
 
 
 class MatMul(Function):
@@ -786,7 +814,7 @@ def arg_extremum(a: Tensor, dim: int | None, largest: bool) -> Tensor:
     hits = f.zip_of(operators.same)(a, extremum)
     n = a.shape[dim]
     positions = _new_tensor(
-        np.arange(n, dtype=np.float64), (n,) + (1,) * (a.dims - dim - 1), a.backend
+        np.arange(n, dtype=a.dtype), (n,) + (1,) * (a.dims - dim - 1), a.backend
     )
     candidates = f.zip_of(operators.position_if)(hits, positions)
     return min_reduce(candidates, dim)
@@ -796,7 +824,8 @@ def arg_extremum(a: Tensor, dim: int | None, largest: bool) -> Tensor:
 
 
 def _tensors(values: Any, what: str) -> list[Tensor]:
-    """A non-empty sequence of tensors, moved to the first one's backend."""
+    """A non-empty sequence of tensors, moved to the first one's backend and, if their
+    dtypes differ, cast to float64 (PyTorch's promotion)."""
     tensor = _TENSOR or _tensor_class()
     if isinstance(values, tensor) or not isinstance(values, (list, tuple)):
         raise TypeError(f"{what} takes a list or tuple of tensors, not {type(values).__name__}.")
@@ -806,7 +835,8 @@ def _tensors(values: Any, what: str) -> list[Tensor]:
         if not isinstance(v, tensor):
             raise TypeError(f"{what} takes tensors, not {type(v).__name__}.")
     first = values[0]
-    return [first._ensure_tensor(v) for v in values]
+    dtype = max((v.dtype for v in values), key=lambda d: d.itemsize)
+    return [first._ensure_tensor(v).to(dtype) for v in values]
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -841,12 +871,14 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def _pair(a: Any, b: Any, what: str) -> tuple[Tensor, Tensor]:
-    """Two operands as tensors on one backend (a number becomes a (1,) tensor)."""
+    """Two operands as tensors of one backend and dtype (a number becomes a (1,) tensor
+    of the other's dtype)."""
     tensor = _TENSOR or _tensor_class()
     if isinstance(a, tensor):
-        return a, a._ensure_tensor(b)
+        return a._operands(b)
     if isinstance(b, tensor):
-        return b._ensure_tensor(a), b
+        y, x = b._operands(a)
+        return x, y
     raise TypeError(
         f"{what} needs at least one tensor, got {type(a).__name__} and {type(b).__name__}."
     )
@@ -884,45 +916,59 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
             cond._ensure_tensor(b),
         )
     )
-    return Where.apply(a._ensure_tensor(cond), a, b)
+    # The condition is only read: in the values' dtype it adds no promotion.
+    return Where.apply(a._ensure_tensor(cond).to(a.dtype), a, b)
 
 
 # Factories ---------------------------------------------------------------------
-# Every factory builds its tensor through ``_new_tensor``, the one place where host
-# values become storage on a backend.
+# Every factory takes ``dtype`` (float32 or float64; None: the default dtype) and
+# builds its tensor through ``_new_tensor``, the one place where host values become
+# storage on a backend.
 
 
 def _new_tensor(
-    values: np.ndarray, shape: tuple[int, ...], backend: TensorBackend, requires_grad: bool = False
+    values: np.ndarray,
+    shape: tuple[int, ...],
+    backend: TensorBackend | None,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
-    """A tensor of ``shape`` on ``backend`` over ``values`` (row-major, of ``shape``'s size).
+    """A tensor of ``shape`` on ``backend`` over ``values`` (row-major, of ``shape``'s
+    size), in ``dtype`` (None: ``values``' dtype if float32 or float64, else the default).
 
-    ``values`` is used as the storage when it already is a contiguous float64
-    array the caller owns; anything else is converted. On a CUDA backend the
-    values move to the device at once (when one is usable), so that every view
-    made later shares the device storage and writes through it reach them all.
+    ``values`` is handed to the backend as is when it already is a contiguous array of
+    that dtype that the caller owns; anything else is converted first.
     """
     check_backend(backend)
-    t = _tensor_class()(
-        TensorData(as_storage(values), shape), backend=SimpleBackend if backend is None else backend
-    )
-    if t.backend.cuda and gpu_usable():
-        t._tensor.to_cuda_()
+    backend = SimpleBackend if backend is None else backend
+    storage = backend.from_numpy(as_storage(values, dtype))
+    t = _tensor_class()(TensorData(storage, shape), backend=backend)
     if requires_grad:
         t.requires_grad_(True)
     return t
 
 
-def zeros(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
+def _shape_and_size(shape: Any, dtype: Any) -> tuple[tuple[int, ...], int, np.dtype]:
+    """A factory's checked shape, its element count, and its dtype."""
+    dtype = as_dtype(dtype)
+    shape = check_shape(shape)
+    return shape, check_allocation(shape, dtype), dtype
+
+
+def zeros(
+    shape: Sequence[int], backend: TensorBackend = SimpleBackend, dtype: Any = None
+) -> Tensor:
     """A tensor of zeros."""
-    shape = check_shape(shape)
-    return _new_tensor(np.zeros(check_allocation(shape)), shape, backend)
+    shape, size, dtype = _shape_and_size(shape, dtype)
+    return _new_tensor(np.zeros(size, dtype), shape, backend)
 
 
-def ones(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
+def ones(
+    shape: Sequence[int], backend: TensorBackend = SimpleBackend, dtype: Any = None
+) -> Tensor:
     """A tensor of ones."""
-    shape = check_shape(shape)
-    return _new_tensor(np.ones(check_allocation(shape)), shape, backend)
+    shape, size, dtype = _shape_and_size(shape, dtype)
+    return _new_tensor(np.ones(size, dtype), shape, backend)
 
 
 def full(
@@ -930,27 +976,34 @@ def full(
     fill_value: float,
     backend: TensorBackend = SimpleBackend,
     requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """A tensor of ``shape`` holding ``fill_value`` everywhere."""
-    shape = check_shape(shape)
+    shape, size, dtype = _shape_and_size(shape, dtype)
     value = _as_float(fill_value, "fill_value")
-    return _new_tensor(np.full(check_allocation(shape), value), shape, backend, requires_grad)
+    return _new_tensor(np.full(size, value, dtype), shape, backend, requires_grad)
 
 
 def zeros_like(
-    t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
+    t: Tensor,
+    backend: TensorBackend | None = None,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
-    """Zeros of ``t``'s shape, on ``t``'s backend unless another is given."""
+    """Zeros of ``t``'s shape, on ``t``'s backend and in its dtype unless others are given."""
     _check_tensor(t, "zeros_like")
-    return full(t.shape, 0.0, backend or t.backend, requires_grad)
+    return full(t.shape, 0.0, backend or t.backend, requires_grad, dtype or t.dtype)
 
 
 def ones_like(
-    t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
+    t: Tensor,
+    backend: TensorBackend | None = None,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
-    """Ones of ``t``'s shape, on ``t``'s backend unless another is given."""
+    """Ones of ``t``'s shape, on ``t``'s backend and in its dtype unless others are given."""
     _check_tensor(t, "ones_like")
-    return full(t.shape, 1.0, backend or t.backend, requires_grad)
+    return full(t.shape, 1.0, backend or t.backend, requires_grad, dtype or t.dtype)
 
 
 def _check_tensor(t: Any, what: str) -> None:
@@ -964,11 +1017,13 @@ def arange(
     step: float = 1.0,
     backend: TensorBackend = SimpleBackend,
     requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """``start, start + step, ...`` up to but excluding ``end``; ``arange(n)`` is 0..n-1.
 
     Values are ``start + i * step`` (as in PyTorch), as floats.
     """
+    dtype = as_dtype(dtype)
     if end is None:
         start, end = 0.0, start
     start, end, step = (
@@ -980,8 +1035,8 @@ def arange(
         )
     if (end - start) * step < 0:
         raise ValueError(f"arange from {start} to {end} cannot go in steps of {step}.")
-    n = check_allocation((max(0, math.ceil((end - start) / step)),))
-    return _new_tensor(start + np.arange(n) * step, (n,), backend, requires_grad)
+    n = check_allocation((max(0, math.ceil((end - start) / step)),), dtype)
+    return _new_tensor(start + np.arange(n) * step, (n,), backend, requires_grad, dtype)
 
 
 def eye(
@@ -989,35 +1044,47 @@ def eye(
     m: int | None = None,
     backend: TensorBackend = SimpleBackend,
     requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """The ``(n, m)`` identity matrix (``m`` defaults to ``n``)."""
-    shape = check_shape((n, n if m is None else m))
-    values = np.zeros(check_allocation(shape))
+    shape, size, dtype = _shape_and_size((n, n if m is None else m), dtype)
+    values = np.zeros(size, dtype)
     values[:: shape[1] + 1][: min(shape)] = 1.0
     return _new_tensor(values, shape, backend, requires_grad)
 
 
 def rand(
-    shape: Sequence[int], backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+    shape: Sequence[int],
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """Uniform on [0, 1), drawn from Python's ``random`` so seeds repeat."""
-    shape = check_shape(shape)
-    t = _new_tensor(uniform(check_allocation(shape)), shape, backend)
+    shape, size, dtype = _shape_and_size(shape, dtype)
+    values = uniform(size)
+    if dtype != values.dtype:
+        values = values.astype(dtype)
+        # Rounding may reach 1.0; keep the interval half-open.
+        values[values == 1.0] = np.nextafter(dtype.type(1), dtype.type(0))
+    t = _new_tensor(values, shape, backend)
     # As in the course, the flag is ignored: the result is a leaf that tracks gradients.
     t.requires_grad_(requires_grad)
     return t
 
 
 def randn(
-    shape: Sequence[int], backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+    shape: Sequence[int],
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """Standard normal values, drawn from Python's ``random`` so seeds repeat.
 
     Unlike ``rand`` (a leaf always, as in the course), the result tracks
     gradients only with ``requires_grad=True``, as in PyTorch.
     """
-    shape = check_shape(shape)
-    return _new_tensor(normal(check_allocation(shape)), shape, backend, requires_grad)
+    shape, size, dtype = _shape_and_size(shape, dtype)
+    return _new_tensor(normal(size), shape, backend, requires_grad, dtype)
 
 
 def manual_seed(seed: int) -> None:
@@ -1074,30 +1141,45 @@ def _tensor(
     shape: Sequence[int],
     backend: TensorBackend = SimpleBackend,
     requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
     """A tensor from a flat list of values and a shape."""
-    t = _new_tensor(as_storage(ls), check_shape(shape), backend)
+    t = _new_tensor(as_storage(ls, as_dtype(dtype)), check_shape(shape), backend)
     t.requires_grad_(requires_grad)  # always a leaf, as in the course
     return t
 
 
-def tensor(ls: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool = False) -> Tensor:
-    """A tensor from nested lists or tuples (or a number), shape inferred from the nesting."""
-    t = tensor_from_numpy(ls, backend=backend)
+def tensor(
+    ls: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool = False, dtype: Any = None
+) -> Tensor:
+    """A tensor from nested lists or tuples (or a number, or a NumPy array), shape
+    inferred from the nesting; in ``dtype``, else the default dtype (a float32 or
+    float64 NumPy array keeps its own)."""
+    t = tensor_from_numpy(ls, backend=backend, dtype=dtype)
     t.requires_grad_(requires_grad)  # always a leaf, as in the course
     return t
 
 
 def tensor_from_numpy(
-    array: Any, backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+    array: Any,
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+    dtype: Any = None,
 ) -> Tensor:
-    """A tensor holding a float64 copy of a NumPy array (no per-element Python work)."""
+    """A tensor holding a copy of a NumPy array (no per-element Python work).
+
+    Without ``dtype`` a float32 or float64 array keeps its dtype; other arrays
+    (integers, bools) and nested sequences take the default dtype.
+    """
     check_backend(backend)
     try:
         values = np.asarray(array)
     except ValueError as e:
         raise ValueError(f"Tensor values must be a rectangular nesting of numbers: {e}") from None
-    storage = as_storage(values)
+    if dtype is None:
+        keep = isinstance(array, (np.ndarray, np.floating)) and values.dtype in DTYPES
+        dtype = values.dtype if keep else None
+    storage = as_storage(values, as_dtype(dtype))
     if np.may_share_memory(storage, values):
         storage = storage.copy()
     shape = values.shape if values.ndim else (1,)

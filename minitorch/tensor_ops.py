@@ -35,9 +35,56 @@ class MapProto(Protocol):
 
 
 class TensorOps:
-    """The primitives a backend implements. Each returns a callable over Tensors."""
+    """The primitives a backend implements. Each returns a callable over Tensors.
+
+    A backend also owns its storage: where values live, how they are allocated,
+    cast, and converted to and from NumPy. The storage methods here keep flat
+    NumPy arrays on the host, which serves every CPU backend; a backend that
+    keeps data elsewhere (``CudaOps``) overrides all seven. Storages are 1-D,
+    contiguous, float32 or float64; nothing above the backends looks inside one.
+    """
 
     cuda = False
+
+    @staticmethod
+    def empty(size: int, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` elements (values unset)."""
+        return np.empty(size, dtype)
+
+    @staticmethod
+    def zeros(size: int, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` zeros."""
+        return np.zeros(size, dtype)
+
+    @staticmethod
+    def full(size: int, value: float, dtype: np.dtype) -> Storage:
+        """A new storage of ``size`` copies of ``value`` (rounded to ``dtype``)."""
+        if size == 1:
+            return np.array((value,), dtype)  # the number in ``x * 0.5``: the fast way
+        return np.full(size, value, dtype)
+
+    @staticmethod
+    def from_numpy(array: np.ndarray) -> Storage:
+        """A storage holding ``array`` (1-D, contiguous, float32 or float64, handed over:
+        it may become the storage itself)."""
+        return array
+
+    @staticmethod
+    def to_numpy(storage: Storage) -> np.ndarray:
+        """The storage's values as a host NumPy array (the storage itself when it is one:
+        copy before handing it out)."""
+        return storage if isinstance(storage, np.ndarray) else storage.copy_to_host()
+
+    @staticmethod
+    def cast(storage: Storage, dtype: np.dtype) -> Storage:
+        """A new storage holding ``storage``'s values rounded to ``dtype``."""
+        return storage.astype(dtype)
+
+    @staticmethod
+    def adopt(storage: Storage) -> Storage:
+        """``storage`` (from any backend) where this backend keeps data: itself if it
+        already is there, else a copy (a device array comes back to the host)."""
+        return storage if isinstance(storage, np.ndarray) else storage.copy_to_host()
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
@@ -96,6 +143,15 @@ class TensorBackend:
         self.mul_reduce = self.reduce_of(operators.mul, 1.0)
         self.matrix_multiply = ops.matrix_multiply
 
+        # Storage: the only way the layers above allocate, place, cast or read values.
+        self.empty = ops.empty
+        self.zeros = ops.zeros
+        self.full = ops.full
+        self.from_numpy = ops.from_numpy
+        self.to_numpy = ops.to_numpy
+        self.cast = ops.cast
+        self.adopt = ops.adopt
+
     def map_of(self, fn: Callable[[float], float]) -> MapProto:
         """This backend's map for ``fn``, built once and cached."""
         op = self._maps.get(fn)
@@ -134,6 +190,75 @@ def check_backend(backend: Any) -> None:
             f"backend must be a TensorBackend (e.g. minitorch.TensorBackend(minitorch.FastOps)), "
             f"not {backend!r}."
         )
+
+
+# The wrapper logic every backend shares: output shapes, dtypes and allocation, and
+# the checks of ``map(out=)``, ``cmap``, reduce dims and matmul shapes. A backend
+# calls these around its kernels, so all of them accept and refuse the same calls.
+
+
+def new_output(like: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
+    """A new contiguous tensor of ``shape`` and ``dtype`` on ``like``'s backend (values
+    unset: the kernel writes every element)."""
+    size = like.size if shape is like.shape else _size(shape)
+    return like._make_like(like.backend.empty(size, dtype), shape, size)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
+def check_map_out(a: Tensor, out: Tensor) -> None:
+    """Raise unless ``a`` broadcasts into ``out``'s shape (``out`` is never resized)
+    and ``out`` has ``a``'s dtype: the rule of ``map(fn)(a, out)`` and ``cmap``."""
+    if out._tensor.shape != a._tensor.shape:
+        try:
+            fits = shape_broadcast(a.shape, out.shape) == out.shape
+        except IndexingError:
+            fits = False
+        if not fits:
+            raise IndexingError(f"Cannot broadcast shape {a.shape} into output shape {out.shape}.")
+    if out._tensor._storage.dtype != a._tensor._storage.dtype:
+        raise TypeError(
+            f"map into an output of dtype {out.dtype} from an input of dtype {a.dtype}: "
+            "both must have one dtype (cast the input with .to(dtype) first)."
+        )
+
+
+def map_output(a: Tensor, out: Tensor | None) -> Tensor:
+    """The tensor ``map(fn)(a, out)`` writes: ``out`` once checked, else a new one
+    of ``a``'s shape and dtype."""
+    if out is None:
+        return new_output(a, a.shape, a._tensor._storage.dtype)
+    check_map_out(a, out)
+    return out
+
+
+def result_dtype(a: Tensor, b: Tensor) -> np.dtype:
+    """The dtype of an op on ``a`` and ``b``: float64 if either is (the Tensor
+    operators cast first, so the kernels usually see one dtype)."""
+    da = a._tensor._storage.dtype
+    db = b._tensor._storage.dtype
+    return da if da is db or da.itemsize >= db.itemsize else db
+
+
+def zip_output(a: Tensor, b: Tensor) -> Tensor:
+    """A new tensor of the broadcast shape of ``a`` and ``b``, in their result dtype."""
+    sa, sb = a._tensor.shape, b._tensor.shape
+    return new_output(a, sa if sa == sb else shape_broadcast(sa, sb), result_dtype(a, b))
+
+
+def reduce_output(a: Tensor, dim: Any, start: float) -> tuple[Tensor, int]:
+    """The checked dim of ``reduce(fn, start)(a, dim)``, and its output: ``a``'s shape
+    with ``dim`` at size 1, in ``a``'s dtype, filled with ``start``."""
+    dim = check_reduce_dim(a, dim)
+    shape = reduce_shape(a.shape, dim)
+    size = _size(shape)
+    storage = a.backend.full(size, start, a._tensor._storage.dtype)
+    return a._make_like(storage, shape, size), dim
 
 
 def check_reduce_dim(a: Tensor, dim: Any) -> int:
@@ -188,8 +313,8 @@ def _lift3(td: TensorData) -> TensorData:
 def _flatten_batch(t: Tensor, batch: tuple[int, ...], flat: int) -> TensorData:
     rows, cols = t.shape[-2:]
     full = np.broadcast_to(t.to_numpy(), batch + (rows, cols))
-    storage = np.ascontiguousarray(full).reshape(-1)
-    return TensorData._trusted(storage, (flat, rows, cols), (rows * cols, cols, 1), storage.size)
+    storage = t.backend.from_numpy(np.ascontiguousarray(full).reshape(-1))
+    return TensorData._trusted(storage, (flat, rows, cols), (rows * cols, cols, 1), len(storage))
 
 
 # SimpleOps: the readable reference ------------------------------------------------
@@ -202,17 +327,20 @@ def _ieee() -> np.errstate:
 
 
 class SimpleOps(TensorOps):
-    """Pure-Python loops over arbitrary strides: slow, obvious, the oracle."""
+    """Pure-Python loops over arbitrary strides: slow, obvious, the oracle.
+
+    In float32 each value is computed by the scalar function in Python floats
+    (float64) and rounded to float32 when stored: every stored result is
+    float32, but a float32 tensor's values may differ from the compiled
+    backends' (which compute in float32) in the last bit or so.
+    """
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
         kernel = tensor_map(fn)
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
-            if out is None:
-                out = a.zeros(a.shape)
-            else:
-                shape_broadcast(a.shape, out.shape)
+            out = map_output(a, out)
             with _ieee():
                 kernel(*out.tuple(), *a.tuple())
             return out
@@ -224,6 +352,7 @@ class SimpleOps(TensorOps):
         kernel = tensor_map(fn)
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
+            check_map_out(a, out)
             with _ieee():
                 kernel(*out.tuple(), *a.tuple())
             return out
@@ -235,7 +364,7 @@ class SimpleOps(TensorOps):
         kernel = tensor_zip(fn)
 
         def _zip(a: Tensor, b: Tensor) -> Tensor:
-            out = a.zeros(shape_broadcast(a.shape, b.shape))
+            out = zip_output(a, b)
             with _ieee():
                 kernel(*out.tuple(), *a.tuple(), *b.tuple())
             return out
@@ -249,9 +378,7 @@ class SimpleOps(TensorOps):
         kernel = tensor_reduce(fn)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
-            dim = check_reduce_dim(a, dim)
-            out = a.zeros(reduce_shape(a.shape, dim))
-            out._tensor._storage[:] = start
+            out, dim = reduce_output(a, dim, start)
             with _ieee():
                 kernel(*out.tuple(), *a.tuple(), dim)
             return out
@@ -262,7 +389,7 @@ class SimpleOps(TensorOps):
     def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
         a3, b3, out_shape = matmul_layout(a, b)
         batch = max(a3.shape[0], b3.shape[0])
-        out = a.zeros((batch, a3.shape[1], b3.shape[2]))
+        out = new_output(a, (batch, a3.shape[1], b3.shape[2]), result_dtype(a, b))
         with _ieee():
             tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())
         return out.view(*out_shape)

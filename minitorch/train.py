@@ -33,10 +33,12 @@ from .fast_ops import FastOps
 from .layers import Linear, ReLU, Sequential, Sigmoid
 from .module import Module
 from .optim import SGD
+from .tensor_data import as_dtype
 from .tensor_functions import tensor_from_numpy
 from .tensor_ops import SimpleBackend, TensorBackend
 
 BACKENDS = ("simple", "fast", "cuda")
+DTYPES = ("float64", "float32")
 DATASETS = tuple(name.lower() for name in datasets)
 
 
@@ -58,16 +60,21 @@ def _build_backend(name: str) -> TensorBackend:
     return SimpleBackend if ops is None else TensorBackend(ops)
 
 
-def make_network(hidden: int, backend: TensorBackend) -> Sequential:
+def make_network(hidden: int, backend: TensorBackend, dtype: str = "float64") -> Sequential:
     """The course's two-hidden-layer classifier, outputting P(label = 1)."""
     return Sequential(
-        Linear(2, hidden, backend),
+        Linear(2, hidden, backend, dtype=dtype),
         ReLU(),
-        Linear(hidden, hidden, backend),
+        Linear(hidden, hidden, backend, dtype=dtype),
         ReLU(),
-        Linear(hidden, 1, backend),
+        Linear(hidden, 1, backend, dtype=dtype),
         Sigmoid(),
     )
+
+
+def _dtype_of(model: Module) -> np.dtype:
+    """The dtype of the model's parameters (its inputs are made to match)."""
+    return model.parameters()[0].value.dtype
 
 
 @dataclass
@@ -98,8 +105,9 @@ def run_epochs(
     share of each batch, the gradients are summed over the ranks before each
     step and the reported loss is that of all the points.
     """
-    X = model_inputs(data.X)
-    y = np.array(data.y, dtype=np.float64)
+    dtype = _dtype_of(model)
+    X = model_inputs(data.X).astype(dtype)
+    y = np.array(data.y, dtype=dtype)
     n = len(y)
     order = list(range(n))
     optim = SGD(model.parameters(), lr)
@@ -144,7 +152,8 @@ def predict(
 ) -> np.ndarray:
     """The model's P(label = 1) for each point of the unit square, in eval mode."""
     model.eval()
-    out = model(tensor_from_numpy(model_inputs(points), backend=backend))
+    inputs = model_inputs(points).astype(_dtype_of(model))
+    out = model(tensor_from_numpy(inputs, backend=backend))
     return out.detach().to_numpy().reshape(-1)
 
 
@@ -232,7 +241,7 @@ def _for_plotting(
     if backend is not SimpleBackend:
         return model, backend
     fast = get_backend("fast")
-    copy = make_network(hidden, fast)
+    copy = make_network(hidden, fast, _dtype_of(model).name)
     copy.load_state_dict(model.state_dict())
     return copy, fast
 
@@ -241,6 +250,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` command's options."""
     parser.add_argument("--dataset", choices=DATASETS, default="split")
     parser.add_argument("--backend", choices=BACKENDS, default="fast")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float64", help="parameter and data dtype"
+    )
     parser.add_argument(
         "--hidden", type=int_between(1, MAX_HIDDEN), default=10,
         help=f"hidden layer width (1 to {MAX_HIDDEN})",
@@ -344,14 +356,15 @@ def _train(
     """Train and report; with a sampler, as one rank of a data-parallel job."""
     random.seed(args.seed)
     data = datasets[args.dataset.capitalize()](args.points)
-    model = make_network(args.hidden, backend)
+    model = make_network(args.hidden, backend, as_dtype(args.dtype).name)
     layout = ""
     if sampler:
         distributed.broadcast_parameters(model)
         layout = f", ranks x threads {sampler.world_size} x {numba.get_num_threads()}"
     n = len(data.y)
     print(
-        f"Training on {args.dataset} ({n} points) with the {args.backend} backend: "
+        f"Training on {args.dataset} ({n} points) with the {args.backend} backend in "
+        f"{args.dtype}: "
         f"hidden {args.hidden}, SGD lr {args.lr}, batch {args.batch}, "
         f"{args.epochs} epochs, seed {args.seed}{layout}"
     )

@@ -7,12 +7,14 @@ Markers:
   ``mpi``     tests that start several ranks with ``mpiexec`` (see test_distributed.py).
 
 ``backend`` is parametrised over ``simple``, ``fast`` and ``cuda``; the cuda
-parameter is skipped when ``numba.cuda.is_available()`` is false.
+parameter is skipped when ``numba.cuda.is_available()`` is false. ``dtype`` is
+parametrised over ``minitorch.float64`` and ``minitorch.float32``.
 """
 
 from __future__ import annotations
 
 import numba.cuda
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -65,3 +67,9 @@ BACKEND_PARAMS = [
 def backend(request: pytest.FixtureRequest) -> minitorch.TensorBackend:
     """Each tensor backend in turn: simple, fast and (when available) cuda."""
     return make_backend(request.param)
+
+
+@pytest.fixture(scope="session", params=[minitorch.float64, minitorch.float32], ids=str)
+def dtype(request: pytest.FixtureRequest) -> np.dtype:
+    """Each storage dtype in turn: float64 (the default) and float32."""
+    return request.param

@@ -21,6 +21,8 @@ from minitorch import Tensor, TensorBackend
 
 # Values -------------------------------------------------------------------------
 
+FLOAT64 = np.dtype(np.float64)
+
 small_floats = st.floats(min_value=-100, max_value=100, allow_nan=False, allow_infinity=False)
 # Away from 0, for divisors and logs.
 positive_floats = st.floats(min_value=0.1, max_value=100)
@@ -127,8 +129,9 @@ def tensor_arrays(
     shape: Sequence[int] | None = None,
     elements: st.SearchStrategy[float] = small_floats,
     permute: bool = True,
+    dtype: np.dtype = FLOAT64,
 ) -> tuple[Tensor, np.ndarray]:
-    """A tensor and the NumPy array with the same values.
+    """A tensor and the NumPy array with the same values, both in ``dtype``.
 
     With ``permute``, the tensor is a permuted view of a contiguous tensor, so
     its strides are usually not row-major.
@@ -141,7 +144,7 @@ def tensor_arrays(
     base_shape = [0] * n
     for i, o in enumerate(order):
         base_shape[o] = shape[i]
-    base = draw(arrays(np.float64, tuple(base_shape), elements=elements))
+    base = draw(arrays(np.float64, tuple(base_shape), elements=elements)).astype(dtype)
     t = minitorch.tensor_from_numpy(base, backend=backend).permute(*order)
     expected = base.transpose(order)
     assert t.shape == expected.shape
@@ -155,6 +158,7 @@ def tensor_array_pairs(
     elements: st.SearchStrategy[float] = small_floats,
     elements_b: st.SearchStrategy[float] | None = None,
     broadcast: bool = True,
+    dtype: np.dtype = FLOAT64,
 ) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
     """Two (possibly permuted) tensors of broadcast-compatible (or equal) shapes."""
     lim = limits(backend)
@@ -162,8 +166,12 @@ def tensor_array_pairs(
         shape_a, shape_b = draw(broadcast_shape_pairs(max_size=lim.max_size, max_dim=lim.max_dim))
     else:
         shape_a = shape_b = draw(backend_shapes(backend))
-    ta, na = draw(tensor_arrays(backend, shape_a, elements))
-    tb, nb = draw(tensor_arrays(backend, shape_b, elements if elements_b is None else elements_b))
+    ta, na = draw(tensor_arrays(backend, shape_a, elements, dtype=dtype))
+    tb, nb = draw(
+        tensor_arrays(
+            backend, shape_b, elements if elements_b is None else elements_b, dtype=dtype
+        )
+    )
     return ta, na, tb, nb
 
 

@@ -241,7 +241,7 @@ def test_broadcast_gradient_with_gapped_layout_sums_the_right_values(
     np.testing.assert_array_equal(x.grad.to_numpy(), [0.0, 2.0, 4.0])
 
 
-# 3. Storage is a contiguous 1-D float64 buffer ---------------------------------------
+# 3. Storage is a contiguous 1-D float64 (or float32) buffer -------------------------
 
 
 STRIDED_STORAGE = {
@@ -261,8 +261,10 @@ def test_storage_arrays_are_read_in_order(backend: TensorBackend, name: str) -> 
     values = np.asarray(given, dtype=np.float64).reshape(-1)
     t = Tensor.make(given, (values.size,), backend=backend)
     storage = t._tensor._storage
+    # A float32 array keeps its dtype; every other one becomes the default, float64.
+    assert t.dtype == (np.float32 if name == "float32" else np.float64)
     if not hasattr(storage, "copy_to_host"):
-        assert storage.dtype == np.float64 and storage.ndim == 1
+        assert storage.dtype == t.dtype and storage.ndim == 1
         assert storage.flags.c_contiguous
     np.testing.assert_array_equal(t.to_numpy(), values)
     np.testing.assert_array_equal((t + 0).to_numpy(), values)
