@@ -34,7 +34,15 @@ from .tensor_data import (
     strides_from_shape,
     to_index,
 )
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    ZipProto,
+    check_broadcast_into,
+    check_reduce_dim,
+    matmul_layout,
+    reduce_shape,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -359,12 +367,16 @@ class CudaOps(TensorOps):
         return CudaOps.map(fn)
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        """``(a, b) -> out`` of the broadcast shape."""
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
+        """``(a, b, out=None) -> out`` of the broadcast shape (or into ``out``)."""
 
-        def _zip(a: Tensor, b: Tensor) -> Tensor:
+        def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             _require_gpu()
-            out = _empty(a, shape_broadcast(a.shape, b.shape))
+            shape = shape_broadcast(a.shape, b.shape)
+            if out is None:
+                out = _empty(a, shape)
+            else:
+                check_broadcast_into(shape, out.shape)
             return _elementwise(_zip_kernel(fn), out, a, b)
 
         return _zip

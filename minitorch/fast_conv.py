@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import prange
 
+from . import recording
 from .autodiff import Context
 from .kernel_cache import njit
 from .tensor import Tensor
@@ -168,7 +169,10 @@ def _convolve(
     size = int(np.prod(out_shape))
     result = TensorData(np.empty(size), out_shape)  # every element is written
     target = result.permute(*_SWAP[len(out_shape)]) if swap_out else result
-    kernel(*target.tuple(), size, *_host(input), *_host(weight), reverse)
+    args = (*target.tuple(), size, *_host(input), *_host(weight), reverse)
+    kernel(*args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, args)
     out = like._new(result)
     if like.backend.cuda:
         out._tensor.to_cuda_()

@@ -16,10 +16,18 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, operators
+from . import fast_kernels, operators, recording
 from .kernel_cache import ScalarCompileError, load_kernels, njit
-from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
-from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
+from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
+from .tensor_ops import (
+    MapProto,
+    TensorOps,
+    ZipProto,
+    check_broadcast_into,
+    check_reduce_dim,
+    matmul_layout,
+    reduce_shape,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -112,7 +120,7 @@ class _Elementwise:
                     args.extend((rows, cols, cols, 1))
                     for pair in pairs:
                         args.extend(pair or (cols, 1))
-                    (self.flat_par if par else self.flat_ser)(*args)
+                    _launch(self.flat_par if par else self.flat_ser, tuple(args))
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -124,10 +132,13 @@ class _Elementwise:
         if size == 0:
             return
         kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
+        args = (out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
         try:
-            kernel(out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
+            kernel(*args)
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
+        if recording.recorder is not None:
+            recording.recorder.launch(kernel, args)
 
     def _general(self, otd: TensorData, tds: tuple[TensorData, ...], par: bool) -> None:
         shape, strides = elementwise_layout(
@@ -143,14 +154,20 @@ class _Elementwise:
                 strides = [[0, s[0]] for s in strides]
             args = [x for s in strides for x in s]
             kernel = self.flat_par if par else self.flat_ser
-            kernel(*storages, shape[0], shape[1], *args)
+            _launch(kernel, (*storages, shape[0], shape[1], *args))
             return
         shape_arr = np.array(shape, dtype=np.int64)
         arrays = []
         for storage, s in zip(storages, strides):
             arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
-        kernel = self.nd_par if par else self.nd_ser
-        kernel(*arrays)
+        _launch(self.nd_par if par else self.nd_ser, tuple(arrays))
+
+
+def _launch(kernel: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """Run ``kernel(*args)`` (which writes ``args[0]``) and report it to a recorder."""
+    kernel(*args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, args)
 
 
 def _is_trailing_block(td: TensorData, shape: tuple[int, ...]) -> bool:
@@ -198,6 +215,8 @@ def _size(shape: tuple[int, ...]) -> int:
 class FastOps(TensorOps):
     """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
 
+    records_launches = True
+
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
         engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
@@ -213,7 +232,7 @@ class FastOps(TensorOps):
                 engine.run(out._tensor, ta, fresh=True)
                 return out
             if out._tensor.shape != a._tensor.shape:
-                _check_broadcast_into(a.shape, out.shape)
+                check_broadcast_into(a.shape, out.shape)
             engine.run(out._tensor, a._tensor)
             return out
 
@@ -224,19 +243,24 @@ class FastOps(TensorOps):
         engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
-            _check_broadcast_into(a.shape, out.shape)
+            check_broadcast_into(a.shape, out.shape)
             engine.run(out._tensor, a._tensor)
             return out
 
         return _cmap
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
         engine = _Elementwise(fn, load_kernels("zip", fast_kernels.ZIP_SOURCE, fn), "zip")
 
-        def _zip(a: Tensor, b: Tensor) -> Tensor:
+        def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
+            if out is not None:
+                check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
+                                     out.shape)  # fmt: skip
+                engine.run(out._tensor, ta, tb)
+                return out
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
                 out = np.empty(ta.size)
@@ -265,6 +289,8 @@ class FastOps(TensorOps):
             shape = reduce_shape(td.shape, dim)
             size = _size(shape)
             out = a._make_like(np.full(size, start), shape, size)
+            if recording.recorder is not None:
+                recording.recorder.constant(out._tensor._storage)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -273,10 +299,10 @@ class FastOps(TensorOps):
             try:
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser
-                    kernel(out._tensor._storage, td._storage, *layout)
+                    _launch(kernel, (out._tensor._storage, td._storage, *layout))
                 else:
                     kernel = module.reduce_nd_par if par else module.reduce_nd_ser
-                    kernel(*out.tuple(), *td.tuple(), dim)
+                    _launch(kernel, (*out.tuple(), *td.tuple(), dim))
             except NumbaError as e:
                 raise _compile_error(fn, e) from None
             return out
@@ -307,15 +333,17 @@ def _matmul_into(
     a_batch = a3.strides[0] if a3.shape[0] > 1 else 0
     if k == 0:
         out[:] = 0.0
+        if recording.recorder is not None:
+            recording.recorder.fill(out, 0.0)
         return
     row_major_b = b3.strides[2] == 1 and (b3.strides[1] != 1 or k == 1)
     if row_major_b and n >= 16 and (work < _PACK_WORK or k < 16):
         # Small product, or short k, with row-major B: rows of B stream through the
         # inner loop (dot products over a short k would be all overhead).
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
-        kernel(out, a3._storage, b3._storage, batch, m, n, k,
-               a_batch, a3.strides[1], a3.strides[2],
-               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1])  # fmt: skip
+        _launch(kernel, (out, a3._storage, b3._storage, batch, m, n, k,
+                         a_batch, a3.strides[1], a3.strides[2],
+                         b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1]))  # fmt: skip
         return
     # Dot-product form: rows of A and columns of B both contiguous over k.
     a_storage, a_strides = a3._storage, a3.strides
@@ -331,21 +359,29 @@ def _matmul_into(
         )
         b_strides = (n * k, 1, k)
     kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    kernel(out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
-           b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2])  # fmt: skip
+    _launch(kernel, (out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
+                     b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2]))  # fmt: skip
 
 
 def _packed(storage: Storage, shape: tuple[int, int, int], strides: tuple[int, ...]) -> Storage:
     """A contiguous copy of a strided 3-D view; tiled (and parallel) when large."""
     batch, rows, cols = shape
-    if rows * cols * batch < 128 * 128:
-        view = np.lib.stride_tricks.as_strided(
-            storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
-        )
-        return np.ascontiguousarray(view).reshape(-1)
     out = np.empty(batch * rows * cols)
-    _pack_tiles(out, storage, batch, rows, cols, strides[0], strides[1], strides[2])
+    if rows * cols * batch < 128 * 128:
+        _launch(_copy_view, (out, storage, shape, strides))
+    else:
+        _launch(_pack_tiles, (out, storage, batch, rows, cols, *strides))
     return out
+
+
+def _copy_view(
+    dst: Storage, storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...]
+) -> None:
+    """``dst`` (contiguous) = the view of ``storage`` with ``shape`` and element ``strides``."""
+    view = np.lib.stride_tricks.as_strided(
+        storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
+    )
+    dst.reshape(shape)[...] = view
 
 
 _TILE = 32
@@ -368,11 +404,6 @@ def _pack_tiles(dst, src, batch, rows, cols, s0, s1, s2):  # noqa: ANN001
             o = (p * rows + r) * cols
             for c in range(c0, min(cols, c0 + _TILE)):
                 dst[o + c] = src[base + c * s2]
-
-
-def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
-    if TensorData.shape_broadcast(src, dst) != tuple(dst):
-        raise IndexingError(f"Cannot broadcast shape {src} into output shape {dst}.")
 
 
 def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:

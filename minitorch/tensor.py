@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import recording
 from .autodiff import backpropagate
 from .cuda_ops import device_zeros
 from .tensor_data import (
@@ -97,7 +98,10 @@ class Tensor:
         backend: TensorBackend | None = None,
     ) -> Tensor:
         """A new tensor over ``storage`` (no history)."""
-        return Tensor(TensorData(storage, shape, strides), backend=backend)
+        t = Tensor(TensorData(storage, shape, strides), backend=backend)
+        if recording.recorder is not None:
+            recording.recorder.constant(t._tensor._storage)
+        return t
 
     def _new(self, tensor_data: TensorData) -> Tensor:
         """A tensor over ``tensor_data`` on this backend, without history."""
@@ -117,7 +121,10 @@ class Tensor:
             size = check_allocation(shape)
         if self.backend.cuda:
             return self._make_like(device_zeros(size), shape, size)
-        return self._make_like(np.zeros(size), shape, size)
+        storage = np.zeros(size)
+        if recording.recorder is not None:
+            recording.recorder.fill(storage, 0.0)
+        return self._make_like(storage, shape, size)
 
     def _type_(self, backend: TensorBackend) -> None:
         """Switch this tensor's backend, moving storage to the GPU when needed."""
@@ -134,6 +141,8 @@ class Tensor:
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
             c = self._make_like(np.array([float(b)]), (1,), 1)
+            if recording.recorder is not None:
+                recording.recorder.constant(c._tensor._storage)
             if self.backend.cuda:
                 c._tensor.to_cuda_()
             return c
@@ -184,6 +193,8 @@ class Tensor:
 
     def to_numpy(self) -> np.ndarray:
         """A contiguous NumPy copy of the values."""
+        if recording.recorder is not None:
+            recording.recorder.eager_only("to_numpy() read tensor values into Python")
         return self._tensor.to_numpy()
 
     def item(self) -> float:
@@ -192,12 +203,19 @@ class Tensor:
         return float(self.to_numpy().reshape(-1)[0])
 
     def __getitem__(self, key: int | UserIndex) -> float:
+        if recording.recorder is not None:
+            recording.recorder.eager_only("t[index] read a tensor value into Python")
         return float(self._tensor._storage[self._tensor.index(key)])
 
     def __setitem__(self, key: int | UserIndex, val: float) -> None:
-        self._tensor._storage[self._tensor.index(key)] = val
+        position = self._tensor.index(key)
+        self._tensor._storage[position] = val
+        if recording.recorder is not None:
+            recording.recorder.launch(np.put, (self._tensor._storage, position, float(val)))
 
     def __repr__(self) -> str:
+        if recording.recorder is not None:
+            recording.recorder.eager_only("printing a tensor read its values into Python")
         return self._tensor.to_string()
 
     def __len__(self) -> int:
@@ -264,6 +282,8 @@ class Tensor:
                     f"{self.shape}; pass grad_output."
                 )
             grad_output = self._make_like(np.array([1.0]), self.shape, 1)
+            if recording.recorder is not None:
+                recording.recorder.constant(grad_output._tensor._storage)
             if self.backend.cuda:
                 grad_output._tensor.to_cuda_()
         else:
@@ -289,7 +309,10 @@ class Tensor:
         if hasattr(storage, "copy_to_host"):
             return self.f.id_map(self)
         td = self._tensor
-        return self._new(TensorData._trusted(storage.copy(), td.shape, td.strides, td.size))
+        copy = storage.copy()
+        if recording.recorder is not None:
+            recording.recorder.copy(copy, storage)
+        return self._new(TensorData._trusted(copy, td.shape, td.strides, td.size))
 
     # Operators --------------------------------------------------------------
 
@@ -378,6 +401,8 @@ class Tensor:
 
     def zero_(self) -> Tensor:
         self._tensor._storage[:] = 0.0
+        if recording.recorder is not None:
+            recording.recorder.fill(self._tensor._storage, 0.0)
         return self
 
     def _flat(self) -> Tensor:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import operators
+from . import operators, recording
 from .autodiff import Context
 from .tensor_data import (
     MAX_DIMS,
@@ -73,6 +73,8 @@ class Function:
         Non-tensor arguments (ints, tuples) pass through as constants.
         """
         Tensor = _TENSOR or _tensor_class()
+        if recording.recorder is not None:
+            recording.recorder.function(cls, vals)
         need_grad = False
         raw = []
         for v in vals:
@@ -417,8 +419,16 @@ def rand(
     """Uniform on [0, 1), drawn from Python's ``random`` so seeds repeat."""
     shape = check_shape(shape)
     check_backend(backend)
-    values = uniform(check_allocation(shape))
+    size = check_allocation(shape)
+    values = uniform(size)
     t = _tensor_class().make(values, shape, backend=backend)
+    if recording.recorder is not None:
+        storage = t._tensor._storage
+
+        def redraw() -> None:
+            storage[:] = uniform(size)
+
+        recording.recorder.refresh(redraw, [storage])
     # As in the course, the flag is ignored: the result is a leaf that tracks gradients.
     t.requires_grad_(requires_grad)
     return t
