@@ -23,7 +23,7 @@ from . import (
 )
 from .autodiff import Context, backpropagate, central_difference, topological_sort
 from .checkpoint import CheckpointError, load, save
-from .compile import CompiledFunction, CompileWarning, compile
+from .compiler import CompiledFunction, CompileWarning, compile
 from .cuda_ops import CudaOps, mm_practice, sum_practice
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d

@@ -43,6 +43,7 @@ What a replay repeats and what it cannot:
 from __future__ import annotations
 
 import functools
+import sys
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -147,6 +148,7 @@ class CompiledFunction:
         if output.eager_reason is not None:
             self._go_eager(key, output.eager_reason, True)
             return _detached(result)
+        del result, private_args, private_kwargs  # the eager graph goes: see _visible
         watched = _watched(self.fn, args, kwargs)
         self._records[key] = Record(recorder, inputs, output, watched, keep)
         self.last_call = "recorded"
@@ -218,10 +220,10 @@ def _private_copy(t: Tensor) -> Tensor:
 
 def _copy_in(buffer: np.ndarray, t: Tensor) -> None:
     td = t._tensor
-    if td.strides == strides_from_shape(td.shape) and len(td._storage) == td.size:
-        buffer[:] = td._storage
+    if len(td._storage) == td.size and td.strides == strides_from_shape(td.shape):
+        np.copyto(buffer, td._storage)
     else:
-        buffer[:] = td.to_numpy().reshape(-1)
+        np.copyto(buffer, td.to_numpy().reshape(-1))
 
 
 def _give_back_gradients(tensors: list[Tensor], inputs: list[Tensor]) -> None:
@@ -246,11 +248,13 @@ def _detached(value: Any) -> Any:
 
 def _snapshot(td: TensorData, backend: Any) -> Tensor:
     """A fresh contiguous tensor holding ``td``'s current values."""
-    return Tensor(
-        TensorData._trusted(td.to_numpy().reshape(-1), td.shape, strides_from_shape(td.shape),
-                            td.size),
-        backend=backend,
-    )  # fmt: skip
+    strides = strides_from_shape(td.shape)
+    storage = td._storage
+    if len(storage) == td.size and td.strides == strides:
+        values = storage.copy()
+    else:
+        values = td.to_numpy().reshape(-1)
+    return Tensor(TensorData._trusted(values, td.shape, strides, td.size), backend=backend)
 
 
 class _Output:
@@ -358,6 +362,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        # Indexes into ops: values a fresh storage starts with, and copies into fresh storages.
+        self.inits: set[int] = set()
+        self.copies: set[int] = set()
         self.refreshers: list[Callable[[], None]] = []
         self.refreshed: set[int] = set()
         self.eager_reason: str | None = None
@@ -373,10 +380,12 @@ class Recorder:
 
     def constant(self, storage: Any) -> None:
         if self._on_host(storage):
-            self.ops.append((_restore, (storage, storage.copy())))
+            self.inits.add(len(self.ops))
+            self.ops.append((np.copyto, (storage, storage.copy())))
 
     def copy(self, dst: Any, src: Any) -> None:
         if self._on_host(dst):
+            self.copies.add(len(self.ops))
             self.ops.append((np.copyto, (dst, src)))
 
     def refresh(self, callback: Callable[[], None], storages: Sequence[Any]) -> None:
@@ -409,11 +418,6 @@ def _fill(storage: np.ndarray, value: float) -> None:
     storage.fill(value)
 
 
-def _restore(storage: np.ndarray, values: np.ndarray) -> None:
-    """Put back the values a storage was created with."""
-    storage[:] = values
-
-
 class Record:
     """One recorded call: what to copy in, refresh and launch, and what to return."""
 
@@ -428,7 +432,7 @@ class Record:
         self.inputs = inputs
         self.buffers = [t._tensor._storage for t in inputs]
         self.refreshers = recorder.refreshers
-        self.ops = _replay_ops(recorder.ops, recorder.refreshed)
+        self.ops = _plan(recorder, _visible(recorder.ops))
         self.output = output
         self.watched = watched
         self.keep = keep
@@ -447,26 +451,103 @@ class Record:
         return self.output.build()
 
 
-def _replay_ops(
-    ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], refreshed: set[int]
-) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
-    """The recorded ops as a replay runs them.
+# Planning the replay ---------------------------------------------------------------------
+#
+# Every op writes its first argument and may read any array argument (its first too:
+# a reduction accumulates into it). Storages are keyed by identity; views of another
+# array take no part in the rewrites below.
 
-    A storage created with values (a constant, zeros) needs them put back only
-    if some later op writes it; storages a refresher rewrites never do.
-    Kernels are called through the native entry point of the overload the
-    eager call used, which skips the dispatcher's type matching.
+
+def _visible(ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> set[int]:
+    """Ids of the storages that something besides the recorded ops still refers to
+    once the eager call is over (parameters, optimiser state, outputs, gradients left
+    on tensors): a replay must leave in them exactly what the eager call would.
+
+    References are counted against a probe array held the same way, so anything
+    unknown (an uncollected cycle, a cache) counts as visible.
     """
-    written: set[int] = set()
-    for fn, args in ops:
-        if fn is not _restore:
-            written.add(id(args[0]))
-    replay = []
-    for fn, args in ops:
-        if fn is _restore and (id(args[0]) not in written or id(args[0]) in refreshed):
+    held: dict[int, int] = {}
+    arrays: list[np.ndarray] = []
+    for _, args in ops:
+        for a in args:
+            if isinstance(a, np.ndarray):
+                if id(a) not in held:
+                    held[id(a)] = 0
+                    arrays.append(a)
+                held[id(a)] += 1
+    probe = np.empty(0)
+    arrays.append(probe)
+    held[id(probe)] = 0
+    del probe
+    counts = [sys.getrefcount(a) for a in arrays]
+    base = counts.pop()
+    arrays.pop()
+    seen = [a for a, count in zip(arrays, counts) if count - base > held[id(a)]]
+    return {id(a) for a in seen} | {_key(a) for a in seen}
+
+
+def _plan(
+    recorder: Recorder, visible: set[int]
+) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+    """The recorded ops as a replay runs them, with the work only an eager call needs
+    removed, and each kernel called through its native entry point.
+
+    * A copy into a fresh storage (a gradient's own copy) is dropped, its source
+      read in its place, when neither is written afterwards and nothing outside
+      the record sees the copy.
+    * An op whose result nothing reads later, and nothing outside sees, is dropped.
+    * A fresh storage's starting values are put back only if some other op writes it.
+    """
+    ops = list(recorder.ops)
+    inits = set(recorder.inits)
+    copies = sorted(recorder.copies)
+    refreshed = recorder.refreshed
+    removed: set[int] = set()
+    for i in copies:
+        dst, src = ops[i][1]
+        if not (_plain(dst) and _plain(src)) or id(dst) in visible or id(src) in refreshed:
             continue
-        replay.append((_entry_point(fn, args), args))
-    return replay
+        later = range(i + 1, len(ops))
+        if any(j not in removed and _key(ops[j][1][0]) in (id(dst), id(src)) for j in later):
+            continue
+        removed.add(i)
+        for j in later:
+            fn, args = ops[j]
+            if any(a is dst for a in args):
+                ops[j] = (fn, tuple(src if a is dst else a for a in args))
+    live = set(visible) | refreshed
+    for i in range(len(ops) - 1, -1, -1):
+        if i in removed:
+            continue
+        args = ops[i][1]
+        out = args[0]
+        if _plain(out) and id(out) not in live and i not in inits:
+            removed.add(i)
+            continue
+        live.update(_key(a) for a in args if isinstance(a, np.ndarray))
+    # Written during the eager call, even by an op dropped since: then the storage no
+    # longer holds its starting values when the next call begins.
+    written = {_key(args[0]) for i, (_, args) in enumerate(recorder.ops) if i not in inits}
+    plan = []
+    for i, (fn, args) in enumerate(ops):
+        if i in removed:
+            continue
+        if i in inits and (_key(args[0]) not in written or id(args[0]) in refreshed):
+            continue
+        plan.append((_entry_point(fn, args), args))
+    return plan
+
+
+def _plain(a: Any) -> bool:
+    """An array that owns its memory (no view of, or viewed as, another object we track)."""
+    return isinstance(a, np.ndarray) and a.base is None
+
+
+def _key(a: Any) -> int:
+    """The identity of the memory ``a`` views: its root array."""
+    while isinstance(getattr(a, "base", None), np.ndarray):
+        a = a.base
+    return id(a)
 
 
 def _entry_point(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
