@@ -365,32 +365,48 @@ class Recorder:
         # Indexes into ops: values a fresh storage starts with, and copies into fresh storages.
         self.inits: set[int] = set()
         self.copies: set[int] = set()
+        self.checks: set[int] = set()  # ops that only read
         self.refreshers: list[Callable[[], None]] = []
         self.refreshed: set[int] = set()
+        # Storages made from Python numbers that no op has written yet: reading them is safe.
+        self.constants: set[int] = set()
         self.eager_reason: str | None = None
         self.warn = True
         self.unstable_reason: str | None = None
 
     def launch(self, kernel: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.constants.discard(id(args[0]))
         self.ops.append((kernel, args))
 
     def fill(self, storage: Any, value: float) -> None:
         if self._on_host(storage):
+            self.constants.discard(id(storage))
             self.ops.append((_fill, (storage, value)))
 
     def constant(self, storage: Any) -> None:
         if self._on_host(storage):
+            self.constants.add(id(storage))
             self.inits.add(len(self.ops))
             self.ops.append((np.copyto, (storage, storage.copy())))
 
+    def read(self, storage: Any, how: str) -> None:
+        if id(storage) not in self.constants:
+            self.eager_only(f"{how} read tensor values into Python")
+
+    def check(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.checks.add(len(self.ops))
+        self.ops.append((fn, args))
+
     def copy(self, dst: Any, src: Any) -> None:
         if self._on_host(dst):
+            self.constants.discard(id(dst))
             self.copies.add(len(self.ops))
             self.ops.append((np.copyto, (dst, src)))
 
     def refresh(self, callback: Callable[[], None], storages: Sequence[Any]) -> None:
         self.refreshers.append(callback)
         self.refreshed.update(id(s) for s in storages)
+        self.constants.difference_update(id(s) for s in storages)
 
     def unstable(self, why: str) -> None:
         if self.unstable_reason is None:
@@ -501,17 +517,18 @@ def _plan(
     ops = list(recorder.ops)
     inits = set(recorder.inits)
     copies = sorted(recorder.copies)
+    checks = recorder.checks
     refreshed = recorder.refreshed
     removed: set[int] = set()
     for i in copies:
         dst, src = ops[i][1]
         if not (_plain(dst) and _plain(src)) or id(dst) in visible or id(src) in refreshed:
             continue
-        later = range(i + 1, len(ops))
-        if any(j not in removed and _key(ops[j][1][0]) in (id(dst), id(src)) for j in later):
+        later = [j for j in range(i + 1, len(ops)) if j not in removed and j not in checks]
+        if any(_key(ops[j][1][0]) in (id(dst), id(src)) for j in later):
             continue
         removed.add(i)
-        for j in later:
+        for j in range(i + 1, len(ops)):
             fn, args = ops[j]
             if any(a is dst for a in args):
                 ops[j] = (fn, tuple(src if a is dst else a for a in args))
@@ -521,13 +538,14 @@ def _plan(
             continue
         args = ops[i][1]
         out = args[0]
-        if _plain(out) and id(out) not in live and i not in inits:
+        if _plain(out) and id(out) not in live and i not in inits and i not in checks:
             removed.add(i)
             continue
         live.update(_key(a) for a in args if isinstance(a, np.ndarray))
     # Written during the eager call, even by an op dropped since: then the storage no
     # longer holds its starting values when the next call begins.
-    written = {_key(args[0]) for i, (_, args) in enumerate(recorder.ops) if i not in inits}
+    not_writes = inits | checks
+    written = {_key(args[0]) for i, (_, args) in enumerate(recorder.ops) if i not in not_writes}
     plan = []
     for i, (fn, args) in enumerate(ops):
         if i in removed:

@@ -14,6 +14,8 @@ What a recorder is told:
 * ``constant(storage)``: a storage was filled from host values that do not
   change between calls (a number turned into a tensor).
 * ``copy(dst, src)``: ``dst[:] = src`` between same-size storages.
+* ``check(fn, args)``: ``fn(*args)`` read storages and raised nothing (a check of
+  the values, such as class labels in range); a replay checks again.
 * ``random(storage)``: a storage was filled from Python's ``random``; a replay
   must draw again.
 * ``refresh(callback)``: ``callback()`` recomputes values the step keeps in
@@ -21,8 +23,11 @@ What a recorder is told:
   a replay runs it first.
 * ``unstable(why)``: the call created state that later calls will not create
   again (an optimiser's first step): keep running eagerly and record a later call.
+* ``read(storage, how)``: tensor values went to Python (``item``, ``t[i]``...);
+  unless the storage still holds the constant it was made from, what the
+  call does next may depend on them, which a replay cannot repeat.
 * ``eager_only(why)``: the call depends on something a replay cannot repeat
-  (tensor values read into Python, a backend that does not report its work).
+  (a backend that does not report its work).
 """
 
 from __future__ import annotations

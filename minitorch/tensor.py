@@ -194,7 +194,7 @@ class Tensor:
     def to_numpy(self) -> np.ndarray:
         """A contiguous NumPy copy of the values."""
         if recording.recorder is not None:
-            recording.recorder.eager_only("to_numpy() read tensor values into Python")
+            recording.recorder.read(self._tensor._storage, "to_numpy() or item()")
         return self._tensor.to_numpy()
 
     def item(self) -> float:
@@ -204,7 +204,7 @@ class Tensor:
 
     def __getitem__(self, key: int | UserIndex) -> float:
         if recording.recorder is not None:
-            recording.recorder.eager_only("t[index] read a tensor value into Python")
+            recording.recorder.read(self._tensor._storage, "t[index]")
         return float(self._tensor._storage[self._tensor.index(key)])
 
     def __setitem__(self, key: int | UserIndex, val: float) -> None:
@@ -215,7 +215,7 @@ class Tensor:
 
     def __repr__(self) -> str:
         if recording.recorder is not None:
-            recording.recorder.eager_only("printing a tensor read its values into Python")
+            recording.recorder.read(self._tensor._storage, "printing a tensor")
         return self._tensor.to_string()
 
     def __len__(self) -> int:
