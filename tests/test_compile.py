@@ -81,7 +81,11 @@ def assert_identical(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 @pytest.mark.parametrize("optimiser", sorted(OPTIMISERS))
-def test_course_mlp_compiled_equals_eager(backend: minitorch.TensorBackend, optimiser: str) -> None:
+@pytest.mark.parametrize(
+    "backend_name", ["simple", pytest.param("fast", marks=pytest.mark.kernels)]
+)
+def test_course_mlp_compiled_equals_eager(backend_name: str, optimiser: str) -> None:
+    backend = minitorch.SimpleBackend if backend_name == "simple" else FAST
     records = backend.ops.records_launches
     sizes = [4, 4, 4, 4] if records else [3, 3, 3]
     results = []
@@ -93,8 +97,36 @@ def test_course_mlp_compiled_equals_eager(backend: minitorch.TensorBackend, opti
     (eager_losses, eager_params, _), (losses, params, step) = results
     assert_identical(eager_losses, losses)
     assert_identical(eager_params, params)
-    # FastOps replays; the backends that do not record run eagerly.
+    # FastOps replays; SimpleOps, which does not record, runs eagerly.
     assert step.last_call == ("replayed" if records else "eager")
+
+
+def test_a_small_step_compiled_equals_eager(backend: minitorch.TensorBackend) -> None:
+    """On every backend. The CUDA simulator runs each GPU thread in Python, so the
+    step is elementwise only (no reductions or matmul, whose blocks are large)."""
+
+    def make(w: minitorch.Parameter, optims: tuple[Any, ...]) -> Callable[[Tensor], Tensor]:
+        def step(x: Tensor) -> Tensor:
+            for optim in optims:
+                optim.zero_grad()
+                out = (x * w.value).sigmoid()
+                out.backward(1.0)
+                optim.step()
+            return out
+
+        return step
+
+    results = []
+    for compiled in (False, True):
+        w = minitorch.Parameter(tensor_from_numpy(np.array([0.5, -1.0, 2.0]), backend=backend))
+        step = make(w, (Adam([w], lr=0.1), SGD([w], lr=0.1, momentum=0.5)))
+        f = minitorch.compile(step) if compiled else step
+        x = tensor_from_numpy(np.array([1.0, 2.0, -3.0]), backend=backend)
+        calls = 3 if backend.ops.records_launches else 2
+        results.append(([f(x).to_numpy() for _ in range(calls)], [w.value.to_numpy()]))
+    assert_identical(results[0][0], results[1][0])
+    assert_identical(results[0][1], results[1][1])
+    assert f.last_call == ("replayed" if backend.ops.records_launches else "eager")
 
 
 class SmallCNN(minitorch.Module):
