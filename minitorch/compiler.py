@@ -56,6 +56,7 @@ from . import recording
 from .module import Module, Parameter
 from .optim import Optimizer
 from .tensor import Tensor
+from .tensor import _ids as tensor_ids
 from .tensor_data import TensorData, strides_from_shape
 
 
@@ -125,11 +126,12 @@ class CompiledFunction:
         if any(not t.backend.ops.records_launches for t in tensors):
             self._eager[key] = "its backend does not record launches"
             return self.fn(*args, **kwargs)
+        recorder = Recorder()  # first: the private inputs count as the call's own tensors
         inputs = [_private_copy(t) for t in tensors]
         swap = dict(zip(map(id, tensors), inputs))
         private_args = _substitute(args, swap)
         private_kwargs = _substitute(kwargs, swap)
-        recorder = Recorder()
+        watched = _watched(self.fn, args, kwargs)
         recording.recorder = recorder
         try:
             result = self.fn(*private_args, **private_kwargs)
@@ -149,7 +151,7 @@ class CompiledFunction:
             self._go_eager(key, output.eager_reason, True)
             return _detached(result)
         del result, private_args, private_kwargs  # the eager graph goes: see _visible
-        watched = _watched(self.fn, args, kwargs)
+        watched.finish()
         self._records[key] = Record(recorder, inputs, output, watched, keep)
         self.last_call = "recorded"
         return output.build()
@@ -342,15 +344,22 @@ def _filled(cell: types.CellType) -> bool:
 
 
 class _Watched:
-    """Parameter values and module modes as they were when the record was made."""
+    """What the record assumes of the parameters and modules the function can see:
+    the parameter values (tensor objects: a rebound value has other storage) and
+    module modes the recording ended with."""
 
     def __init__(self, parameters: list[Parameter], modules: list[Module]) -> None:
-        self.values = [(p, p.value) for p in parameters]
-        self.modes = [(m, m.training) for m in modules]
+        self.parameters = parameters
+        self.modules = modules
+
+    def finish(self) -> None:
+        """Note the state the recorded call ended with."""
+        self.values = [p.value for p in self.parameters]
+        self.modes = [m.training for m in self.modules]
 
     def unchanged(self) -> bool:
-        return all(p.value is v for p, v in self.values) and all(
-            m.training == mode for m, mode in self.modes
+        return all(p.value is v for p, v in zip(self.parameters, self.values)) and all(
+            m.training == mode for m, mode in zip(self.modules, self.modes)
         )
 
 
@@ -370,6 +379,12 @@ class Recorder:
         self.refreshed: set[int] = set()
         # Storages made from Python numbers that no op has written yet: reading them is safe.
         self.constants: set[int] = set()
+        # Gradients: those found on tensors before the call replaced them (a replay needs
+        # the same), and the last one each tensor was given (a replay gives it again).
+        # Only tensors that existed before the call count (ids are issued in order).
+        self.grads_found: dict[int, tuple[Tensor, Any]] = {}
+        self.grads_left: dict[int, tuple[Tensor, Any]] = {}
+        self.first_new_id = next(tensor_ids)
         self.eager_reason: str | None = None
         self.warn = True
         self.unstable_reason: str | None = None
@@ -388,6 +403,14 @@ class Recorder:
             self.constants.add(id(storage))
             self.inits.add(len(self.ops))
             self.ops.append((np.copyto, (storage, storage.copy())))
+
+    def grad_read(self, tensor: Tensor, grad: Any) -> None:
+        if tensor.unique_id < self.first_new_id and id(tensor) not in self.grads_left:
+            self.grads_found.setdefault(id(tensor), (tensor, grad))
+
+    def grad_set(self, tensor: Tensor, grad: Any) -> None:
+        if tensor.unique_id < self.first_new_id:
+            self.grads_left[id(tensor)] = (tensor, grad)
 
     def read(self, storage: Any, how: str) -> None:
         if id(storage) not in self.constants:
@@ -448,13 +471,15 @@ class Record:
         self.inputs = inputs
         self.buffers = [t._tensor._storage for t in inputs]
         self.refreshers = recorder.refreshers
+        self.grads_found = list(recorder.grads_found.values())
+        self.grads_left = list(recorder.grads_left.values())
         self.ops = _plan(recorder, _visible(recorder.ops))
         self.output = output
         self.watched = watched
         self.keep = keep
 
     def still_valid(self) -> bool:
-        return self.watched.unchanged()
+        return self.watched.unchanged() and all(t._grad is g for t, g in self.grads_found)
 
     def replay(self, tensors: list[Tensor]) -> Any:
         for buffer, t in zip(self.buffers, tensors):
@@ -463,6 +488,8 @@ class Record:
             refresh()
         for fn, args in self.ops:
             fn(*args)
+        for t, g in self.grads_left:
+            t._grad = g
         _give_back_gradients(tensors, self.inputs)
         return self.output.build()
 

@@ -41,8 +41,8 @@ class Optimizer:
                 continue
             if hasattr(p.value, "derivative"):
                 p.value.derivative = None
-            if hasattr(p.value, "grad"):
-                p.value.grad = None
+            if isinstance(p.value, Tensor) or hasattr(p.value, "grad"):
+                p.value.grad = None  # (no read: a compiled step need not find any gradient)
 
     def _with_gradients(self) -> list[tuple[int, Parameter, Any, Any]]:
         """``(index, parameter, value, gradient)`` for each parameter that has a gradient.

@@ -21,6 +21,9 @@ What a recorder is told:
 * ``refresh(callback)``: ``callback()`` recomputes values the step keeps in
   storages from Python state (an optimiser's learning rate, its step count);
   a replay runs it first.
+* ``grad_read(tensor, grad)`` and ``grad_set(tensor, grad)``: a tensor's ``.grad``
+  was looked at (backward adds to a gradient that is there) or replaced; a
+  replay leaves the gradients the recording left, and needs the ones it found.
 * ``unstable(why)``: the call created state that later calls will not create
   again (an optimiser's first step): keep running eagerly and record a later call.
 * ``read(storage, how)``: tensor values went to Python (``item``, ``t[i]``...);

@@ -52,7 +52,7 @@ _ids = itertools.count()
 class Tensor:
     """A multidimensional float64 array that can record its history for autodiff."""
 
-    __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
+    __slots__ = ("_tensor", "history", "_grad", "_name", "unique_id", "backend", "f")
 
     def __init__(
         self,
@@ -73,11 +73,24 @@ class Tensor:
             check_backend(backend)
         self._tensor = v
         self.history = back
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.unique_id = next(_ids)
         self._name = name
         self.backend = backend
         self.f = backend
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient backward accumulated here (a leaf's), or None."""
+        if recording.recorder is not None:
+            recording.recorder.grad_read(self, self._grad)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if recording.recorder is not None:
+            recording.recorder.grad_set(self, value)
+        self._grad = value
 
     @property
     def name(self) -> str:

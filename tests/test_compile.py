@@ -426,3 +426,46 @@ def test_replays_are_bit_identical_across_thread_counts() -> None:
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert_identical(*results)
+
+
+@pytest.mark.kernels
+def test_training_command_loop_compiled_equals_eager() -> None:
+    from minitorch import train
+    from minitorch.datasets import datasets
+
+    runs = []
+    for compiled in (False, True):
+        random.seed(2)
+        data = datasets["Xor"](23)  # a short last batch: two shapes
+        model = train.make_network(5, FAST)
+        epochs = train.run_epochs(model, data, FAST, 0.5, 10, compiled=compiled)
+        losses = [next(epochs).loss for _ in range(3)]
+        runs.append((losses, [p.value.to_numpy() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert_identical(runs[0][1], runs[1][1])
+
+
+@pytest.mark.kernels
+def test_gradients_left_on_parameters_follow_each_replay() -> None:
+    """Only forward and backward compiled; zero_grad and the step run eagerly between."""
+    results = []
+    for compiled in (False, True):
+        model = mlp(FAST)
+        optim = SGD(model.parameters(), 0.5, momentum=0.5)
+
+        def forward_backward(x: Tensor, y: Tensor, model: Any = model) -> Tensor:
+            loss = ((model(x).view(y.shape[0]) - y) * (model(x).view(y.shape[0]) - y)).sum()
+            loss.backward()
+            return loss
+
+        f = minitorch.compile(forward_backward) if compiled else forward_backward
+        grads = []
+        for x, y in batches([4] * 4):
+            optim.zero_grad()
+            f(tensor_from_numpy(x, backend=FAST), tensor_from_numpy(y, backend=FAST))
+            grads.append(model.parameters()[0].value.grad.to_numpy())
+            optim.step()
+        results.append((grads, [p.value.to_numpy() for p in model.parameters()]))
+    assert_identical(results[0][0], results[1][0])
+    assert_identical(results[0][1], results[1][1])
+    assert f.last_call == "replayed"
