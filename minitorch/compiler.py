@@ -138,6 +138,8 @@ class CompiledFunction:
         finally:
             recording.recorder = None
         _give_back_gradients(tensors, inputs)
+        written = _written_inputs(recorder, inputs)
+        _give_back_values(tensors, inputs, written)
         if recorder.eager_reason is not None:
             self._go_eager(key, recorder.eager_reason, recorder.warn)
             return _detached(result)
@@ -152,7 +154,7 @@ class CompiledFunction:
             return _detached(result)
         del result, private_args, private_kwargs  # the eager graph goes: see _visible
         watched.finish()
-        self._records[key] = Record(recorder, inputs, output, watched, keep)
+        self._records[key] = Record(recorder, inputs, written, output, watched, keep)
         self.last_call = "recorded"
         return output.build()
 
@@ -226,6 +228,24 @@ def _copy_in(buffer: np.ndarray, t: Tensor) -> None:
         np.copyto(buffer, td._storage)
     else:
         np.copyto(buffer, td.to_numpy().reshape(-1))
+
+
+def _written_inputs(recorder: Recorder, inputs: list[Tensor]) -> list[int]:
+    """Indexes of the inputs the call wrote into (``x.zero_()``, an update in place)."""
+    skip = recorder.inits | recorder.checks
+    written = {_key(args[0]) for i, (_, args) in enumerate(recorder.ops) if i not in skip}
+    return [i for i, t in enumerate(inputs) if _key(t._tensor._storage) in written]
+
+
+def _give_back_values(tensors: list[Tensor], inputs: list[Tensor], written: list[int]) -> None:
+    """Write the values of the private inputs the call changed into the caller's tensors."""
+    for i in written:
+        td, values = tensors[i]._tensor, inputs[i]._tensor._storage
+        storage = td._storage
+        view = np.lib.stride_tricks.as_strided(
+            storage, td.shape, tuple(s * storage.itemsize for s in td.strides)
+        )
+        view[...] = values.reshape(td.shape)
 
 
 def _give_back_gradients(tensors: list[Tensor], inputs: list[Tensor]) -> None:
@@ -304,8 +324,9 @@ def _fill_template(template: Any, values: list[Tensor]) -> Any:
 
 
 def _watched(fn: Callable[..., Any], args: tuple, kwargs: dict) -> _Watched:
-    """The parameters and modules reachable from ``fn``'s arguments, closure, bound
-    ``self`` and the globals it names (one level deep, through modules and optimisers)."""
+    """The parameters and modules reachable from ``fn``'s arguments, closure, defaults,
+    bound ``self`` and the globals it names: those values themselves when they are modules,
+    optimisers or parameters, or else their attributes that are."""
     roots: list[Any] = [*args, *kwargs.values()]
     func = fn
     while True:
@@ -318,9 +339,16 @@ def _watched(fn: Callable[..., Any], args: tuple, kwargs: dict) -> _Watched:
         func = inner
     if isinstance(func, types.FunctionType):
         roots.extend(cell.cell_contents for cell in func.__closure__ or () if _filled(cell))
+        roots.extend(func.__defaults__ or ())
+        roots.extend((func.__kwdefaults__ or {}).values())
         roots.extend(func.__globals__[n] for n in func.__code__.co_names if n in func.__globals__)
-    if not isinstance(func, types.FunctionType):
+    else:
         roots.append(func)  # a callable object, e.g. a Module
+    watched = (Module, Optimizer, Parameter)
+    for root in list(roots):
+        if not isinstance(root, (watched, type, types.ModuleType)):
+            attributes = getattr(root, "__dict__", {}).values()
+            roots.extend(v for v in attributes if isinstance(v, watched))
     modules: dict[int, Module] = {}
     parameters: dict[int, Parameter] = {}
     for root in roots:
@@ -464,11 +492,13 @@ class Record:
         self,
         recorder: Recorder,
         inputs: list[Tensor],
+        written: list[int],
         output: _Output,
         watched: _Watched,
         keep: list[Any],
     ) -> None:
         self.inputs = inputs
+        self.written = written
         self.buffers = [t._tensor._storage for t in inputs]
         self.refreshers = recorder.refreshers
         self.grads_found = list(recorder.grads_found.values())
@@ -490,6 +520,7 @@ class Record:
             fn(*args)
         for t, g in self.grads_left:
             t._grad = g
+        _give_back_values(tensors, self.inputs, self.written)
         _give_back_gradients(tensors, self.inputs)
         return self.output.build()
 

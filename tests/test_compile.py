@@ -469,3 +469,17 @@ def test_gradients_left_on_parameters_follow_each_replay() -> None:
     assert_identical(results[0][0], results[1][0])
     assert_identical(results[0][1], results[1][1])
     assert f.last_call == "replayed"
+
+
+@pytest.mark.kernels
+def test_inputs_written_in_place_are_written_back() -> None:
+    def f(x: Tensor, out: Tensor) -> Tensor:
+        out.f.add_zip(x, out, out=out)  # out += x
+        return out.sum()
+
+    compiled = minitorch.compile(f)
+    x = tensor_from_numpy(np.array([1.0, 2.0]), backend=FAST)
+    acc = tensor_from_numpy(np.zeros(2), backend=FAST)
+    sums = [compiled(x, acc).to_numpy()[0] for _ in range(3)]
+    assert compiled.last_call == "replayed"
+    assert sums == [3.0, 6.0, 9.0] and acc.to_numpy().tolist() == [3.0, 6.0]
