@@ -66,6 +66,8 @@ class CompileWarning(UserWarning):
 
 # A signature recorded this many times without a usable record runs eagerly from then on.
 MAX_RECORDINGS = 3
+# Records kept per compiled function (each holds its buffers); the oldest goes first.
+MAX_RECORDS = 16
 
 
 def compile(fn: Callable[..., Any]) -> CompiledFunction:  # noqa: A001 - PyTorch's name
@@ -102,9 +104,9 @@ class CompiledFunction:
             self.last_call = "eager"
             return self.fn(*args, **kwargs)
         key, tensors, keep = _signature(args, kwargs)
-        if key in self._eager:
+        if key is None or key in self._eager:
             self.last_call = "eager"
-            return self.fn(*args, **kwargs)
+            return _detached(self.fn(*args, **kwargs))
         record = self._records.get(key)
         if record is not None:
             if record.still_valid():
@@ -125,7 +127,7 @@ class CompiledFunction:
         self.last_call = "eager"
         if any(not t.backend.ops.records_launches for t in tensors):
             self._eager[key] = "its backend does not record launches"
-            return self.fn(*args, **kwargs)
+            return _detached(self.fn(*args, **kwargs))
         recorder = Recorder()  # first: the private inputs count as the call's own tensors
         inputs = [_private_copy(t) for t in tensors]
         swap = dict(zip(map(id, tensors), inputs))
@@ -154,6 +156,8 @@ class CompiledFunction:
             return _detached(result)
         del result, private_args, private_kwargs  # the eager graph goes: see _visible
         watched.finish()
+        if len(self._records) >= MAX_RECORDS:
+            del self._records[next(iter(self._records))]
         self._records[key] = Record(recorder, inputs, written, output, watched, keep)
         self.last_call = "recorded"
         return output.build()
@@ -173,8 +177,9 @@ class CompiledFunction:
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor], list]:
-    """A hashable key of the call, the tensors passed (in order), and the objects
-    keyed by identity (which the record keeps alive so that their ids stay theirs)."""
+    """A hashable key of the call (None if there is none), the tensors passed (in
+    order), and the objects keyed by identity (which the record keeps alive so that
+    their ids stay theirs)."""
     tensors: list[Tensor] = []
     keep: list[Any] = []
 
@@ -194,6 +199,10 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
         return ("object", id(value))
 
     key = (key_of(args), key_of(kwargs))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable value inside an argument: no signature, run eagerly
+        return None, tensors, keep
     return key, tensors, keep
 
 

@@ -483,3 +483,17 @@ def test_inputs_written_in_place_are_written_back() -> None:
     sums = [compiled(x, acc).to_numpy()[0] for _ in range(3)]
     assert compiled.last_call == "replayed"
     assert sums == [3.0, 6.0, 9.0] and acc.to_numpy().tolist() == [3.0, 6.0]
+
+
+@pytest.mark.kernels
+def test_records_are_bounded_and_changing_floats_record_again() -> None:
+    from minitorch.compiler import MAX_RECORDS
+
+    compiled = minitorch.compile(lambda x, scale: x * scale)
+    x = tensor_from_numpy(np.array([1.0, 2.0]), backend=FAST)
+    for i in range(MAX_RECORDS + 3):
+        assert compiled(x, float(i)).to_numpy().tolist() == [i, 2.0 * i]
+        assert compiled.last_call == "recorded"
+    assert len(compiled._records) == MAX_RECORDS
+    assert compiled(x, float(MAX_RECORDS + 2)).to_numpy().tolist()[0] == MAX_RECORDS + 2
+    assert compiled.last_call == "replayed"
