@@ -21,7 +21,14 @@ from . import (
     tensor_ops,
     testing,
 )
-from .autodiff import Context, backpropagate, central_difference, topological_sort
+from .autodiff import (
+    Context,
+    backpropagate,
+    central_difference,
+    is_grad_enabled,
+    no_grad,
+    topological_sort,
+)
 from .checkpoint import CheckpointError, load, save
 from .compiler import CompiledFunction, CompileWarning, compile
 from .cuda_ops import CudaOps, mm_practice, sum_practice
@@ -48,15 +55,27 @@ from .tensor_data import (
 from .tensor_functions import (
     Function,
     History,
+    arange,
     binary_op,
+    cat,
+    eye,
+    full,
     grad_central_difference,
     grad_check,
+    manual_seed,
+    maximum,
+    minimum,
     ones,
+    ones_like,
     rand,
+    randn,
+    stack,
     tensor,
     tensor_from_numpy,
     unary_op,
+    where,
     zeros,
+    zeros_like,
 )
 from .tensor_ops import SimpleBackend, SimpleOps, TensorBackend, TensorOps
 from .testing import MathTest, MathTestVariable

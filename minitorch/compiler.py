@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
-from . import recording
+from . import autodiff, recording
 from .module import Module, Parameter
 from .optim import Optimizer
 from .tensor import Tensor
@@ -179,7 +179,8 @@ class CompiledFunction:
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor], list]:
     """A hashable key of the call (None if there is none), the tensors passed (in
     order), and the objects keyed by identity (which the record keeps alive so that
-    their ids stay theirs)."""
+    their ids stay theirs). Inside ``no_grad()`` a call has another key: it builds no
+    graph."""
     tensors: list[Tensor] = []
     keep: list[Any] = []
 
@@ -198,7 +199,7 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
         keep.append(value)
         return ("object", id(value))
 
-    key = (key_of(args), key_of(kwargs))
+    key = (key_of(args), key_of(kwargs), autodiff._grad_enabled)
     try:
         hash(key)
     except TypeError:  # an unhashable value inside an argument: no signature, run eagerly
