@@ -4,6 +4,7 @@
     python examples/digits_cnn.py --dtype float32   # the same in float32
     python examples/digits_cnn.py --torch    # then the same network in PyTorch (CPU)
     mpiexec -n 2 python examples/digits_cnn.py --distributed   # data-parallel on 2 ranks
+    python examples/digits_cnn.py --compile  # the training step recorded once, then replayed
 
 The data ship with scikit-learn (``load_digits``: 1,797 images, no download).
 A quarter is held out, stratified by class. The network is
@@ -102,6 +103,21 @@ def train_minitorch(
     optim = Adam(model.parameters(), lr=args.lr)
     test_images = tensor_from_numpy(x_test, backend=BACKEND, dtype=dtype)
     shares = sampler or distributed.DistributedBatchSampler(args.batch, rank=0, world_size=1)
+
+    def forward_backward(images: Tensor, labels: Tensor, weight: float) -> Tensor:
+        loss = minitorch.nn.cross_entropy(model(images), labels)
+        # The mean over this share, weighted as its part of the batch mean.
+        (loss * weight).backward()
+        return loss
+
+    def step(images: Tensor, labels: Tensor, weight: float) -> Tensor:
+        optim.zero_grad()
+        loss = forward_backward(images, labels, weight)
+        optim.step()
+        return loss
+
+    if args.compile:  # with a sampler, the gradient exchange and the step stay eager
+        forward_backward, step = minitorch.compile(forward_backward), minitorch.compile(step)
     accuracy = 0.0
     times = []
     for epoch, order in enumerate(orders, start=1):
@@ -109,16 +125,18 @@ def train_minitorch(
         optim.lr = learning_rate(epoch, args)
         total = 0.0
         for share in shares.shares(order):
-            optim.zero_grad()
+            images = labels = None
             if share.rows:  # a rank's share of a short last batch can be empty
                 images = tensor_from_numpy(x_train[share.rows], backend=BACKEND, dtype=dtype)
                 labels = tensor_from_numpy(y_train[share.rows], backend=BACKEND, dtype=dtype)
-                loss = minitorch.nn.cross_entropy(model(images), labels)
-                # The mean over this share, weighted as its part of the batch mean.
-                (loss * share.weight).backward()
+            if not sampler:
+                total += step(images, labels, share.weight).item() * len(share.rows)
+                continue
+            optim.zero_grad()
+            if images is not None:
+                loss = forward_backward(images, labels, share.weight)
                 total += loss.item() * len(share.rows)
-            if sampler:
-                distributed.sum_gradients(model)
+            distributed.sum_gradients(model)
             optim.step()
         if sampler:
             total = float(distributed.all_reduce(total))
@@ -222,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         help="use only the first N images, 40 to 1797 (quick runs)",
     )
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="record the training step once and replay its kernels (minitorch.compile)",
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",

@@ -30,6 +30,7 @@ from .autodiff import (
     topological_sort,
 )
 from .checkpoint import CheckpointError, load, save
+from .compiler import CompiledFunction, CompileWarning, compile
 from .cuda_ops import CudaOps, mm_practice, sum_practice
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d

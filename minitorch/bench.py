@@ -207,9 +207,11 @@ def matmul_cases(repeat: int, dtype: type = np.float64) -> list[Row]:
 # Training: the course's network and loop, on minitorch and on PyTorch -------------
 
 
-def _minitorch_epoch_time(
-    points: int, hidden: int, batch: int, epochs: int, backend: Any = FAST
-) -> float:
+def _minitorch_epoch_times(
+    points: int, hidden: int, batch: int, epochs: int, backend: Any = FAST, compiled: bool = False
+) -> list[float]:
+    """Seconds of each epoch after a warm-up one (which compiles kernels, and records
+    the step when ``compiled``)."""
 
     class Linear(minitorch.Module):
         def __init__(self, n_in: int, n_out: int) -> None:
@@ -240,24 +242,37 @@ def _minitorch_epoch_time(
     model = Network()
     optim = minitorch.SGD(model.parameters(), 0.05)
 
-    def step(xs: Any, ys: Any) -> None:
+    def step(x: minitorch.Tensor, y: minitorch.Tensor) -> None:
         optim.zero_grad()
-        x = minitorch.tensor(xs, backend=backend)
-        y = minitorch.tensor(ys, backend=backend)
         out = model.forward(x).view(y.shape[0])
         prob = (out * y) + (out - 1.0) * (y - 1.0)
         loss = -prob.log()
         (loss / y.shape[0]).sum().view(1).backward()
         optim.step()
 
-    return _epochs(data, batch, epochs, step)
+    run = minitorch.compile(step) if compiled else step
+
+    def from_lists(xs: Any, ys: Any) -> None:
+        x = minitorch.tensor_from_numpy(np.array(xs), backend=backend)
+        run(x, minitorch.tensor_from_numpy(np.array(ys, dtype=np.float64), backend=backend))
+
+    return _epochs(data, batch, epochs, from_lists)
 
 
-def _torch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> float | None:
+def _minitorch_epoch_time(
+    points: int, hidden: int, batch: int, epochs: int, backend: Any = FAST
+) -> float:
+    """The best eager epoch time."""
+    return min(_minitorch_epoch_times(points, hidden, batch, epochs, backend))
+
+
+def _torch_epoch_times(
+    points: int, hidden: int, batch: int, epochs: int, dtype_name: str = "float64"
+) -> list[float] | None:
     torch = _torch()
     if torch is None:
         return None
-    dtype = torch.float64
+    dtype = getattr(torch, dtype_name)
     model = torch.nn.Sequential(
         torch.nn.Linear(2, hidden, dtype=dtype), torch.nn.ReLU(),
         torch.nn.Linear(hidden, hidden, dtype=dtype), torch.nn.ReLU(),
@@ -269,8 +284,8 @@ def _torch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> floa
 
     def step(xs: Any, ys: Any) -> None:
         optim.zero_grad()
-        x = torch.tensor(xs, dtype=dtype)
-        y = torch.tensor(ys, dtype=dtype)
+        x = torch.tensor(np.array(xs), dtype=dtype)
+        y = torch.tensor(np.array(ys), dtype=dtype)
         out = model(x).view(y.shape[0])
         prob = (out * y) + (out - 1.0) * (y - 1.0)
         loss = -prob.log()
@@ -280,8 +295,8 @@ def _torch_epoch_time(points: int, hidden: int, batch: int, epochs: int) -> floa
     return _epochs(data, batch, epochs, step)
 
 
-def _epochs(data: Any, batch: int, epochs: int, step: Callable[[Any, Any], None]) -> float:
-    """Best epoch time after a warm-up epoch (which compiles kernels)."""
+def _epochs(data: Any, batch: int, epochs: int, step: Callable[[Any, Any], None]) -> list[float]:
+    """Epoch times after a warm-up epoch (which compiles kernels)."""
     times = []
     for _ in range(epochs + 1):
         start = time.perf_counter()
@@ -291,22 +306,138 @@ def _epochs(data: Any, batch: int, epochs: int, step: Callable[[Any, Any], None]
         for i in range(0, len(xs), batch):
             step(xs[i : i + batch], ys[i : i + batch])
         times.append(time.perf_counter() - start)
-    return min(times[1:])
+    return times[1:]
 
 
-def training_cases(quick: bool) -> list[Row]:
+@dataclass
+class TrainingRow:
+    """Epoch times (seconds, one list per side) of one training workload."""
+
+    case: str
+    eager: list[float]
+    compiled: list[float]
+    torch64: list[float] | None
+    torch32: list[float] | None
+    limit: float
+
+    @property
+    def ratio(self) -> float:
+        """Compiled minitorch over PyTorch's eager float64, median epochs."""
+        if not self.torch64:
+            return float("nan")
+        return statistics.median(self.compiled) / statistics.median(self.torch64)
+
+
+# (case, points, hidden, batch, epochs, quick epochs, compiled / PyTorch float64 target)
+TRAINING_CASES = (
+    ("course MLP: hidden 100, 50 points, batch 10", 50, 100, 10, 60, 15, 0.5),
+    ("MLP: hidden 200, 1000 points, batch 100", 1000, 200, 100, 12, 4, 0.5),
+)
+
+
+def training_cases(quick: bool) -> list[TrainingRow]:
+    """Each workload eagerly, compiled, and in PyTorch (float64 and float32), one side
+    after the other (``SETTLE`` between them lets the previous side's threads go idle)."""
     rows = []
-    for name, points, hidden, batch, epochs, limit in (
-        ("training epoch, hidden 100, 50 points, batch 10", 50, 100, 10, 20 if quick else 60, 3.0),
-        ("training epoch, hidden 200, 1000 points, batch 100", 1000, 200, 100,
-         3 if quick else 8, 2.0),
-    ):  # fmt: skip
-        ours = _minitorch_epoch_time(points, hidden, batch, epochs)
-        theirs = _torch_epoch_time(points, hidden, batch, epochs)
-        ratio = ours / theirs if theirs else float("nan")
-        rows.append(Row(name, ours, None, theirs, f"<= {limit}x PyTorch", ratio,
-                        theirs is not None and ratio <= limit))  # fmt: skip
+    for name, points, hidden, batch, epochs, quick_epochs, limit in TRAINING_CASES:
+        size = (points, hidden, batch, quick_epochs if quick else epochs)
+        sides: list[Any] = []
+        for measure, option in (
+            (_minitorch_epoch_times, {}),
+            (_minitorch_epoch_times, {"compiled": True}),
+            (_torch_epoch_times, {"dtype_name": "float64"}),
+            (_torch_epoch_times, {"dtype_name": "float32"}),
+        ):
+            time.sleep(SETTLE)
+            sides.append(measure(*size, **option))  # type: ignore[operator]
+        rows.append(TrainingRow(name, *sides, limit))
     return rows
+
+
+def _spread(times: list[float] | None) -> str:
+    """Median and range of epoch times, in ms."""
+    if not times:
+        return "—"
+    ms = [t * 1e3 for t in times]
+    return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
+
+
+def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | None) -> list[str]:
+    lines = [
+        "",
+        "## Training: eager, compiled (`minitorch.compile`) and PyTorch",
+        "",
+        "The course's network and SGD loop (each batch made from Python lists in the loop).",
+        "ms per epoch: the median over the epochs after a warm-up one, and their range in",
+        "brackets. Each side runs on its own, one after the other. The target is the",
+        "compiled step against PyTorch's eager float64 step.",
+        "",
+        "| case | minitorch eager | minitorch compiled | PyTorch float64 | PyTorch float32 "
+        "| compiled / PyTorch float64 | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "yes" if r.ratio <= r.limit else "NO"
+        lines.append(
+            f"| {r.case} | {_spread(r.eager)} | {_spread(r.compiled)} | {_spread(r.torch64)} | "
+            f"{_spread(r.torch32)} | {r.ratio:.2f} | <= {r.limit}x | {met} |"
+        )
+    if first_call:
+        cold, cold_replay, warm, warm_replay = first_call
+        lines += [
+            "",
+            "The compiled course step's first call runs the step eagerly while recording it;",
+            "the second is the first replay. In a fresh process:",
+            "",
+            f"- cold kernel cache (every kernel compiled): first call {cold:.2f} s, "
+            f"second {cold_replay * 1e3:.2f} ms",
+            f"- warm kernel cache (kernels loaded from disk): first call {warm:.2f} s, "
+            f"second {warm_replay * 1e3:.2f} ms",
+        ]
+    return lines
+
+
+_FIRST_CALL = """
+import time
+import numpy as np
+import minitorch
+from minitorch.train import make_network
+be = minitorch.TensorBackend(minitorch.FastOps)
+model = make_network(100, be)
+optim = minitorch.SGD(model.parameters(), 0.5)
+
+def step(x, y):
+    optim.zero_grad()
+    out = model(x).view(y.shape[0])
+    loss = -(out * y + (out - 1.0) * (y - 1.0)).log()
+    (loss / y.shape[0]).sum().view(1).backward()
+    optim.step()
+    return loss
+
+compiled = minitorch.compile(step)
+x = minitorch.tensor_from_numpy(np.random.default_rng(0).uniform(-1, 1, (10, 2)), backend=be)
+y = minitorch.tensor_from_numpy(np.arange(10) % 2 * 1.0, backend=be)
+times = []
+for _ in range(2):
+    start = time.perf_counter()
+    compiled(x, y)
+    times.append(time.perf_counter() - start)
+assert compiled.last_call == "replayed"
+print(*times)
+"""
+
+
+def first_call_times() -> tuple[float, float, float, float]:
+    """The compiled step's first and second call (seconds), with a cold then a warm
+    kernel cache, each in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, MINITORCH_CACHE_DIR=tmp, NUMBA_CACHE_DIR=tmp)
+        times = []
+        for _ in range(2):
+            result = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                    capture_output=True, text=True)  # fmt: skip
+            times.extend(float(t) for t in result.stdout.split())
+    return times[0], times[1], times[2], times[3]
 
 
 # Speed ladder and plot ------------------------------------------------------------
@@ -636,8 +767,8 @@ def main(args: argparse.Namespace) -> int:
     say("[2/6] matrix multiply cases (float64, float32)")
     rows += matmul_cases(repeat)
     rows32 += matmul_cases(repeat, np.float32)
-    say("[3/6] training epochs (minitorch and PyTorch)")
-    rows += training_cases(args.quick)
+    say("[3/6] training epochs (minitorch eager and compiled, PyTorch float64 and float32)")
+    training = training_cases(args.quick)
     say("[4/6] SimpleOps -> FastOps ladder, per-op overhead")
     steps = ladder(repeat)
     costs = overhead(repeat)
@@ -646,10 +777,11 @@ def main(args: argparse.Namespace) -> int:
     sweeps = {_dtype_name(d): matmul_sweep(sizes, repeat, d) for d in (np.float64, np.float32)}
     plot_path = output.with_name("matmul_gflops.png")
     plotted = plot_sweep(sweeps, plot_path)
-    startup = None
+    startup = first_call = None
     if not args.no_startup:
-        say("[6/6] cold and warm start")
+        say("[6/6] cold and warm start, the compiled step's first call")
         startup = startup_times()
+        first_call = first_call_times()
 
     lines = [
         "# Benchmarks",
@@ -661,8 +793,7 @@ def main(args: argparse.Namespace) -> int:
         "",
         "Each figure is the best of several repeats in one process, each side making a fresh",
         "output. Times in milliseconds; matmul rows in GFLOP/s (higher is better). Ratio is",
-        "minitorch / NumPy for times, minitorch / NumPy GFLOP/s for matmul, and minitorch /",
-        "PyTorch for training epochs.",
+        "minitorch / NumPy for times, minitorch / NumPy GFLOP/s for matmul.",
         "",
         "## FastOps targets (float64)",
         "",
@@ -672,6 +803,7 @@ def main(args: argparse.Namespace) -> int:
         "",
         *_target_lines(rows32),
     ]
+    lines += _training_lines(training, first_call)
     lines += [
         "",
         "## Speed ladder: SimpleOps -> FastOps (100x100 operands, ms per call)",

@@ -33,12 +33,15 @@ from .tensor_data import (
     TensorData,
     broadcast_index,
     index_to_position,
+    shape_broadcast,
     strides_from_shape,
     to_index,
 )
 from .tensor_ops import (
     MapProto,
     TensorOps,
+    ZipProto,
+    check_broadcast_into,
     check_map_out,
     map_output,
     matmul_layout,
@@ -449,12 +452,15 @@ class CudaOps(TensorOps):
         return _cmap
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        """``(a, b) -> out`` of the broadcast shape."""
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
+        """``(a, b, out=None) -> out`` of the broadcast shape (or into ``out``)."""
 
-        def _zip(a: Tensor, b: Tensor) -> Tensor:
+        def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             _require_gpu()
-            out = zip_output(a, b)
+            if out is None:
+                out = zip_output(a, b)
+            else:
+                check_broadcast_into(shape_broadcast(a.shape, b.shape), out.shape)
             return _elementwise(_zip_kernel(fn, out.dtype), out, a, b)
 
         return _zip

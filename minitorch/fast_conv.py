@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import prange
 
+from . import recording
 from .autodiff import Context
 from .kernel_cache import njit
 from .tensor import Tensor
@@ -169,13 +170,16 @@ def _convolve(
     size = int(np.prod(out_shape))
     result = TensorData(np.empty(size, like.dtype), out_shape)  # every element is written
     target = result.permute(*_SWAP[len(out_shape)]) if swap_out else result
-    kernel(
+    args = (
         *target.tuple(),
         size,
         backend.to_numpy(input._storage), input._shape, input._strides,
         backend.to_numpy(weight._storage), weight._shape, weight._strides,
         reverse,
     )  # fmt: skip
+    kernel(*args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, args)
     return like._make_like(backend.from_numpy(result._storage), out_shape, size)
 
 

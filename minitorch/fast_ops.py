@@ -16,12 +16,14 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, fast_simd, operators
+from . import fast_kernels, fast_simd, operators, recording
 from .kernel_cache import ScalarCompileError, load_kernels, njit
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
     TensorOps,
+    ZipProto,
+    check_broadcast_into,
     check_map_out,
     map_output,
     matmul_layout,
@@ -126,7 +128,7 @@ class _Elementwise:
                     args.extend((rows, cols, cols, 1))
                     for pair in pairs:
                         args.extend(pair or (cols, 1))
-                    (self.flat_par if par else self.flat_ser)(*args)
+                    _launch(self.flat_par if par else self.flat_ser, tuple(args))
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -138,10 +140,13 @@ class _Elementwise:
         if size == 0:
             return
         kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
+        args = (out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
         try:
-            kernel(out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
+            kernel(*args)
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
+        if recording.recorder is not None:
+            recording.recorder.launch(kernel, args)
 
     def _general(self, otd: TensorData, tds: tuple[TensorData, ...], par: bool) -> None:
         shape, strides = elementwise_layout(
@@ -157,14 +162,20 @@ class _Elementwise:
                 strides = [[0, s[0]] for s in strides]
             args = [x for s in strides for x in s]
             kernel = self.flat_par if par else self.flat_ser
-            kernel(*storages, shape[0], shape[1], *args)
+            _launch(kernel, (*storages, shape[0], shape[1], *args))
             return
         shape_arr = np.array(shape, dtype=np.int64)
         arrays = []
         for storage, s in zip(storages, strides):
             arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
-        kernel = self.nd_par if par else self.nd_ser
-        kernel(*arrays)
+        _launch(self.nd_par if par else self.nd_ser, tuple(arrays))
+
+
+def _launch(kernel: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """Run ``kernel(*args)`` (which writes ``args[0]``) and report it to a recorder."""
+    kernel(*args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, args)
 
 
 def _is_trailing_block(td: TensorData, shape: tuple[int, ...]) -> bool:
@@ -199,6 +210,8 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
 class FastOps(TensorOps):
     """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
 
+    records_launches = True
+
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
         engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
@@ -232,12 +245,17 @@ class FastOps(TensorOps):
         return _cmap
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
         engine = _Elementwise(fn, load_kernels("zip", fast_kernels.ZIP_SOURCE, fn), "zip")
 
-        def _zip(a: Tensor, b: Tensor) -> Tensor:
+        def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
+            if out is not None:
+                check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
+                                     out.shape)  # fmt: skip
+                engine.run(out._tensor, ta, tb)
+                return out
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
                 out = np.empty(ta.size, result_dtype(a, b))
@@ -262,6 +280,8 @@ class FastOps(TensorOps):
         def _reduce(a: Tensor, dim: int) -> Tensor:
             out, dim = reduce_output(a, dim, start)
             td = a._tensor
+            if recording.recorder is not None:
+                recording.recorder.constant(out._tensor._storage)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -270,10 +290,10 @@ class FastOps(TensorOps):
             try:
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser
-                    kernel(out._tensor._storage, td._storage, *layout)
+                    _launch(kernel, (out._tensor._storage, td._storage, *layout))
                 else:
                     kernel = module.reduce_nd_par if par else module.reduce_nd_ser
-                    kernel(*out.tuple(), *td.tuple(), dim)
+                    _launch(kernel, (*out.tuple(), *td.tuple(), dim))
             except NumbaError as e:
                 raise _compile_error(fn, e) from None
             return out
@@ -362,6 +382,8 @@ def _matmul_into(
     """Pick the matmul kernel for the operands' sizes and fill ``out`` (contiguous)."""
     if k == 0:
         out[:] = 0
+        if recording.recorder is not None:
+            recording.recorder.fill(out, 0.0)
         return
     work = batch * m * n * k
     parallel = work >= _PARALLEL_MATMUL_WORK
@@ -376,7 +398,7 @@ def _matmul_into(
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
         kernel = _gemm_par if parallel else _gemm_ser
-    kernel(*args)
+    _launch(kernel, args)
 
 
 def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from . import recording
 from .tensor import Tensor
-from .tensor_data import IndexingError, as_int
+from .tensor_data import IndexingError, Storage, TensorData, as_int
 from .tensor_functions import Max, max_reduce, rand, tensor_from_numpy
 from .tensor_ops import check_reduce_dim
 
@@ -125,15 +126,32 @@ def one_hot(target: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
     in ``dtype`` (default: the target's)."""
     if target.dims != 1:
         raise IndexingError(f"Class targets must have shape (B,), not {target.shape}.")
-    labels = target.to_numpy()
+    td = target._tensor
+    check = (td._storage, td.shape, td.strides, num_classes)
+    _check_class_targets(*check)
+    if recording.recorder is not None:
+        recording.recorder.check(_check_class_targets, check)
+    # A (B, 1) view of the targets against a (1, C) row of class numbers.
+    column = target._new(
+        TensorData._trusted(td._storage, (td.size, 1), (td.strides[0], 1), td.size, td._offset)
+    )
+    classes = tensor_from_numpy(
+        np.arange(num_classes, dtype=target.dtype), backend=target.backend, dtype=target.dtype
+    )
+    hot = target.f.eq_zip(column, classes.view(1, num_classes))
+    return hot if dtype is None or np.dtype(dtype) == hot.dtype else hot.to(dtype)
+
+
+def _check_class_targets(
+    storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...], num_classes: int
+) -> None:
+    """Raise unless the targets are whole numbers in ``[0, num_classes)``."""
+    labels = TensorData._trusted(storage, shape, strides, shape[0]).to_numpy()
     index = labels.astype(np.int64)
     if np.any(index != labels) or np.any(index < 0) or np.any(index >= num_classes):
         raise ValueError(
             f"Class targets must be whole numbers in [0, {num_classes}), got {labels.tolist()}."
         )
-    return tensor_from_numpy(
-        np.eye(num_classes)[index], backend=target.backend, dtype=dtype or target.dtype
-    )
 
 
 def nll_loss(logprobs: Tensor, target: Tensor) -> Tensor:

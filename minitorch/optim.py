@@ -4,14 +4,25 @@ Parameters may hold Scalars (whose gradient is ``.derivative``) or Tensors
 (``.grad``). The update rules are written once over "values" that are either
 floats or detached tensors, so the same arithmetic serves both: on tensors each
 ``*``/``+`` is one backend kernel over the whole array and records no history.
+
+Tensor parameters, and tensor optimiser state (velocities, Adam's moments),
+are updated in place: the new values are computed as before and copied into
+the existing storage. So a module's tensors, its ``state_dict`` and a compiled
+step (``minitorch.compile``), which replays kernels on fixed storages, all see
+every update. The hyperparameters and step counts an update multiplies by
+reach the kernels as one-element tensors; while a step is being recorded the
+optimiser hands the recorder a callback that recomputes them from its current
+settings, so a replayed step uses the learning rate set now, not the one of
+the recording.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import operators, recording
 from .module import Parameter
 from .scalar import Scalar
 from .tensor import Tensor
@@ -30,8 +41,8 @@ class Optimizer:
                 continue
             if hasattr(p.value, "derivative"):
                 p.value.derivative = None
-            if hasattr(p.value, "grad"):
-                p.value.grad = None
+            if isinstance(p.value, Tensor) or hasattr(p.value, "grad"):
+                p.value.grad = None  # (no read: a compiled step need not find any gradient)
 
     def _with_gradients(self) -> list[tuple[int, Parameter, Any, Any]]:
         """``(index, parameter, value, gradient)`` for each parameter that has a gradient.
@@ -52,13 +63,71 @@ class Optimizer:
         return found
 
     @staticmethod
-    def _store(p: Parameter, new: Any) -> None:
-        """Give ``p`` its updated value, in the dtype it had (state kept from before a
-        ``Module.to`` must not promote it); ``Parameter.update`` makes it a fresh leaf."""
-        if hasattr(p.value, "derivative"):
-            p.update(Scalar(new))
-        else:
-            p.update(new.to(p.value.dtype))
+    def _move(p: Parameter, value: Any, delta: Any) -> None:
+        """Give ``p`` the value ``value - delta``.
+
+        Tensors are written in place (see the module docstring) and left a leaf
+        without gradient; Scalars, and tensors whose layout repeats elements (a
+        broadcast view cannot take distinct values), get a fresh leaf through
+        ``Parameter.update``.
+        """
+        target = p.value
+        if isinstance(target, Tensor) and _assignable(target):
+            target.f.zip_of(operators.sub)(value, delta, out=target)
+            target.grad = None
+            target.requires_grad_(True)
+            return
+        new = value - delta
+        # A fresh leaf keeps the dtype the parameter had (state kept from before a
+        # ``Module.to`` must not promote it).
+        p.update(Scalar(new) if hasattr(target, "derivative") else new.to(target.dtype))
+
+    @staticmethod
+    def _coefficients(like: Any, compute: Callable[[], tuple[float, ...]]) -> tuple[Any, ...]:
+        """``compute()``'s numbers as one-element tensors on ``like``'s backend (floats for
+        Scalars). While a step is recorded, the recorder gets ``compute`` to refill them
+        before every replay (it must also advance any step count, as the call here did)."""
+        values = compute()
+        if not isinstance(like, Tensor):
+            return values
+        tensors = tuple(like._ensure_tensor(v) for v in values)
+        recorder = recording.recorder
+        if recorder is not None:
+            storages = [t._tensor._storage for t in tensors]
+
+            def refill() -> None:
+                for storage, v in zip(storages, compute()):
+                    storage[0] = v
+
+            recorder.refresh(refill, storages)
+        return tensors
+
+
+def _accumulate(state: Any, decayed: Any, term: Any) -> Any:
+    """``decayed + term``, written into the tensor ``state`` (a float is returned)."""
+    if isinstance(state, Tensor):
+        return state.f.add_zip(decayed, term, out=state)
+    return decayed + term
+
+
+def _assignable(t: Tensor) -> bool:
+    """True unless a dim of size > 1 has stride 0 (one storage element seen many times)."""
+    td = t._tensor
+    return all(s != 0 or d == 1 for d, s in zip(td.shape, td.strides))
+
+
+def _persistent(t: Any) -> Any:
+    """A tensor the optimiser keeps across steps: its own copy, unless a float.
+
+    Creating state is something later steps do not repeat, so a recording of
+    this step is not kept (``recording.recorder.unstable``).
+    """
+    if not isinstance(t, Tensor):
+        return t
+    recorder = recording.recorder
+    if recorder is not None:
+        recorder.unstable("the optimiser created its state in this step")
+    return t.detach().contiguous()
 
 
 class SGD(Optimizer):
@@ -83,10 +152,16 @@ class SGD(Optimizer):
         """Move every parameter that has a gradient; the others keep their value."""
         for i, p, value, grad in self._with_gradients():
             if self.momentum:
+                lr, momentum = self._coefficients(value, lambda: (self.lr, self.momentum))
                 b = self.velocity.get(i)
-                grad = grad if b is None else b * self.momentum + grad
-                self.velocity[i] = grad
-            self._store(p, value - grad * self.lr)
+                if b is None:
+                    b = _persistent(grad)
+                else:
+                    b = _accumulate(b, b * momentum, grad)
+                grad = self.velocity[i] = b
+            else:
+                (lr,) = self._coefficients(value, lambda: (self.lr,))
+            self._move(p, value, grad * lr)
 
 
 class Adam(Optimizer):
@@ -119,21 +194,32 @@ class Adam(Optimizer):
         self.eps = eps
         self.state: dict[int, tuple[int, Any, Any]] = {}
 
+    def _advance(self, i: int) -> tuple[float, ...]:
+        """Count a step of parameter ``i``; the numbers its update multiplies by."""
+        t, m, v = self.state.get(i, (0, None, None))
+        t += 1
+        self.state[i] = (t, m, v)
+        b1, b2 = self.betas
+        return (b1, 1.0 - b1, b2, 1.0 - b2, 1.0 / math.sqrt(1.0 - b2**t), self.eps,
+                self.lr / (1.0 - b1**t))  # fmt: skip
+
     def step(self) -> None:
         """Move every parameter that has a gradient; the others keep value and state."""
-        b1, b2 = self.betas
         for i, p, value, grad in self._with_gradients():
+            first = i not in self.state
+            b1, c1, b2, c2, v_scale, eps, step_size = self._coefficients(
+                value, lambda i=i: self._advance(i)
+            )
+            t, m, v = self.state[i]
             sq = grad * grad
-            if i in self.state:
-                t, m, v = self.state[i]
-                m = m * b1 + grad * (1.0 - b1)
-                v = v * b2 + sq * (1.0 - b2)
+            if first:
+                m, v = _persistent(grad * c1), _persistent(sq * c2)
             else:
-                t, m, v = 0, grad * (1.0 - b1), sq * (1.0 - b2)
-            t += 1
+                m = _accumulate(m, m * b1, grad * c1)
+                v = _accumulate(v, v * b2, sq * c2)
             self.state[i] = (t, m, v)
-            denom = _sqrt(v) * (1.0 / math.sqrt(1.0 - b2**t)) + self.eps
-            self._store(p, value - m / denom * (self.lr / (1.0 - b1**t)))
+            denom = _sqrt(v) * v_scale + eps
+            self._move(p, value, m / denom * step_size)
 
 
 def _sqrt(x: Any) -> Any:

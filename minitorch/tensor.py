@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import autodiff, operators
+from . import autodiff, operators, recording
 from .autodiff import Context, backpropagate
 from .tensor_data import (
     IndexingError,
@@ -74,7 +74,7 @@ class Tensor:
     on where the values are.
     """
 
-    __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
+    __slots__ = ("_tensor", "history", "_grad", "_name", "unique_id", "backend", "f")
 
     # Above NumPy's arrays and scalars, so ``np.float64(2) * t`` calls ``t.__rmul__``
     # (a tensor with history) instead of converting ``t`` through ``__array__``.
@@ -99,11 +99,24 @@ class Tensor:
             check_backend(backend)
         self._tensor = v
         self.history = back
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.unique_id = next(_ids)
         self._name = name
         self.backend = backend
         self.f = backend
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient backward accumulated here (a leaf's), or None."""
+        if recording.recorder is not None:
+            recording.recorder.grad_read(self, self._grad)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if recording.recorder is not None:
+            recording.recorder.grad_set(self, value)
+        self._grad = value
 
     @property
     def name(self) -> str:
@@ -128,7 +141,10 @@ class Tensor:
         if backend is not None:
             check_backend(backend)
             td._storage = backend.adopt(td._storage)
-        return Tensor(td, backend=backend)
+        t = Tensor(td, backend=backend)
+        if recording.recorder is not None:
+            recording.recorder.constant(t._tensor._storage)
+        return t
 
     def _new(self, tensor_data: TensorData) -> Tensor:
         """A tensor over ``tensor_data`` on this backend, without history."""
@@ -147,7 +163,10 @@ class Tensor:
         else:
             shape = check_shape(shape)
             size = check_allocation(shape, dtype)
-        return self._make_like(self.backend.zeros(size, dtype), shape, size)
+        storage = self.backend.zeros(size, dtype)
+        if recording.recorder is not None:
+            recording.recorder.constant(storage)
+        return self._make_like(storage, shape, size)
 
     def _type_(self, backend: TensorBackend) -> None:
         """Switch this tensor's backend; the backend moves the storage if it must."""
@@ -174,7 +193,10 @@ class Tensor:
                 return ToBackend.apply(b, self.backend)
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
-            return self._make_like(self.backend.full(1, b, self._tensor._storage.dtype), (1,), 1)
+            c = self._make_like(self.backend.full(1, b, self._tensor._storage.dtype), (1,), 1)
+            if recording.recorder is not None:
+                recording.recorder.constant(c._tensor._storage)
+            return c
         raise TypeError(f"Cannot combine a Tensor with {type(b).__name__}.")
 
     def _operands(self, b: Any) -> tuple[Tensor, Tensor]:
@@ -256,6 +278,8 @@ class Tensor:
 
     def to_numpy(self) -> np.ndarray:
         """A contiguous NumPy copy of the values, in the tensor's dtype."""
+        if recording.recorder is not None:
+            recording.recorder.read(self._tensor._storage, "to_numpy() or item()")
         td = self._tensor
         return td.to_numpy(self.backend.to_numpy(td._storage))
 
@@ -271,6 +295,8 @@ class Tensor:
         td = self._tensor
         position = element_position(td.shape, td.strides, key)
         if position is not None:
+            if recording.recorder is not None:
+                recording.recorder.read(td._storage, "t[index]")
             return float(td._storage[position])
         entries = normalize_key(td.shape, key)
         if not any(e is None or e.__class__ is slice for e in entries):
@@ -293,12 +319,14 @@ class Tensor:
         """
         td = self._tensor
         history = self.history
-        recording = autodiff._grad_enabled and history is not None and history.last_fn is not None
+        tracked = autodiff._grad_enabled and history is not None and history.last_fn is not None
         is_number = isinstance(value, (int, float, np.integer, np.floating))
-        if is_number and not recording:
+        if is_number and not tracked:
             position = element_position(td.shape, td.strides, key)
             if position is not None:
                 td._storage[position] = value
+                if recording.recorder is not None:
+                    recording.recorder.launch(np.put, (td._storage, position, float(value)))
                 return
         if not is_number and not isinstance(value, Tensor):
             raise TypeError(
@@ -334,10 +362,10 @@ class Tensor:
         if _may_overlap(source._tensor._storage, td._storage):
             source = source._copy()  # t[1:] = t[:-1] must read before it writes
         self.f.id_cmap(source, region)
-        if autodiff._grad_enabled and (recording or value.history is not None):
+        if autodiff._grad_enabled and (tracked or value.history is not None):
             previous = Tensor(td, history, backend=self.backend)
             ctx = Context()
-            ctx.save_for_backward(entries, recording)
+            ctx.save_for_backward(entries, tracked)
             self.history = History(SetItem, ctx, (previous, value))
 
     def __iter__(self) -> Iterator[float | Tensor]:
@@ -370,6 +398,8 @@ class Tensor:
         return self._tensor.is_row_major()
 
     def __repr__(self) -> str:
+        if recording.recorder is not None:
+            recording.recorder.read(self._tensor._storage, "printing a tensor")
         return self._tensor.to_string()
 
     def __len__(self) -> int:
@@ -438,6 +468,8 @@ class Tensor:
                     f"{self.shape}; pass grad_output."
                 )
             grad_output = self._make_like(self.backend.full(1, 1.0, self.dtype), self.shape, 1)
+            if recording.recorder is not None:
+                recording.recorder.constant(grad_output._tensor._storage)
         else:
             grad_output = self._ensure_tensor(grad_output).to(self.dtype)
             if grad_output.shape != self.shape:
@@ -461,7 +493,10 @@ class Tensor:
         td = self._tensor
         if not isinstance(storage, np.ndarray) or len(storage) != td.size:
             return self.f.id_map(self)  # off the host, or a view reaching past its values
-        return self._new(TensorData._trusted(storage.copy(), td.shape, td.strides, td.size))
+        copy = storage.copy()
+        if recording.recorder is not None:
+            recording.recorder.copy(copy, storage)
+        return self._new(TensorData._trusted(copy, td.shape, td.strides, td.size))
 
     # Operators --------------------------------------------------------------
 
@@ -740,6 +775,8 @@ class Tensor:
         td = self._tensor
         if len(td._storage) == td.size:
             td._storage[:] = 0.0
+            if recording.recorder is not None:
+                recording.recorder.fill(td._storage, 0.0)
         else:
             self.f.id_cmap(self.zeros((1,)), self)
         return self

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import autodiff, operators
+from . import autodiff, operators, recording
 from .autodiff import Context
 from .tensor_data import (
     DTYPES,
@@ -78,6 +78,8 @@ class Function:
         Non-tensor arguments (ints, tuples) pass through as constants.
         """
         Tensor = _TENSOR or _tensor_class()
+        if recording.recorder is not None:
+            recording.recorder.function(cls, vals)
         need_grad = False
         raw = []
         for v in vals:
@@ -943,9 +945,22 @@ def _new_tensor(
     backend = SimpleBackend if backend is None else backend
     storage = backend.from_numpy(as_storage(values, dtype))
     t = _tensor_class()(TensorData(storage, shape), backend=backend)
+    if recording.recorder is not None:
+        recording.recorder.constant(t._tensor._storage)
     if requires_grad:
         t.requires_grad_(True)
     return t
+
+
+def _drawn(t: Tensor, draw: Callable[[int], np.ndarray], size: int) -> None:
+    """``t`` holds ``draw(size)``: a replay of a recorded step must draw again."""
+    if recording.recorder is not None:
+        storage = t._tensor._storage
+
+        def redraw() -> None:
+            storage[:] = draw(size)
+
+        recording.recorder.refresh(redraw, [storage])
 
 
 def _shape_and_size(shape: Any, dtype: Any) -> tuple[tuple[int, ...], int, np.dtype]:
@@ -1061,12 +1076,17 @@ def rand(
 ) -> Tensor:
     """Uniform on [0, 1), drawn from Python's ``random`` so seeds repeat."""
     shape, size, dtype = _shape_and_size(shape, dtype)
-    values = uniform(size)
-    if dtype != values.dtype:
-        values = values.astype(dtype)
-        # Rounding may reach 1.0; keep the interval half-open.
-        values[values == 1.0] = np.nextafter(dtype.type(1), dtype.type(0))
-    t = _new_tensor(values, shape, backend)
+
+    def draw(n: int) -> np.ndarray:
+        values = uniform(n)
+        if dtype != values.dtype:
+            values = values.astype(dtype)
+            # Rounding may reach 1.0; keep the interval half-open.
+            values[values == 1.0] = np.nextafter(dtype.type(1), dtype.type(0))
+        return values
+
+    t = _new_tensor(draw(size), shape, backend)
+    _drawn(t, draw, size)
     # As in the course, the flag is ignored: the result is a leaf that tracks gradients.
     t.requires_grad_(requires_grad)
     return t
@@ -1084,7 +1104,9 @@ def randn(
     gradients only with ``requires_grad=True``, as in PyTorch.
     """
     shape, size, dtype = _shape_and_size(shape, dtype)
-    return _new_tensor(normal(size), shape, backend, requires_grad, dtype)
+    t = _new_tensor(normal(size), shape, backend, requires_grad, dtype)
+    _drawn(t, normal, size)
+    return t
 
 
 def manual_seed(seed: int) -> None:

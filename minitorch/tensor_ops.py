@@ -34,6 +34,10 @@ class MapProto(Protocol):
     def __call__(self, x: Tensor, out: Tensor | None = ..., /) -> Tensor: ...
 
 
+class ZipProto(Protocol):
+    def __call__(self, a: Tensor, b: Tensor, out: Tensor | None = ..., /) -> Tensor: ...
+
+
 class TensorOps:
     """The primitives a backend implements. Each returns a callable over Tensors.
 
@@ -45,6 +49,9 @@ class TensorOps:
     """
 
     cuda = False
+    # True when every launch reports to ``recording.recorder`` (``minitorch.compile``
+    # replays such a backend's steps; the others' compiled functions run eagerly).
+    records_launches = False
 
     @staticmethod
     def empty(size: int, dtype: np.dtype) -> Storage:
@@ -95,7 +102,9 @@ class TensorOps:
         raise NotImplementedError
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
+        """``(a, b, out=None) -> out``: a new tensor of the broadcast shape, or written
+        into ``out`` (which may be ``a`` or ``b`` itself: element by element, in place)."""
         raise NotImplementedError
 
     @staticmethod
@@ -118,7 +127,7 @@ class TensorBackend:
         self.ops = ops
         self.cuda = ops.cuda
         self._maps: dict[Any, MapProto] = {}
-        self._zips: dict[Any, Callable[[Tensor, Tensor], Tensor]] = {}
+        self._zips: dict[Any, ZipProto] = {}
         self._reduces: dict[Any, Callable[[Tensor, int], Tensor]] = {}
 
         self.neg_map = self.map_of(operators.neg)
@@ -159,7 +168,7 @@ class TensorBackend:
             op = self._maps[fn] = self.ops.map(fn)
         return op
 
-    def zip_of(self, fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+    def zip_of(self, fn: Callable[[float, float], float]) -> ZipProto:
         """This backend's zip for ``fn``, built once and cached."""
         op = self._zips.get(fn)
         if op is None:
@@ -273,6 +282,12 @@ def check_reduce_dim(a: Tensor, dim: Any) -> int:
     return dim % dims
 
 
+def check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
+    """Raise unless shape ``src`` broadcasts into the output shape ``dst``."""
+    if shape_broadcast(src, dst) != tuple(dst):
+        raise IndexingError(f"Cannot broadcast shape {src} into output shape {dst}.")
+
+
 def reduce_shape(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
     """``shape`` with ``dim`` kept at size 1."""
     return shape[:dim] + (1,) + shape[dim + 1 :]
@@ -360,11 +375,14 @@ class SimpleOps(TensorOps):
         return _cmap
 
     @staticmethod
-    def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
+    def zip(fn: Callable[[float, float], float]) -> ZipProto:
         kernel = tensor_zip(fn)
 
-        def _zip(a: Tensor, b: Tensor) -> Tensor:
-            out = zip_output(a, b)
+        def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+            if out is None:
+                out = zip_output(a, b)
+            else:
+                check_broadcast_into(shape_broadcast(a.shape, b.shape), out.shape)
             with _ieee():
                 kernel(*out.tuple(), *a.tuple(), *b.tuple())
             return out

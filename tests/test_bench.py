@@ -78,3 +78,16 @@ def test_scaling_is_skipped_with_a_reason_without_mpi(monkeypatch: pytest.Monkey
         bench.importlib.util, "find_spec", lambda name: None if name == "mpi4py" else real(name)
     )
     assert "pip install 'minitorch[mpi]'" in str(bench._scaling_unavailable())
+
+
+def test_training_table_has_eager_compiled_and_both_pytorch_columns() -> None:
+    rows = [bench.TrainingRow("mlp", [0.004, 0.002, 0.003], [0.001], [0.0025], None, 0.5)]
+    table = "\n".join(bench._training_lines(rows, (1.5, 0.001, 0.25, 0.0005)))
+    assert "| mlp | 3.00 (2.00-4.00) | 1.00 (1.00-1.00) | 2.50 (2.50-2.50) | — | 0.40 |" in table
+    assert "| <= 0.5x | yes |" in table
+    assert "first call 1.50 s, second 1.00 ms" in table and "first call 0.25 s" in table
+
+
+def test_compiled_training_epochs_run() -> None:
+    times = bench._minitorch_epoch_times(20, 4, 10, 2, compiled=True)
+    assert len(times) == 2 and all(t > 0 for t in times)

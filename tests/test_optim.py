@@ -198,3 +198,38 @@ def test_adam_and_momentum_on_every_backend(backend: minitorch.TensorBackend) ->
 def test_invalid_hyperparameters_raise(make: Callable[[list[Parameter]], object]) -> None:
     with pytest.raises(ValueError):
         make([tensor_param(W0)])
+
+
+def test_in_place_updates_equal_the_out_of_place_formulas(backend: minitorch.TensorBackend) -> None:
+    """The in-place optimisers (what minitorch.compile relies on) give, bit for bit, what
+    the out-of-place tensor formulas give, and keep the parameter's tensor object."""
+    import math
+
+    from minitorch.optim import _scalar_sqrt
+
+    def tensor(values: np.ndarray) -> Tensor:
+        return tensor_from_numpy(values, backend=backend)
+
+    grads = [G1, G2, G1 * -0.5]
+    sgd, momentum, adam = (tensor_param(W0, backend) for _ in range(3))
+    originals = [p.value for p in (sgd, momentum, adam)]
+    optimisers = [SGD([sgd], lr=0.1), SGD([momentum], lr=0.1, momentum=0.9),
+                  Adam([adam], lr=0.01, betas=(0.8, 0.99), eps=1e-6)]  # fmt: skip
+    w_sgd = w_mom = w_adam = tensor(W0)
+    b = m = v = None
+    for t, g in enumerate(grads, start=1):
+        for p, optim in zip((sgd, momentum, adam), optimisers):
+            set_grad(p, g)
+            optim.step()
+        grad = tensor(g)
+        w_sgd = w_sgd - grad * 0.1
+        b = grad if b is None else b * 0.9 + grad
+        w_mom = w_mom - b * 0.1
+        sq = grad * grad
+        m = grad * (1.0 - 0.8) if m is None else m * 0.8 + grad * (1.0 - 0.8)
+        v = sq * (1.0 - 0.99) if v is None else v * 0.99 + sq * (1.0 - 0.99)
+        denom = v.f.map_of(_scalar_sqrt)(v) * (1.0 / math.sqrt(1.0 - 0.99**t)) + 1e-6
+        w_adam = w_adam - m / denom * (0.01 / (1.0 - 0.8**t))
+    for p, original, expected in zip((sgd, momentum, adam), originals, (w_sgd, w_mom, w_adam)):
+        assert p.value is original
+        assert np.array_equal(p.value.to_numpy(), expected.to_numpy())

@@ -67,7 +67,8 @@ def test_sgd_tensor_step_matches_hand_computation(backend: TensorBackend) -> Non
     np.testing.assert_allclose(w.value.grad.to_numpy(), grad, atol=1e-9)
     old = w.value
     SGD([w], lr=0.01).step()
-    assert isinstance(w.value, Tensor) and w.value is not old
+    # Updated in place (as in PyTorch): the module's own tensor holds the new values.
+    assert isinstance(w.value, Tensor) and w.value is old
     np.testing.assert_allclose(w.value.to_numpy(), w0 - 0.01 * grad, atol=1e-9)
     # The updated value is a named leaf with no gradient, ready for the next step.
     assert w.value.is_leaf() and w.value.requires_grad()
