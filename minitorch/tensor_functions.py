@@ -70,23 +70,30 @@ class Function:
     def apply(cls, *vals: Any) -> Tensor:
         """Run forward; attach history when any tensor input tracks gradients.
 
-        Non-tensor arguments (ints, tuples) pass through as constants.
+        Non-tensor arguments (ints, tuples) pass through as constants. Forward
+        sees every input detached: a tensor without history already is, so only
+        the ones that track gradients are wrapped afresh.
         """
         Tensor = _TENSOR or _tensor_class()
-        need_grad = False
-        raw = []
         for v in vals:
-            if isinstance(v, Tensor):
-                if v.history is not None:
-                    need_grad = True
-                raw.append(Tensor(v._tensor, None, None, v.backend))
-            else:
-                raw.append(v)
-        ctx = Context(not need_grad)
-        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
-        if need_grad:
-            c.history = History(cls, ctx, vals)
+            if isinstance(v, Tensor) and v.history is not None:
+                break
+        else:
+            return _fresh_result(cls.forward(Context(True), *vals), vals)  # type: ignore[attr-defined]
+        raw = [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
+        ctx = Context(False)
+        c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
+        c.history = History(cls, ctx, vals)
         return c
+
+
+def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:
+    """A forward that hands back one of its inputs gets a new tensor over the same data,
+    so recording history never touches the caller's tensor."""
+    for v in vals:
+        if c is v:
+            return c.detach()
+    return c
 
 
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
