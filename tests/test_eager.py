@@ -1,0 +1,81 @@
+"""The lean eager path: Function.apply, internal tensor construction, chain_rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import minitorch
+from minitorch.autodiff import Context
+from minitorch.tensor_functions import Function
+
+
+class _Identity(Function):
+    """A user function whose forward hands back its first input unchanged."""
+
+    @staticmethod
+    def forward(ctx: Context, a: minitorch.Tensor, b: minitorch.Tensor) -> minitorch.Tensor:
+        return a
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: minitorch.Tensor) -> tuple[Any, Any]:
+        return grad_output, grad_output
+
+
+def test_forward_returning_an_input_leaves_the_callers_tensor_alone() -> None:
+    # Regression: apply passes inputs without history straight to forward, so a
+    # forward that returns one must not get history attached to the caller's tensor.
+    a = minitorch.tensor([1.0, 2.0])
+    a.history = None  # a constant: forward sees this very object
+    b = minitorch.tensor([3.0, 4.0], requires_grad=True)
+    out = _Identity.apply(a, b)
+    assert out is not a
+    assert a.history is None and out.history is not None
+    assert out.to_numpy().tolist() == [1.0, 2.0]
+    out.sum().backward()
+    assert b.grad is not None and b.grad.to_numpy().tolist() == [1.0, 1.0]
+    assert a.grad is None
+
+
+def test_forward_without_gradients_returning_an_input_gives_a_new_tensor() -> None:
+    a = minitorch.tensor([1.0, 2.0]).detach()
+    b = minitorch.tensor([3.0, 4.0]).detach()
+    out = _Identity.apply(a, b)
+    assert out is not a and out.history is None
+    assert out.to_numpy().tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_forward_sees_inputs_without_history(tracked: bool) -> None:
+    seen: list[minitorch.Tensor] = []
+
+    class Probe(Function):
+        @staticmethod
+        def forward(ctx: Context, a: minitorch.Tensor) -> minitorch.Tensor:
+            seen.append(a)
+            assert ctx.no_grad is not tracked
+            return a.f.neg_map(a)
+
+        @staticmethod
+        def backward(ctx: Context, grad_output: minitorch.Tensor) -> minitorch.Tensor:
+            return grad_output
+
+    a = minitorch.tensor([1.0, -2.0], requires_grad=tracked)
+    if not tracked:
+        a = a.detach()
+    out = Probe.apply(a)
+    assert seen[0].history is None and not seen[0].requires_grad()
+    assert (seen[0] is a) is not tracked  # only tensors that track gradients are re-wrapped
+    assert out.requires_grad() is tracked
+    assert a.requires_grad() is tracked  # the caller's tensor keeps its history
+
+
+def test_internal_tensors_match_the_public_constructor() -> None:
+    # _wrap skips __init__'s checks: it must still set every slot __init__ sets.
+    a = minitorch.tensor([[1.0, 2.0], [3.0, 4.0]]).detach()
+    for made in (a.detach(), a + 1.0, a.permute(1, 0), a._new(a._tensor)):
+        assert made.history is None and made.grad is None
+        assert made.backend is a.backend and made.f is a.backend
+        assert isinstance(made.unique_id, int) and made.unique_id != a.unique_id
+        assert made.name == str(made.unique_id)
