@@ -235,10 +235,12 @@ class Tensor:
     def chain_rule(self, d_output: Any) -> Iterable[tuple[Tensor, Any]]:
         h = self.history
         assert h is not None and h.last_fn is not None and h.ctx is not None
+        needs = tuple([isinstance(inp, Tensor) and inp.history is not None for inp in h.inputs])
+        h.ctx.needs_input_grad = needs
         grads = h.last_fn._backward(h.ctx, d_output)
         pairs = []
-        for inp, g in zip(h.inputs, grads):
-            if isinstance(inp, Tensor) and inp.history is not None:
+        for inp, g, need in zip(h.inputs, grads, needs):
+            if need:
                 if not isinstance(g, Tensor):
                     # A number (the 0.0 of a dim or shape argument) becomes a zeros gradient.
                     g = inp.zeros() + g

@@ -96,6 +96,12 @@ def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:
     return c
 
 
+def _needs_grad(ctx: Context, i: int) -> bool:
+    """Whether input ``i`` needs its gradient (unknown, when backward is called by hand: yes)."""
+    needs = ctx.needs_input_grad
+    return not needs or needs[i]
+
+
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
     """An order or shape given as ints or as a tensor of whole numbers (the course's form)."""
     if isinstance(value, (tuple, list)):
@@ -150,7 +156,9 @@ class Sub(Function):
         return t1.f.zip_of(operators.sub)(t1, t2)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Any]:
+        if not _needs_grad(ctx, 1):
+            return grad_output, 0.0
         return grad_output, grad_output.f.neg_map(grad_output)
 
 
@@ -161,10 +169,13 @@ class Mul(Function):
         return a.f.mul_zip(a, b)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
         a, b = ctx.saved_values
         mul = grad_output.f.mul_zip
-        return mul(grad_output, b), mul(grad_output, a)
+        return (
+            mul(grad_output, b) if _needs_grad(ctx, 0) else 0.0,
+            mul(grad_output, a) if _needs_grad(ctx, 1) else 0.0,
+        )
 
 
 class Sigmoid(Function):
@@ -389,10 +400,13 @@ class MatMul(Function):
         return t1.f.matrix_multiply(t1, t2)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
         t1, t2 = ctx.saved_values
         mm = grad_output.f.matrix_multiply
-        return mm(grad_output, _transpose(t2)), mm(_transpose(t1), grad_output)
+        return (
+            mm(grad_output, _transpose(t2)) if _needs_grad(ctx, 0) else 0.0,
+            mm(_transpose(t1), grad_output) if _needs_grad(ctx, 1) else 0.0,
+        )
 
 
 def _transpose(a: Tensor) -> Tensor:
