@@ -97,3 +97,30 @@ def test_backward_skips_gradients_of_constants() -> None:
     (a * c + (c - a) + (a @ c)).sum().backward()
     expected = c.to_numpy() - 1.0 + c.to_numpy().sum(1)[None, :]
     assert (a.grad.to_numpy() == expected).all()
+
+
+def test_startup_rows_report_medians_against_the_targets() -> None:
+    from minitorch import bench
+
+    cold, warm = bench.startup_rows([3.0, 1.5, 1.9], [0.9, 1.3, 1.0])
+    assert cold.ours == 1.9 and cold.met and cold.unit == "s"
+    assert cold.ratio == pytest.approx(1.9 / bench.COLD_START_TARGET)
+    assert "1.50-3.00 s over 3 runs" in cold.case
+    assert warm.ours == 1.0 and warm.met is (1.0 <= bench.WARM_START_TARGET)
+    (slow,) = bench.startup_rows([2.5], [0.5])[:1]
+    assert not slow.met and bench._fmt(slow.ours, slow.unit) == "2.50 s"
+
+
+def test_startup_child_runs_the_first_course_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minitorch import bench
+
+    steps: list[int] = []
+
+    def training(points: int, hidden: int, batch: int, backend: Any) -> tuple[Any, Any]:
+        assert (points, hidden, batch, backend) == (50, 100, 10, bench.FAST)
+        data = minitorch.datasets["Split"](points)
+        return data, lambda xs, ys: steps.append(len(xs))
+
+    monkeypatch.setattr(bench, "_minitorch_training", training)
+    bench.first_course_epoch()
+    assert steps == [10] * 5
