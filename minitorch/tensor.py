@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from .autodiff import backpropagate
-from .cuda_ops import device_zeros
 from .tensor_data import (
     IndexingError,
     Storage,
@@ -116,6 +115,8 @@ class Tensor:
             shape = check_shape(shape)
             size = check_allocation(shape)
         if self.backend.cuda:
+            from .cuda_ops import device_zeros  # loads the CUDA backend only when used
+
             return self._make_like(device_zeros(size), shape, size)
         return self._make_like(np.zeros(size), shape, size)
 

@@ -124,3 +124,33 @@ def test_startup_child_runs_the_first_course_epoch(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(bench, "_minitorch_training", training)
     bench.first_course_epoch()
     assert steps == [10] * 5
+
+
+def test_import_defers_the_cuda_backend_until_first_use() -> None:
+    # A fresh interpreter: numba.cuda (about half the import time) and cuda_ops load
+    # only when used, yet numba.cuda, minitorch.cuda_ops and CudaOps all resolve.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types, numba, minitorch\n"
+        "assert 'minitorch.cuda_ops' not in sys.modules\n"
+        "assert type(sys.modules['numba.cuda']) is not types.ModuleType  # not loaded yet\n"
+        "t = minitorch.tensor([1.0, 2.0]) + 1.0\n"
+        "assert 'minitorch.cuda_ops' not in sys.modules\n"
+        "assert isinstance(numba.cuda.is_available(), bool)\n"
+        "assert type(sys.modules['numba.cuda']) is types.ModuleType\n"
+        "assert minitorch.CudaOps.cuda and minitorch.cuda_ops.CudaOps is minitorch.CudaOps\n"
+        "from minitorch import mm_practice, sum_practice\n"
+        "assert minitorch.cuda is numba.cuda and 'CudaOps' in dir(minitorch)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_unknown_package_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        minitorch.no_such_thing  # noqa: B018
