@@ -10,7 +10,7 @@ JOBS ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,plot,examples,mpi]"
+	$(PY) -m pip install --quiet -e ".[test,plot,examples,mpi,safetensors]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -27,7 +27,14 @@ from . import (
     tensor_ops,
     testing,
 )
-from .autodiff import Context, backpropagate, central_difference, topological_sort
+from .autodiff import (
+    Context,
+    backpropagate,
+    central_difference,
+    is_grad_enabled,
+    no_grad,
+    topological_sort,
+)
 from .checkpoint import CheckpointError, load, save
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d
@@ -52,15 +59,27 @@ from .tensor_data import (
 from .tensor_functions import (
     Function,
     History,
+    arange,
     binary_op,
+    cat,
+    eye,
+    full,
     grad_central_difference,
     grad_check,
+    manual_seed,
+    maximum,
+    minimum,
     ones,
+    ones_like,
     rand,
+    randn,
+    stack,
     tensor,
     tensor_from_numpy,
     unary_op,
+    where,
     zeros,
+    zeros_like,
 )
 from .tensor_ops import SimpleBackend, SimpleOps, TensorBackend, TensorOps
 from .testing import MathTest, MathTestVariable

@@ -6,9 +6,62 @@ orders the graph and pushes derivatives from the output back to the leaves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+# Whether tensor functions record history. Process-wide (not per thread), read
+# as one module global by ``Function.apply``; change it with ``no_grad``.
+_grad_enabled = True
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``: tensor ops then record no history."""
+    return _grad_enabled
+
+
+class no_grad:  # noqa: N801 - PyTorch's name
+    """Turn off history recording for tensor ops, as a context manager or decorator.
+
+    Inside ``with minitorch.no_grad():`` (or a function decorated with
+    ``@minitorch.no_grad()`` or ``@minitorch.no_grad``) results of tensor ops
+    have no history and so do not require grad, whatever their inputs; slices
+    of leaves may be written. Leaving the block, even by an exception, restores
+    the previous state, so blocks nest. The switch is process-wide, not per
+    thread (PyTorch's is per thread). Scalars are not affected.
+    """
+
+    def __new__(cls, fn: Any = None) -> Any:
+        """``no_grad()`` is the context manager; ``no_grad(fn)`` (the decorator written
+        without parentheses) is ``fn`` wrapped by it."""
+        if fn is None:
+            return super().__new__(cls)
+        if not callable(fn):
+            raise TypeError(f"no_grad takes no argument or a function, not {fn!r}.")
+        return cls()(fn)
+
+    def __init__(self, fn: Any = None) -> None:
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> None:
+        global _grad_enabled
+        self._previous.append(_grad_enabled)
+        _grad_enabled = False
+
+    def __exit__(self, *exc: object) -> None:
+        global _grad_enabled
+        _grad_enabled = self._previous.pop()
+
+    def __call__(self, fn: _F) -> _F:
+        @functools.wraps(fn)
+        def without_grad(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        return without_grad  # type: ignore[return-value]
 
 
 def central_difference(f: Any, *vals: Any, arg: int = 0, epsilon: float = 1e-6) -> Any:

@@ -1,4 +1,4 @@
-"""Saving and loading parameters as NumPy ``.npz`` archives.
+"""Saving and loading parameters as NumPy ``.npz`` archives or ``.safetensors`` files.
 
 A state dict maps each parameter's dotted name (``"0.weight"``) to a float64
 NumPy copy of its value, so a checkpoint is readable without minitorch and
@@ -7,10 +7,15 @@ all-or-nothing, so a crash or a bad file never leaves half a model behind.
 Loading trusts nothing in the file: every array header is checked (numeric
 dtype, a shape the file's bytes can hold) before its data is read, and NumPy's
 pickle support is never used.
+
+A path ending in ``.safetensors`` uses that format instead (through the optional
+``safetensors`` package, ``pip install minitorch[safetensors]``), which PyTorch
+and most other libraries read and write, so weights move between them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -86,7 +91,8 @@ def load_state_dict(module: Module, state: Mapping[str, Any], strict: bool = Tru
 
 
 def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
-    """Write a module's state dict (or a given one) to ``path`` as an ``.npz`` archive.
+    """Write a module's state dict (or a given one) to ``path`` as an ``.npz`` archive,
+    or as a safetensors file (float64, ``F64``) when ``path`` ends in ``.safetensors``.
 
     The archive is written to a temporary file beside the target and moved
     into place with ``os.replace``, so ``path`` holds either the old file or
@@ -108,7 +114,28 @@ def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
         if key in arrays:
             raise CheckpointError(f"Two state-dict entries are both named {key!r}.")
         arrays[key] = _to_array(key, value)
-    target = _save_target(os.fspath(path))
+    path = os.fspath(path)
+    if _is_safetensors(path):
+        if SAFETENSORS_METADATA_KEY in arrays:
+            raise CheckpointError(
+                f"A safetensors file cannot hold an array named {SAFETENSORS_METADATA_KEY!r} "
+                "(the format reserves that name)."
+            )
+        # The format has no checksum of its own: keep one per array in the metadata.
+        sums = {name: _crc32(array) for name, array in arrays.items()}
+        payload = _safetensors_numpy().save(
+            arrays, metadata={SAFETENSORS_CRC_KEY: json.dumps(sums, sort_keys=True)}
+        )
+
+        def write(f: Any) -> None:
+            f.write(payload)
+
+    else:
+
+        def write(f: Any) -> None:
+            _write_npz(f, arrays)
+
+    target = _save_target(path)
     directory, base = os.path.split(target)
     _remove_stale_temporaries(directory, base)
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
@@ -116,7 +143,7 @@ def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if os.path.exists(target):  # keep the permissions the file already had
@@ -129,16 +156,18 @@ def save(obj: Module | Mapping[str, Any], path: PathLike) -> None:
 
 
 def load(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
-    """Read a checkpoint written by ``save``: dotted name -> NumPy array, in saved order.
+    """Read a checkpoint written by ``save``: dotted name -> NumPy array, in saved order
+    (for a ``.safetensors`` file, sorted by name, as the format lists them).
 
     A missing file raises ``FileNotFoundError``. Everything else that is not a
     sound checkpoint raises ``CheckpointError`` naming the file, before any
     array is read in full: a directory or other non-regular file, a file that
-    is not a complete ``.npz`` archive, members that are not ``.npy`` arrays or
-    share a name, a dtype other than bool, integer or float of at most 64 bits
-    (no objects, strings, complex or structured arrays), and a header whose
-    shape needs more bytes than the archive holds. Arrays holding NaN or
-    infinity are refused too (usually a diverged run) unless
+    is not a complete ``.npz`` archive (or safetensors file, for that suffix),
+    members that are not ``.npy`` arrays or share a name, a dtype other than
+    bool, integer or float of at most 64 bits (no objects, strings, complex or
+    structured arrays, nor safetensors' bfloat16 and 8-bit floats), and a
+    header whose shape needs more bytes than the file holds. Arrays holding NaN
+    or infinity are refused too (usually a diverged run) unless
     ``allow_nonfinite`` is true.
     """
     path = os.fspath(path)
@@ -148,6 +177,8 @@ def load(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndarray]
         raise FileNotFoundError(f"No checkpoint at {path!r}.") from None
     if not stat.S_ISREG(mode):
         raise CheckpointError(f"{path!r} is a {_file_kind(mode)}, not a checkpoint file.")
+    if _is_safetensors(path):
+        return _refuse_nonfinite(path, _read_safetensors(path), allow_nonfinite)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path!r} is not a minitorch checkpoint: not a complete .npz archive "
@@ -163,6 +194,13 @@ def load(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndarray]
     except (OSError, ValueError, EOFError, RuntimeError, KeyError, NotImplementedError,
             zipfile.BadZipFile, zlib.error) as e:  # fmt: skip
         raise CheckpointError(f"{path!r} is a corrupt checkpoint: {e}") from e
+    return _refuse_nonfinite(path, arrays, allow_nonfinite)
+
+
+def _refuse_nonfinite(
+    path: str, arrays: dict[str, np.ndarray], allow_nonfinite: bool
+) -> dict[str, np.ndarray]:
+    """``arrays``, unless one holds NaN or infinity and that is not allowed."""
     if not allow_nonfinite:
         bad = [n for n, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
         if bad:
@@ -171,6 +209,95 @@ def load(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndarray]
                 "run?); pass allow_nonfinite=True to load it anyway."
             )
     return arrays
+
+
+# The safetensors format -----------------------------------------------------------
+# An 8-byte header length, a JSON header (name -> dtype, shape, byte range) and the
+# raw little-endian bytes. The safetensors package checks the header's consistency
+# (byte ranges that tile the data exactly, shapes that fit them) when it opens a file.
+
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_METADATA_KEY = "__metadata__"
+# Metadata entry where ``save`` keeps each array's CRC-32 (files from elsewhere have none).
+SAFETENSORS_CRC_KEY = "minitorch.crc32"
+# safetensors dtypes NumPy reads exactly: bool, integers, floats of at most 64 bits.
+_SAFETENSORS_DTYPES = frozenset(
+    ("BOOL", "U8", "I8", "U16", "I16", "F16", "U32", "I32", "F32", "U64", "I64", "F64")
+)
+
+
+def _is_safetensors(path: str) -> bool:
+    return path.lower().endswith(SAFETENSORS_SUFFIX)
+
+
+def _safetensors_numpy() -> Any:
+    """The ``safetensors.numpy`` module, or an ImportError that says how to install it."""
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError(
+            "Reading and writing .safetensors files needs the safetensors package: "
+            "pip install 'minitorch[safetensors]' (or pip install safetensors)."
+        ) from None
+    return safetensors.numpy
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Every array of the safetensors file at ``path``, after checking each header entry."""
+    _safetensors_numpy()  # a clear ImportError when the package is missing
+    from safetensors import SafetensorError, safe_open
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with safe_open(path, framework="numpy") as f:
+            names = list(f.keys())
+            for name in names:
+                entry = f.get_slice(name)
+                dtype, shape = entry.get_dtype(), entry.get_shape()
+                if dtype not in _SAFETENSORS_DTYPES:
+                    raise CheckpointError(
+                        f"{path!r}: array {name!r} has dtype {dtype}; checkpoints hold only "
+                        "bool, integer and float arrays of at most 64 bits (bfloat16 and 8-bit "
+                        "floats have no NumPy type: convert them to float32 first)."
+                    )
+                if len(shape) > MAX_DIMS:
+                    raise CheckpointError(
+                        f"{path!r}: array {name!r} has shape {tuple(shape)}; a shape is at "
+                        f"most {MAX_DIMS} sizes."
+                    )
+            for name in names:
+                arrays[name] = np.array(f.get_tensor(name), order="C", copy=True)
+            metadata = f.metadata() or {}
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"{path!r} is not a sound safetensors file (truncated, corrupt or some other "
+            f"kind of file): {e}"
+        ) from e
+    if SAFETENSORS_CRC_KEY in metadata:
+        _check_crcs(path, arrays, metadata[SAFETENSORS_CRC_KEY])
+    return arrays
+
+
+def _crc32(array: np.ndarray) -> int:
+    """CRC-32 of ``array``'s bytes as safetensors stores them (little-endian, row-major)."""
+    return zlib.crc32(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data)
+
+
+def _check_crcs(path: str, arrays: Mapping[str, np.ndarray], recorded: str) -> None:
+    """Compare ``arrays`` with the checksums ``save`` recorded (a JSON object)."""
+    try:
+        sums = json.loads(recorded)
+    except ValueError:
+        sums = None
+    if not isinstance(sums, dict) or sorted(sums) != sorted(arrays):
+        raise CheckpointError(f"{path!r} is a corrupt checkpoint: its checksum list is damaged.")
+    for name, array in arrays.items():
+        if sums[name] != _crc32(array):
+            raise CheckpointError(
+                f"{path!r} is a corrupt checkpoint: array {name!r} fails its checksum."
+            )
 
 
 # Arrays a checkpoint may hold: bool, signed and unsigned integers, floats; at most 64 bits.

@@ -299,6 +299,11 @@ def _empty(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     return like._make_like(cuda.device_array(size, dtype=np.float64), shape, size)
 
 
+def gpu_usable() -> bool:
+    """Whether kernels can run (a GPU, or the simulator), without raising."""
+    return bool(cuda.is_available())
+
+
 def device_zeros(size: int) -> DeviceStorage:
     """A device storage of ``size`` zeros, filled on the GPU (no host copy)."""
     _require_gpu()

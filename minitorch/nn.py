@@ -1,23 +1,19 @@
 """Neural-network functions built from the tensor primitives.
 
 Pooling, max, softmax, dropout and the losses are compositions of map, zip,
-reduce and movement ops (view / permute), so every backend runs them and
-autodiff needs only one new ``Function``: ``Max``, whose backward routes the
-gradient to the argmax.
+reduce and movement ops (view / permute), so every backend runs them. The
+course's ``Max`` (whose backward routes the gradient to the argmax) and
+``max_reduce`` live in ``tensor_functions`` beside ``Tensor.max`` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
-from . import operators
-from .autodiff import Context
 from .tensor import Tensor
 from .tensor_data import IndexingError, as_int
-from .tensor_functions import Function, rand, tensor_from_numpy
+from .tensor_functions import Max, max_reduce, rand, tensor_from_numpy
 from .tensor_ops import check_reduce_dim
 
 # Pooling ---------------------------------------------------------------------
@@ -68,37 +64,12 @@ def maxpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
 # Max, argmax, softmax ----------------------------------------------------------
 
 
-def max_reduce(input: Tensor, dim: int) -> Tensor:
-    """Maximum along ``dim`` (kept at size 1) on ``input``'s backend, without history.
-
-    The fold starts at -inf, so every finite value is supported, and a NaN
-    anywhere in a slice makes its maximum NaN (as in NumPy and PyTorch).
-    """
-    return input.f.reduce_of(operators.maximum, -math.inf)(input, dim)
-
-
 def argmax(input: Tensor, dim: int) -> Tensor:
     """1.0 where an element equals the maximum of its slice along ``dim``, else 0.0.
 
     Ties give several ones in a slice.
     """
     return input.f.eq_zip(input, max_reduce(input, dim))
-
-
-class Max(Function):
-    """Maximum along a dim; the gradient flows to the argmax (to every tie)."""
-
-    @staticmethod
-    def forward(ctx: Context, input: Tensor, dim: Any) -> Tensor:
-        out = max_reduce(input, check_reduce_dim(input, dim))
-        ctx.save_for_backward(input, out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
-        input, out = ctx.saved_values
-        f = grad_output.f
-        return f.mul_zip(grad_output, f.eq_zip(input, out)), 0.0
 
 
 def max(input: Tensor, dim: int) -> Tensor:  # noqa: A001 - course API name
@@ -110,23 +81,19 @@ def max(input: Tensor, dim: int) -> Tensor:  # noqa: A001 - course API name
 def softmax(input: Tensor, dim: int) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``dim``; same shape, slices sum to 1.
 
-    The per-slice max is subtracted first so ``exp`` cannot overflow; softmax is
-    shift-invariant, so the shift needs no gradient.
+    The per-slice max is subtracted first so ``exp`` cannot overflow
+    (``Tensor.softmax``).
     """
-    dim = check_reduce_dim(input, dim)
-    e = (input - max_reduce(input, dim)).exp()
-    return e / e.sum(dim)
+    return input.softmax(dim)
 
 
 def logsoftmax(input: Tensor, dim: int) -> Tensor:
-    """``x - log(sum(exp(x)))`` along ``dim``, computed stably.
+    """``x - log(sum(exp(x)))`` along ``dim``, computed stably (``Tensor.log_softmax``).
 
     After subtracting the per-slice max the sum is at least 1, so ``log``'s EPS
     is negligible even for inputs near -100.
     """
-    dim = check_reduce_dim(input, dim)
-    shifted = input - max_reduce(input, dim)
-    return shifted - shifted.exp().sum(dim).log()
+    return input.log_softmax(dim)
 
 
 # Dropout -----------------------------------------------------------------------

@@ -152,6 +152,160 @@ def exp_back(x: float, d: float) -> float:
     return d * math.exp(x)
 
 
+def minimum(x: float, y: float) -> float:
+    """The smaller of x and y, NaN if either is NaN (NumPy's ``minimum``)."""
+    if x != x:
+        return x
+    return x if x < y else y
+
+
+def greater_share(x: float, y: float) -> float:
+    """The part of a gradient that ``maximum(x, y)`` sends to x: 1 if x wins, 1/2 on a
+    tie (PyTorch's rule), else 0. ``greater_share(y, x)`` is y's part."""
+    if x < y:
+        return 0.0
+    if x == y:
+        return 0.5
+    return 1.0
+
+
+def lesser_share(x: float, y: float) -> float:
+    """The part of a gradient that ``minimum(x, y)`` sends to x (see ``greater_share``)."""
+    if x > y:
+        return 0.0
+    if x == y:
+        return 0.5
+    return 1.0
+
+
+def le(x: float, y: float) -> float:
+    """1.0 if x <= y else 0.0"""
+    return 1.0 if x <= y else 0.0
+
+
+def ge(x: float, y: float) -> float:
+    """1.0 if x >= y else 0.0"""
+    return 1.0 if x >= y else 0.0
+
+
+def ne(x: float, y: float) -> float:
+    """1.0 if x != y else 0.0 (so 1.0 for a NaN, as in IEEE)"""
+    return 1.0 if x != y else 0.0
+
+
+def same(x: float, y: float) -> float:
+    """1.0 if x == y or both are NaN, else 0.0 (finds a NaN maximum's position)."""
+    if x == y or (x != x and y != y):
+        return 1.0
+    return 0.0
+
+
+def select(c: float, x: float) -> float:
+    """x where the condition c is non-zero, else 0.0 (one half of ``where``)."""
+    return x if c != 0.0 else 0.0
+
+
+def select_not(c: float, x: float) -> float:
+    """x where the condition c is zero, else 0.0 (the other half of ``where``)."""
+    return 0.0 if c != 0.0 else x
+
+
+def position_if(c: float, position: float) -> float:
+    """``position`` where c is non-zero, else inf: a min-reduce then finds the first one."""
+    return position if c != 0.0 else math.inf
+
+
+def tanh(x: float) -> float:
+    """Hyperbolic tangent (never overflows)."""
+    return math.tanh(x)
+
+
+def tanh_back_from_output(t: float, d: float) -> float:
+    """d * d/dx tanh(x), given t = tanh(x)."""
+    return d * (1.0 - t * t)
+
+
+def sqrt(x: float) -> float:
+    """Square root; nan below 0 (and -0.0 at -0.0), as in IEEE."""
+    if x < 0.0:
+        return math.nan
+    return math.sqrt(x)
+
+
+def sqrt_back_from_output(s: float, d: float) -> float:
+    """d * d/dx sqrt(x), given s = sqrt(x): d / 2s, +-inf at 0."""
+    if s == 0.0:
+        return d * math.inf
+    return 0.5 * d / s
+
+
+def absolute(x: float) -> float:
+    """|x| (``abs`` would shadow the builtin in this module)."""
+    return abs(x)
+
+
+def absolute_back(x: float, d: float) -> float:
+    """d * sign(x): 0 at 0 (PyTorch's choice), nan at nan."""
+    if x > 0.0:
+        return d
+    if x < 0.0:
+        return -d
+    if x == 0.0:
+        return 0.0
+    return x
+
+
+def pow(x: float, y: float) -> float:  # noqa: A001 - the tensor method's name
+    """x ** y with C's and NumPy's rules, in plain Python too.
+
+    Python raises where C returns a value: a negative base with a fractional
+    exponent is nan, 0 to a negative power inf (signed for odd integer
+    powers), and an overflowing result inf.
+    """
+    if y == 0.0 or x == 1.0:
+        return 1.0
+    if x != x or y != y:
+        return math.nan
+    ax = abs(x)
+    if y == math.inf or y == -math.inf:
+        if ax == 1.0:
+            return 1.0
+        return math.inf if (ax > 1.0) == (y > 0.0) else 0.0
+    integral = y % 1.0 == 0.0
+    odd = integral and y % 2.0 == 1.0
+    if ax == 0.0 or ax == math.inf:
+        r = math.inf if (ax == 0.0) == (y < 0.0) else 0.0
+        return math.copysign(r, x) if odd else r
+    if x < 0.0 and not integral:
+        return math.nan
+    e = y * math.log(ax)  # the log of the result's magnitude
+    if e > 1418.0:
+        r = math.inf
+    elif e > 709.0:  # near overflow, where math.pow raises: square a half power
+        h = math.pow(ax, 0.5 * y)
+        r = h * h
+    else:
+        r = math.pow(ax, y)
+    return math.copysign(r, x) if odd else r
+
+
+def times_unless_zero(y: float, p: float) -> float:
+    """y * p, but 0 when y is 0: the base gradient y * x**(y-1) of ``pow`` is 0 for y = 0
+    even where x**(y-1) is infinite (PyTorch's rule)."""
+    if y == 0.0:
+        return 0.0
+    return y * p
+
+
+def pow_exponent_grad(x: float, out: float) -> float:
+    """d/dy x**y = x**y * ln(x) given out = x**y: 0 at x = 0, nan for a negative base."""
+    if x > 0.0:
+        return out * math.log(x)
+    if x == 0.0:
+        return 0.0
+    return math.nan
+
+
 # Higher-order list functions ------------------------------------------------
 
 

@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .autodiff import backpropagate
+from . import autodiff, operators
+from .autodiff import Context, backpropagate
 from .tensor_data import (
     IndexingError,
     Storage,
     TensorData,
-    UserIndex,
     UserShape,
+    as_int,
     check_allocation,
     check_shape,
+    element_position,
+    normalize_key,
     shape_broadcast,
     strides_from_shape,
 )
 from .tensor_functions import (
     EQ,
     LT,
+    Abs,
     Add,
     All,
+    Clamp,
+    Compare,
     Copy,
     Exp,
+    Extremum,
+    GetItem,
     History,
     Inv,
     IsClose,
@@ -35,12 +43,21 @@ from .tensor_functions import (
     Mul,
     Neg,
     Permute,
+    Pow,
     ReLU,
+    Reshape,
+    SetItem,
     Sigmoid,
+    Sqrt,
     Sub,
     Sum,
+    Tanh,
     ToBackend,
     View,
+    arg_extremum,
+    key_view,
+    max_reduce,
+    region_view,
 )
 from .tensor_ops import SimpleBackend, TensorBackend, check_backend, check_reduce_dim
 
@@ -51,6 +68,10 @@ class Tensor:
     """A multidimensional float64 array that can record its history for autodiff."""
 
     __slots__ = ("_tensor", "history", "grad", "_name", "unique_id", "backend", "f")
+
+    # Above NumPy's arrays and scalars, so ``np.float64(2) * t`` calls ``t.__rmul__``
+    # (a tensor with history) instead of converting ``t`` through ``__array__``.
+    __array_priority__ = 1000
 
     def __init__(
         self,
@@ -192,16 +213,119 @@ class Tensor:
             raise ValueError(f"item() needs a tensor of size 1, not shape {self.shape}.")
         return float(self.to_numpy().reshape(-1)[0])
 
-    def __getitem__(self, key: int | UserIndex) -> float:
-        return float(self._tensor._storage[self._tensor.index(key)])
+    def __getitem__(self, key: Any) -> float | Tensor:
+        """One int per dim gives that element as a float (the course's rule);
+        otherwise ints, slices (positive steps), None and ``...`` select a view
+        (as in PyTorch), through which gradients flow back to the region."""
+        td = self._tensor
+        position = element_position(td.shape, td.strides, key)
+        if position is not None:
+            return float(td._storage[position])
+        entries = normalize_key(td.shape, key)
+        if not any(e is None or e.__class__ is slice for e in entries):
+            return float(key_view(self, entries).item())  # e.g. t[..., 0] of a 1-D t
+        if self.backend.cuda:
+            td.to_cuda_()  # so that the view shares the device storage
+        return GetItem.apply(self, entries)
 
-    def __setitem__(self, key: int | UserIndex, val: float) -> None:
-        self._tensor._storage[self._tensor.index(key)] = val
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Write ``value`` (a number, or a tensor broadcasting to the selected region).
+
+        Setting one element by one int per dim to a number always works, as in
+        the course (even on leaves from ``tensor()`` and ``rand()``). Any other
+        write goes through a view. Like PyTorch, it is an error on a leaf that
+        requires grad, unless inside ``no_grad()``; into other tensors it is
+        recorded, so gradients reach ``value``. Unlike PyTorch, writing into a
+        view (``t[0][1:] = v``) of a tensor that requires grad is an error, the
+        write is recorded only on the tensor written to (not on other views of
+        its storage), and a tensor that an earlier op saved for its backward is
+        not checked for changes.
+        """
+        td = self._tensor
+        history = self.history
+        recording = autodiff._grad_enabled and history is not None and history.last_fn is not None
+        is_number = isinstance(value, (int, float, np.integer, np.floating))
+        if is_number and not recording:
+            position = element_position(td.shape, td.strides, key)
+            if position is not None:
+                td._storage[position] = value
+                return
+        if not is_number and not isinstance(value, Tensor):
+            raise TypeError(
+                f"A value written into a tensor is a number or a tensor, not "
+                f"{type(value).__name__} (convert arrays with minitorch.tensor_from_numpy)."
+            )
+        entries = normalize_key(td.shape, key)
+        if autodiff._grad_enabled and history is not None:
+            if history.last_fn is None:
+                raise RuntimeError(
+                    "A leaf tensor that requires grad cannot be written through a slice; "
+                    "write inside `with minitorch.no_grad():`, or into t.detach() (same storage)."
+                )
+            if history.last_fn in _VIEW_FUNCTIONS and _may_overlap(
+                history.inputs[0]._tensor._storage, td._storage
+            ):
+                # The base's own history would not see the write, so its gradients
+                # would be silently wrong (PyTorch rewrites the base's history instead).
+                raise RuntimeError(
+                    "Cannot write into a view of a tensor that requires grad (its "
+                    "gradients would miss the write): write into the tensor itself, "
+                    "e.g. t[0, 1:] = v rather than t[0][1:] = v, or into a copy (.contiguous())."
+                )
+        value = self._ensure_tensor(value)
+        if self.backend.cuda:
+            td.to_cuda_()
+        region = region_view(self, entries)
+        if not _broadcasts_to(value.shape, region.shape):
+            raise IndexingError(
+                f"Cannot assign a value of shape {value.shape} to a region of shape "
+                f"{region.shape} (it must broadcast)."
+            )
+        source = value.detach()
+        if _may_overlap(source._tensor._storage, td._storage):
+            source = source._copy()  # t[1:] = t[:-1] must read before it writes
+        self.f.id_cmap(source, region)
+        if autodiff._grad_enabled and (recording or value.history is not None):
+            previous = Tensor(td, history, backend=self.backend)
+            ctx = Context()
+            ctx.save_for_backward(entries, recording)
+            self.history = History(SetItem, ctx, (previous, value))
+
+    def __iter__(self) -> Iterator[float | Tensor]:
+        """Rows along the first dim (floats for a 1-D tensor), like ``t[i]`` for each i."""
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(t)`` / ``np.array(t)``: always a new array (NumPy's copy=False,
+        which forbids copying, is refused)."""
+        if copy is False:
+            raise ValueError("A minitorch tensor converts to NumPy only by copying.")
+        values = self.to_numpy()
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy of the values (PyTorch's ``numpy()`` shares memory instead)."""
+        return self.to_numpy()
+
+    def tolist(self) -> list[Any]:
+        """The values as nested Python lists of floats."""
+        return self.to_numpy().tolist()
+
+    def storage_offset(self) -> int:
+        """Where this view starts in the storage it was sliced from (0 unless indexed)."""
+        return self._tensor.storage_offset()
+
+    def is_contiguous(self) -> bool:
+        """True when the values lie in row-major order (``view`` needs that)."""
+        return self._tensor.is_row_major()
 
     def __repr__(self) -> str:
         return self._tensor.to_string()
 
     def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor.")
         return self.shape[0]
 
     def __float__(self) -> float:
@@ -293,9 +417,9 @@ class Tensor:
 
     def _copy(self) -> Tensor:
         storage = self._tensor._storage
-        if hasattr(storage, "copy_to_host"):
-            return self.f.id_map(self)
         td = self._tensor
+        if hasattr(storage, "copy_to_host") or len(storage) != td.size:
+            return self.f.id_map(self)  # on the device, or a view reaching past its values
         return self._new(TensorData._trusted(storage.copy(), td.shape, td.strides, td.size))
 
     # Operators --------------------------------------------------------------
@@ -383,8 +507,189 @@ class Tensor:
         """A row-major copy (differentiable)."""
         return Copy.apply(self)
 
+    # PyTorch-style shape operations ----------------------------------------------
+
+    def reshape(self, *shape: int) -> Tensor:
+        """This tensor's elements (row-major order) as ``shape`` (one entry may be -1):
+        a view when the layout allows it, else a copy. Differentiable."""
+        return Reshape.apply(self, _unpack(shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Dims ``start_dim`` to ``end_dim`` merged into one (a view when possible)."""
+        if not self.shape:
+            return self.reshape(1)
+        start = check_reduce_dim(self, start_dim)
+        end = check_reduce_dim(self, end_dim)
+        if start > end:
+            raise IndexingError(
+                f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape "
+                f"{self.shape}."
+            )
+        shape = self.shape
+        merged = 1
+        for d in shape[start : end + 1]:
+            merged *= d
+        return Reshape.apply(self, shape[:start] + (merged,) + shape[end + 1 :])
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        """A view with a new size-1 dim at ``dim`` (in ``-dims-1 .. dims``)."""
+        dims = self.dims
+        d = as_int(dim, "A dimension")
+        if not -dims - 1 <= d <= dims:
+            raise IndexingError(
+                f"unsqueeze: dimension {dim} out of range for shape {self.shape} "
+                f"(allowed: {-dims - 1} to {dims})."
+            )
+        d %= dims + 1
+        return Reshape.apply(self, self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        """A view without size-1 dims (all of them, or just ``dim`` if it has size 1).
+
+        Unlike PyTorch, which can return a 0-d tensor, squeezing every dim away
+        leaves shape (1,): minitorch tensors always have at least one dim.
+        """
+        shape = self.shape
+        if dim is None:
+            kept = tuple(d for d in shape if d != 1)
+        else:
+            d = check_reduce_dim(self, dim)
+            kept = shape if shape[d] != 1 else shape[:d] + shape[d + 1 :]
+        return Reshape.apply(self, kept or (1,))
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """A view with dims ``dim0`` and ``dim1`` swapped."""
+        d0, d1 = check_reduce_dim(self, dim0), check_reduce_dim(self, dim1)
+        order = list(range(self.dims))
+        order[d0], order[d1] = order[d1], order[d0]
+        return Permute.apply(self, tuple(order))
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+        """The transpose of a 2-D tensor (a 1-D tensor is returned as is)."""
+        if self.dims > 2:
+            raise IndexingError(
+                f".T is for tensors of at most 2 dims, not shape {self.shape}; use "
+                "transpose(d0, d1) or permute(...)."
+            )
+        return self if self.dims < 2 else self.transpose(0, 1)
+
+    # More math ---------------------------------------------------------------------
+
+    def __pow__(self, b: Any) -> Tensor:
+        return Pow.apply(self, self._ensure_tensor(b) if isinstance(b, Tensor) else _number(b))
+
+    def __rpow__(self, b: Any) -> Tensor:
+        return Pow.apply(_number(b), self)
+
+    def pow(self, exponent: Any) -> Tensor:
+        """``self ** exponent``, elementwise with broadcasting; NumPy's rules for
+        negative bases, zeros and overflow."""
+        return self**exponent
+
+    def __le__(self, b: Any) -> Tensor:
+        return Compare.apply(self, self._ensure_tensor(b), operators.le)
+
+    def __ge__(self, b: Any) -> Tensor:
+        return Compare.apply(self, self._ensure_tensor(b), operators.ge)
+
+    def __ne__(self, b: Any) -> Tensor:  # type: ignore[override]
+        return Compare.apply(self, self._ensure_tensor(b), operators.ne)
+
+    def tanh(self) -> Tensor:
+        return Tanh.apply(self)
+
+    def sqrt(self) -> Tensor:
+        """Square root; nan for negative values."""
+        return Sqrt.apply(self)
+
+    def abs(self) -> Tensor:
+        """Absolute value; the gradient at 0 is 0."""
+        return Abs.apply(self)
+
+    def __abs__(self) -> Tensor:
+        return Abs.apply(self)
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        """Values limited to ``[min, max]`` (either may be None); NaN stays NaN.
+
+        The bounds are numbers; the gradient passes where ``min <= x <= max``.
+        """
+        if min is None and max is None:
+            raise ValueError("clamp needs at least one of min and max.")
+        low = None if min is None else _number(min)
+        high = None if max is None else _number(max)
+        return Clamp.apply(self, low, high)
+
+    # Reductions (the reduced dim stays with size 1; no dim: shape (1,)) --------------
+
+    def _reduce_dim(self, dim: Any, name: str) -> int | None:
+        """``dim`` normalised (None: everything), refusing an empty reduction."""
+        d = None if dim is None else check_reduce_dim(self, dim)
+        if (self.size if d is None else self.shape[d]) == 0:
+            raise ValueError(f"{name} of an empty tensor (shape {self.shape}) has no value.")
+        return d
+
+    def max(self, dim: int | None = None) -> Tensor:  # noqa: A003
+        """Maximum along ``dim`` (kept at size 1), or of everything (shape (1,)).
+
+        PyTorch's ``max(dim)`` returns values and indices and drops the dim;
+        here it returns the values only (see ``argmax``) and keeps the dim. NaN
+        propagates; tied maxima share the gradient equally.
+        """
+        return Extremum.apply(self, self._reduce_dim(dim, "max"), True)
+
+    def min(self, dim: int | None = None) -> Tensor:  # noqa: A003
+        """Minimum along ``dim`` (kept at size 1), or of everything; see ``max``."""
+        return Extremum.apply(self, self._reduce_dim(dim, "min"), False)
+
+    def argmax(self, dim: int | None = None) -> Tensor:
+        """Index of the first maximum along ``dim`` (kept at size 1), as float values;
+        with no dim, the index into the flattened tensor, shape (1,). Not differentiable."""
+        return arg_extremum(self.detach(), self._reduce_dim(dim, "argmax"), True)
+
+    def argmin(self, dim: int | None = None) -> Tensor:
+        """Index of the first minimum; see ``argmax``."""
+        return arg_extremum(self.detach(), self._reduce_dim(dim, "argmin"), False)
+
+    def var(self, dim: int | None = None, correction: int = 0) -> Tensor:
+        """Variance along ``dim`` (kept at size 1) or of everything, dividing by
+        ``n - correction``: the population variance by default, like NumPy
+        (PyTorch's default is ``correction=1``)."""
+        d = self._reduce_dim(dim, "var")
+        n = self.size if d is None else self.shape[d]
+        centered = self - (self.mean() if d is None else self.mean(d))
+        squares = centered * centered
+        total = squares.sum() if d is None else squares.sum(d)
+        return total / (n - as_int(correction, "correction"))
+
+    def std(self, dim: int | None = None, correction: int = 0) -> Tensor:
+        """Standard deviation: ``var(dim, correction).sqrt()`` (population by default)."""
+        return self.var(dim, correction).sqrt()
+
+    def softmax(self, dim: int) -> Tensor:
+        """``exp(x) / sum(exp(x))`` along ``dim``; same shape, slices sum to 1.
+
+        The per-slice max is subtracted first so ``exp`` cannot overflow (softmax
+        is shift-invariant, so the shift needs no gradient).
+        """
+        d = check_reduce_dim(self, dim)
+        e = (self - max_reduce(self, d)).exp()
+        return e / e.sum(d)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        """``x - log(sum(exp(x)))`` along ``dim``, computed stably (max subtracted)."""
+        d = check_reduce_dim(self, dim)
+        shifted = self - max_reduce(self, d)
+        return shifted - shifted.exp().sum(d).log()
+
     def zero_(self) -> Tensor:
-        self._tensor._storage[:] = 0.0
+        """Set every element to 0 in place (through a view, only the view's elements)."""
+        td = self._tensor
+        if len(td._storage) == td.size:
+            td._storage[:] = 0.0
+        else:
+            self.f.id_cmap(self.zeros((1,)), self)
         return self
 
     def _flat(self) -> Tensor:
@@ -392,10 +697,7 @@ class Tensor:
         return self._view_raw((self.size,))
 
     def _view_raw(self, shape: tuple[int, ...]) -> Tensor:
-        td = self._tensor
-        return self._new(
-            TensorData._trusted(td._storage, shape, strides_from_shape(shape), td.size)
-        )
+        return self._new(self._tensor.strided_view(shape, strides_from_shape(shape)))
 
 
 _alloc = object.__new__
@@ -422,6 +724,25 @@ def _unpack(args: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(args) == 1 and isinstance(args[0], (tuple, list, range, np.ndarray)):
         return tuple(args[0])
     return args
+
+
+# Functions whose result may share the input's storage: writing into such a result
+# changes the input's values behind its history.
+_VIEW_FUNCTIONS = (GetItem, Reshape, View, Permute)
+
+
+def _number(value: Any) -> float:
+    """A number argument as a float; anything else is a TypeError."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"Expected a number, not {type(value).__name__}.")
+
+
+def _may_overlap(a: Any, b: Any) -> bool:
+    """Whether two storages may share memory (assumed for device arrays)."""
+    if hasattr(a, "copy_to_host") or hasattr(b, "copy_to_host"):
+        return True
+    return bool(np.may_share_memory(a, b))
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

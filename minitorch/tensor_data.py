@@ -250,6 +250,141 @@ def as_int(value: Any, what: str) -> int:
     raise TypeError(f"{what} must be an int, not {value!r}.")
 
 
+# Indexing -----------------------------------------------------------------------
+# A key is normalised once (``normalize_key``) into entries a layout can apply
+# directly: in-range non-negative ints, slices with non-negative bounds and a
+# positive step, and None for a new size-1 dim. ``key_layout`` then places the
+# view on any TensorData, so a gradient can be written back through the same key.
+
+KeyEntry: TypeAlias = "int | slice | None"
+
+
+def _key_items(key: Any) -> tuple[Any, ...]:
+    """The entries of ``key``; a list or 1-D integer array is one index per dim, as
+    the course's ``index`` reads it (NumPy would take it as advanced indexing)."""
+    if key.__class__ is tuple:
+        return key
+    if isinstance(key, list) or (isinstance(key, np.ndarray) and key.ndim == 1):
+        items = tuple(key)
+        if all(_is_int(i) for i in items):
+            return items
+        raise IndexingError(
+            f"Index {key!r} has a non-integer entry: a list or array index holds one int "
+            "per dim (advanced indexing with lists of positions or masks is not supported)."
+        )
+    return (key,)
+
+
+def element_position(shape: tuple[int, ...], strides: tuple[int, ...], key: Any) -> int | None:
+    """Storage position when ``key`` names one element by one int per dim, else None.
+
+    Negative ints count from the end, as in Python; an int out of range raises.
+    """
+    items = _key_items(key)
+    if len(items) != len(shape) or not items:
+        return None
+    position = 0
+    for ind, dim, stride in zip(items, shape, strides):
+        if ind.__class__ is not int:
+            if not _is_int(ind):
+                return None
+            ind = int(ind)
+        if ind < 0:
+            ind += dim
+            if ind < 0:
+                raise IndexingError(f"Index {key!r} out of range for shape {shape}.")
+        elif ind >= dim:
+            raise IndexingError(f"Index {key!r} out of range for shape {shape}.")
+        position += ind * stride
+    return position
+
+
+def normalize_key(shape: tuple[int, ...], key: Any) -> tuple[KeyEntry, ...]:
+    """``key`` (ints, slices, None, one Ellipsis) as entries for ``key_layout``.
+
+    Ints count from the end when negative and must be in range; slices are
+    clamped as in Python, and need a positive step (a view never has a negative
+    stride). Anything else, or more ints and slices than dims, is an IndexingError.
+    """
+    items = _key_items(key)
+    ellipses = sum(1 for item in items if item is Ellipsis)
+    if ellipses > 1:
+        raise IndexingError(f"Index {key!r} holds more than one Ellipsis.")
+    used = sum(1 for item in items if item is not None and item is not Ellipsis)
+    if used > len(shape):
+        raise IndexingError(
+            f"Index {key!r} has {used} entries for the {len(shape)} dims of shape {shape}."
+        )
+    fill = (slice(None),) * (len(shape) - used)
+    if ellipses:
+        at = next(i for i, item in enumerate(items) if item is Ellipsis)
+        items = items[:at] + fill + items[at + 1 :]
+    else:
+        items = items + fill
+    entries: list[KeyEntry] = []
+    dim = 0
+    for item in items:
+        if item is None:
+            entries.append(None)
+            continue
+        size = shape[dim]
+        if isinstance(item, slice):
+            try:
+                start, stop, step = item.indices(size)
+            except (TypeError, ValueError) as e:
+                raise IndexingError(f"Index {key!r}: bad slice {item!r} ({e}).") from None
+            if step < 0:
+                raise IndexingError(
+                    f"Index {key!r}: slice {item!r} has a negative step, which views do "
+                    "not support (flip with a copy instead)."
+                )
+            stop = max(stop, start)
+            entries.append(slice(start, stop, step))
+        elif _is_int(item):
+            ind = int(item)
+            if not -size <= ind < size:
+                raise IndexingError(f"Index {key!r} out of range for shape {shape} (dim {dim}).")
+            entries.append(ind % size)
+        else:
+            raise IndexingError(
+                f"Index {key!r} holds {item!r}: an index is made of ints, slices, None and "
+                "Ellipsis (tensor, list and mask indexing are not supported)."
+            )
+        dim += 1
+    return tuple(entries)
+
+
+def key_layout(
+    shape: tuple[int, ...], strides: tuple[int, ...], entries: tuple[KeyEntry, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """The ``(shape, strides, start)`` of the view that normalised ``entries`` select."""
+    out_shape: list[int] = []
+    out_strides: list[int] = []
+    start = 0
+    dim = 0
+    empty = False
+    for entry in entries:
+        if entry is None:
+            out_shape.append(1)
+            # The stride a row-major layout would give it (any value is valid for size 1).
+            out_strides.append(strides[dim] * shape[dim] if dim < len(shape) else 1)
+            continue
+        stride = strides[dim]
+        if entry.__class__ is slice:
+            n = len(range(entry.start, entry.stop, entry.step))
+            out_shape.append(n)
+            out_strides.append(stride * entry.step)
+            if n:
+                start += entry.start * stride
+            else:
+                empty = True
+        else:
+            start += entry * stride
+        dim += 1
+    # An empty view reads nothing: keep it at the start of the storage.
+    return tuple(out_shape), tuple(out_strides), 0 if empty else start
+
+
 def _memory_limit() -> int | None:
     """Bytes of physical memory, when the platform says (no tensor can be larger)."""
     try:
@@ -280,7 +415,16 @@ def check_allocation(shape: tuple[int, ...]) -> int:
 class TensorData:
     """A shape and strides over a flat float64 storage; many views may share one."""
 
-    __slots__ = ("_storage", "shape", "strides", "size", "dims", "_shape_arr", "_strides_arr")
+    __slots__ = (
+        "_storage",
+        "shape",
+        "strides",
+        "size",
+        "dims",
+        "_shape_arr",
+        "_strides_arr",
+        "_offset",
+    )
 
     _storage: Storage
     shape: tuple[int, ...]
@@ -312,6 +456,7 @@ class TensorData:
         self.size = _size(shape)
         self._shape_arr = None
         self._strides_arr = None
+        self._offset = 0
         if self.size > 0:
             # Strides are non-negative, so positions run from 0 up to this one.
             last = sum((d - 1) * s for d, s in zip(shape, strides))
@@ -323,9 +468,18 @@ class TensorData:
 
     @classmethod
     def _trusted(
-        cls, storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...], size: int
+        cls,
+        storage: Storage,
+        shape: tuple[int, ...],
+        strides: tuple[int, ...],
+        size: int,
+        offset: int = 0,
     ) -> TensorData:
-        """Build without validation; for internal callers that computed the layout."""
+        """Build without validation; for internal callers that computed the layout.
+
+        ``offset`` only records where ``storage`` starts in the buffer it was cut
+        from (see ``strided_view``); positions count from ``storage[0]``.
+        """
         td = object.__new__(cls)
         td._storage = storage
         td.shape = shape
@@ -334,7 +488,27 @@ class TensorData:
         td.size = size
         td._shape_arr = None
         td._strides_arr = None
+        td._offset = offset
         return td
+
+    def strided_view(
+        self, shape: tuple[int, ...], strides: tuple[int, ...], start: int = 0
+    ) -> TensorData:
+        """Another layout over this storage, beginning ``start`` positions in (unchecked).
+
+        A view with an offset holds the storage sliced from that position on
+        (``storage[start:]``, a NumPy or device-array view, never a copy), so
+        every kernel indexes it from 0 as usual and writes reach the base
+        buffer. ``storage_offset()`` remembers the position in the base.
+        """
+        size = _size(shape)
+        storage = self._storage if start == 0 else self._storage[start:]
+        return TensorData._trusted(storage, shape, strides, size, self._offset + start)
+
+    def storage_offset(self) -> int:
+        """Where this view's first element sits in the buffer it was sliced from
+        (PyTorch's ``storage_offset``); 0 unless made by indexing."""
+        return self._offset
 
     @property
     def _shape(self) -> Shape:
@@ -439,6 +613,7 @@ class TensorData:
             tuple(self.shape[o] for o in order),
             tuple(self.strides[o] for o in order),
             self.size,
+            self._offset,
         )
 
     def to_numpy(self) -> np.ndarray:

@@ -7,6 +7,7 @@ input tracks gradients, so inference pays nothing for autodiff.
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,16 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import operators
+from . import autodiff, operators
 from .autodiff import Context
 from .tensor_data import (
     MAX_DIMS,
     IndexingError,
+    KeyEntry,
     TensorData,
     as_int,
     as_storage,
     check_allocation,
     check_shape,
+    key_layout,
     strides_from_shape,
 )
 from .tensor_ops import SimpleBackend, TensorBackend, check_backend, check_reduce_dim
@@ -81,6 +84,8 @@ class Function:
         else:
             return _fresh_result(cls.forward(Context(True), *vals), vals)  # type: ignore[attr-defined]
         raw = [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
+        if not autodiff._grad_enabled:  # inside no_grad()
+            return _fresh_result(cls.forward(Context(True), *raw), vals)  # type: ignore[attr-defined]
         ctx = Context(False)
         c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
         c.history = History(cls, ctx, vals)
@@ -317,22 +322,13 @@ class View(Function):
             )
         shape = _resolve_view_shape(a.size, _as_ints(shape, "A view shape"))
         ctx.save_for_backward(a.shape)
-        return a._new(
-            TensorData._trusted(a._tensor._storage, shape, strides_from_shape(shape), a.size)
-        )
+        return a._new(a._tensor.strided_view(shape, strides_from_shape(shape)))
 
     @staticmethod
     def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
         (original,) = ctx.saved_values
         g = grad_output if grad_output._tensor.is_row_major() else grad_output.contiguous()
-        return (
-            g._new(
-                TensorData._trusted(
-                    g._tensor._storage, original, strides_from_shape(original), g.size
-                )
-            ),
-            0.0,
-        )
+        return g._new(g._tensor.strided_view(original, strides_from_shape(original))), 0.0
 
 
 def _resolve_view_shape(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -415,21 +411,613 @@ def _transpose(a: Tensor) -> Tensor:
     return a._new(a._tensor.permute(*order))
 
 
+# Indexing and shape --------------------------------------------------------------
+
+
+def key_view(t: Tensor, entries: tuple[KeyEntry, ...]) -> Tensor:
+    """The view of ``t`` (no history) that normalised key ``entries`` select."""
+    td = t._tensor
+    return t._new(td.strided_view(*key_layout(td.shape, td.strides, entries)))
+
+
+def region_view(t: Tensor, entries: tuple[KeyEntry, ...]) -> Tensor:
+    """``key_view``, but one element is a (1,) view rather than 0-d, so it can be
+    written by broadcasting."""
+    view = key_view(t, entries)
+    if view.dims:
+        return view
+    return view._new(view._tensor.strided_view((1,), (1,)))
+
+
+class GetItem(Function):
+    """``t[key]`` as a view; the gradient lands in the selected region only."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, entries: tuple[KeyEntry, ...]) -> Tensor:
+        ctx.save_for_backward(a.shape, entries)
+        return key_view(a, entries)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        shape, entries = ctx.saved_values
+        grad = grad_output.zeros(shape)
+        grad_output.f.id_cmap(grad_output, key_view(grad, entries))
+        return grad, 0.0
+
+
+class SetItem(Function):
+    """The history of ``t[key] = value`` (``Tensor.__setitem__`` writes in place).
+
+    The inputs are ``t`` as it was and ``value``: the old values under the key
+    were overwritten, so they get no gradient; ``value`` gets the gradient of
+    the region (summed over any dims it was broadcast along).
+    """
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Tensor]:
+        entries, previous_needs_grad = ctx.saved_values
+        grad_value = region_view(grad_output, entries)
+        if not previous_needs_grad:
+            return 0.0, grad_value
+        f = grad_output.f
+        grad_previous = f.id_map(grad_output)
+        f.id_cmap(grad_output.zeros((1,)), region_view(grad_previous, entries))
+        return grad_previous, grad_value
+
+
+def view_strides(
+    shape: tuple[int, ...], strides: tuple[int, ...], new_shape: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """Strides that read the layout ``(shape, strides)`` as ``new_shape`` in row-major
+    order without copying, or None when no strides can (the elements of a group
+    of dims that becomes one dim are not evenly spaced)."""
+    if 0 in shape:
+        return strides_from_shape(new_shape)
+    old = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    out = [0] * len(new_shape)
+    i = 0  # next old dim
+    j = 0  # next new dim
+    while j < len(new_shape):
+        if new_shape[j] == 1:
+            j += 1
+            continue
+        # Take new dims while their product is below that of the old dims taken.
+        group_old = [old[i]]
+        i += 1
+        n_old = group_old[0][0]
+        first_new = j
+        n_new = new_shape[j]
+        j += 1
+        while n_new != n_old:
+            if n_new < n_old:
+                n_new *= new_shape[j]
+                j += 1
+            else:
+                group_old.append(old[i])
+                n_old *= old[i][0]
+                i += 1
+        for (_, s), (d_next, s_next) in zip(group_old, group_old[1:]):
+            if s != d_next * s_next:
+                return None
+        step = group_old[-1][1]
+        for k in range(j - 1, first_new - 1, -1):
+            out[k] = step
+            step *= new_shape[k]
+    # Size-1 dims read nothing: give them the stride a row-major layout would.
+    for k in range(len(new_shape) - 1, -1, -1):
+        if new_shape[k] == 1:
+            out[k] = out[k + 1] * new_shape[k + 1] if k + 1 < len(new_shape) else 1
+    return tuple(out)
+
+
+def reshaped(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``a`` as ``shape`` (no history): a view when the layout allows, else a copy."""
+    td = a._tensor
+    if shape == td.shape:
+        return a._new(td)
+    strides = view_strides(td.shape, td.strides, shape)
+    if strides is None:
+        td = a.f.id_map(a)._tensor
+        strides = strides_from_shape(shape)
+    return a._new(td.strided_view(shape, strides))
+
+
+class Reshape(Function):
+    """``reshape``, ``flatten``, ``squeeze``, ``unsqueeze``: row-major order kept."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, shape: Any) -> Tensor:
+        shape = _resolve_view_shape(a.size, _as_ints(shape, "A shape"))
+        ctx.save_for_backward(a.shape)
+        return reshaped(a, shape)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        (shape,) = ctx.saved_values
+        return reshaped(grad_output, shape), 0.0
+
+
+def dim_slice(t: Tensor, dim: int, start: int, stop: int) -> Tensor:
+    """The view ``t[..., start:stop, ...]`` along ``dim`` (no history)."""
+    entries = tuple(
+        slice(start, stop, 1) if d == dim else slice(0, n, 1) for d, n in enumerate(t.shape)
+    )
+    return key_view(t, entries)
+
+
+class Cat(Function):
+    """Tensors joined along an existing dim; each gets its slice of the gradient."""
+
+    @staticmethod
+    def forward(ctx: Context, dim: int, *tensors: Tensor) -> Tensor:
+        sizes = [t.shape[dim] for t in tensors]
+        ctx.save_for_backward(dim, sizes)
+        first = tensors[0]
+        out = first.zeros(first.shape[:dim] + (sum(sizes),) + first.shape[dim + 1 :])
+        start = 0
+        for t, n in zip(tensors, sizes):
+            if t.size:
+                first.f.id_cmap(t, dim_slice(out, dim, start, start + n))
+            start += n
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, ...]:
+        dim, sizes = ctx.saved_values
+        grads: list[Any] = [0.0]
+        start = 0
+        for n in sizes:
+            grads.append(dim_slice(grad_output, dim, start, start + n))
+            start += n
+        return tuple(grads)
+
+
+# Elementwise math ------------------------------------------------------------------
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        out = t1.f.map_of(operators.tanh)(t1)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (out,) = ctx.saved_values
+        return grad_output.f.zip_of(operators.tanh_back_from_output)(out, grad_output)
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        out = t1.f.map_of(operators.sqrt)(t1)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (out,) = ctx.saved_values
+        return grad_output.f.zip_of(operators.sqrt_back_from_output)(out, grad_output)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx: Context, t1: Tensor) -> Tensor:
+        ctx.save_for_backward(t1)
+        return t1.f.map_of(operators.absolute)(t1)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> Tensor:
+        (t1,) = ctx.saved_values
+        return grad_output.f.zip_of(operators.absolute_back)(t1, grad_output)
+
+
+class Pow(Function):
+    """``base ** exponent``; either may be a number (a constant: no gradient computed)."""
+
+    @staticmethod
+    def forward(ctx: Context, base: Any, exponent: Any) -> Tensor:
+        tensor = _TENSOR or _tensor_class()
+        base_is_tensor, exponent_is_tensor = isinstance(base, tensor), isinstance(exponent, tensor)
+        like = base if base_is_tensor else exponent
+        a, b = like._ensure_tensor(base), like._ensure_tensor(exponent)
+        out = like.f.zip_of(operators.pow)(a, b)
+        ctx.save_for_backward(a, b, out, base_is_tensor, exponent_is_tensor)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+        a, b, out, base_is_tensor, exponent_is_tensor = ctx.saved_values
+        f = grad_output.f
+        grad_base: Any = 0.0
+        grad_exponent: Any = 0.0
+        if base_is_tensor:
+            # y * x ** (y - 1), and 0 where y = 0.
+            lower = f.zip_of(operators.pow)(a, f.zip_of(operators.sub)(b, a._ensure_tensor(1.0)))
+            grad_base = f.mul_zip(f.zip_of(operators.times_unless_zero)(b, lower), grad_output)
+        if exponent_is_tensor:
+            grad_exponent = f.mul_zip(f.zip_of(operators.pow_exponent_grad)(a, out), grad_output)
+        return grad_base, grad_exponent
+
+
+class Compare(Function):
+    """A comparison (``operators.le``, ``ge``, ``ne``, ...): 0/1 values, zero gradients."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, b: Tensor, fn: Callable[[float, float], float]) -> Tensor:
+        ctx.save_for_backward(a.shape, b.shape)
+        return a.f.zip_of(fn)(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor, float]:
+        a_shape, b_shape = ctx.saved_values
+        return grad_output.zeros(a_shape), grad_output.zeros(b_shape), 0.0
+
+
+class Maximum(Function):
+    """Elementwise larger value, NaN-propagating; a tie splits the gradient in half."""
+
+    fn = staticmethod(operators.maximum)
+    share = staticmethod(operators.greater_share)
+
+    @classmethod
+    def forward(cls, ctx: Context, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return a.f.zip_of(cls.fn)(a, b)
+
+    @classmethod
+    def backward(cls, ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = ctx.saved_values
+        f = grad_output.f
+        share = f.zip_of(cls.share)
+        return f.mul_zip(share(a, b), grad_output), f.mul_zip(share(b, a), grad_output)
+
+
+class Minimum(Maximum):
+    """Elementwise smaller value, NaN-propagating; a tie splits the gradient in half."""
+
+    fn = staticmethod(operators.minimum)
+    share = staticmethod(operators.lesser_share)
+
+
+class Where(Function):
+    """``a`` where ``cond`` is non-zero, else ``b`` (all three broadcast)."""
+
+    @staticmethod
+    def forward(ctx: Context, cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(cond)
+        f = a.f
+        return f.add_zip(
+            f.zip_of(operators.select)(cond, a), f.zip_of(operators.select_not)(cond, b)
+        )
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[float, Tensor, Tensor]:
+        (cond,) = ctx.saved_values
+        f = grad_output.f
+        return (
+            0.0,
+            f.zip_of(operators.select)(cond, grad_output),
+            f.zip_of(operators.select_not)(cond, grad_output),
+        )
+
+
+class Clamp(Function):
+    """Values limited to ``[low, high]`` (either bound may be None); the gradient
+    passes where ``low <= x <= high``, as in PyTorch."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, low: float | None, high: float | None) -> Tensor:
+        f = a.f
+        out = a
+        bounds = []
+        if low is not None:
+            lo = a._ensure_tensor(low)
+            out = f.zip_of(operators.maximum)(out, lo)
+            bounds.append((operators.ge, lo))
+        if high is not None:
+            hi = a._ensure_tensor(high)
+            out = f.zip_of(operators.minimum)(out, hi)
+            bounds.append((operators.le, hi))
+        ctx.save_for_backward(a, bounds)
+        return f.id_map(a) if out is a else out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float, float]:
+        a, bounds = ctx.saved_values
+        f = grad_output.f
+        grad = grad_output
+        for inside, bound in bounds:
+            grad = f.mul_zip(grad, f.zip_of(inside)(a, bound))
+        return grad, 0.0, 0.0
+
+
+# Reductions ------------------------------------------------------------------------
+
+
+def max_reduce(input: Tensor, dim: int) -> Tensor:
+    """Maximum along ``dim`` (kept at size 1) on ``input``'s backend, without history.
+
+    The fold starts at -inf, so every finite value is supported, and a NaN
+    anywhere in a slice makes its maximum NaN (as in NumPy and PyTorch).
+    """
+    return input.f.reduce_of(operators.maximum, -math.inf)(input, dim)
+
+
+def min_reduce(input: Tensor, dim: int) -> Tensor:
+    """Minimum along ``dim`` (kept at size 1), NaN-propagating, without history."""
+    return input.f.reduce_of(operators.minimum, math.inf)(input, dim)
+
+
+class Max(Function):
+    """Maximum along a dim; the gradient flows to the argmax (to every tie)."""
+
+    @staticmethod
+    def forward(ctx: Context, input: Tensor, dim: Any) -> Tensor:
+        out = max_reduce(input, check_reduce_dim(input, dim))
+        ctx.save_for_backward(input, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
+        input, out = ctx.saved_values
+        f = grad_output.f
+        return f.mul_zip(grad_output, f.eq_zip(input, out)), 0.0
+
+
+def _flat_for_reduce(a: Tensor) -> Tensor:
+    """``a`` as one dim (a copy only when its layout is not row-major)."""
+    return a if a.dims == 1 else reshaped(a, (a.size,))
+
+
+class Extremum(Function):
+    """The maximum or minimum along ``dim`` (kept at size 1) or of everything, shape (1,).
+
+    NaN-propagating. Elements equal to the result share its gradient equally
+    (PyTorch's ``amax`` rule), so the gradient is a true subgradient at ties.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, a: Tensor, dim: int | None, largest: bool) -> Tensor:
+        reduce = max_reduce if largest else min_reduce
+        out = reduce(_flat_for_reduce(a), 0) if dim is None else reduce(a, dim)
+        ctx.save_for_backward(a, out, dim)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float, float]:
+        a, out, dim = ctx.saved_values
+        f = grad_output.f
+        hits = f.zip_of(operators.same)(a, out)
+        count = f.add_reduce(_flat_for_reduce(hits), 0) if dim is None else f.add_reduce(hits, dim)
+        share = f.mul_zip(hits, f.inv_map(count))
+        return f.mul_zip(share, grad_output), 0.0, 0.0
+
+
+def arg_extremum(a: Tensor, dim: int | None, largest: bool) -> Tensor:
+    """Position of the first maximum (or minimum) along ``dim``, as float values, without
+    history; with ``dim`` None, the position in the flattened tensor, shape (1,).
+    A NaN counts as the extremum (NumPy's and PyTorch's rule)."""
+    if dim is None:
+        a, dim = _flat_for_reduce(a), 0
+    f = a.f
+    extremum = (max_reduce if largest else min_reduce)(a, dim)
+    hits = f.zip_of(operators.same)(a, extremum)
+    n = a.shape[dim]
+    positions = _new_tensor(
+        np.arange(n, dtype=np.float64), (n,) + (1,) * (a.dims - dim - 1), a.backend
+    )
+    candidates = f.zip_of(operators.position_if)(hits, positions)
+    return min_reduce(candidates, dim)
+
+
+# Functions of several tensors --------------------------------------------------------
+
+
+def _tensors(values: Any, what: str) -> list[Tensor]:
+    """A non-empty sequence of tensors, moved to the first one's backend."""
+    tensor = _TENSOR or _tensor_class()
+    if isinstance(values, tensor) or not isinstance(values, (list, tuple)):
+        raise TypeError(f"{what} takes a list or tuple of tensors, not {type(values).__name__}.")
+    if not values:
+        raise ValueError(f"{what} needs at least one tensor.")
+    for v in values:
+        if not isinstance(v, tensor):
+            raise TypeError(f"{what} takes tensors, not {type(v).__name__}.")
+    first = values[0]
+    return [first._ensure_tensor(v) for v in values]
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """The tensors joined along existing dim ``dim`` (PyTorch's ``torch.cat``).
+
+    All must have the same number of dims and agree in every other dim; they
+    move to the first one's backend. Differentiable in each.
+    """
+    ts = _tensors(tensors, "cat")
+    first = ts[0]
+    d = check_reduce_dim(first, dim)
+    for t in ts[1:]:
+        if t.dims != first.dims or any(
+            a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != d
+        ):
+            raise IndexingError(
+                f"cat along dim {d}: shapes {first.shape} and {t.shape} must agree in every "
+                "other dim."
+            )
+    return Cat.apply(d, *ts)
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Tensors of one shape joined along a new dim ``dim`` (PyTorch's ``torch.stack``)."""
+    ts = _tensors(tensors, "stack")
+    for t in ts[1:]:
+        if t.shape != ts[0].shape:
+            raise IndexingError(
+                f"stack needs tensors of one shape, got {ts[0].shape} and {t.shape}."
+            )
+    return cat([t.unsqueeze(dim) for t in ts], dim)
+
+
+def _pair(a: Any, b: Any, what: str) -> tuple[Tensor, Tensor]:
+    """Two operands as tensors on one backend (a number becomes a (1,) tensor)."""
+    tensor = _TENSOR or _tensor_class()
+    if isinstance(a, tensor):
+        return a, a._ensure_tensor(b)
+    if isinstance(b, tensor):
+        return b._ensure_tensor(a), b
+    raise TypeError(
+        f"{what} needs at least one tensor, got {type(a).__name__} and {type(b).__name__}."
+    )
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise larger of ``a`` and ``b`` (broadcast; either may be a number).
+
+    NaN propagates (like PyTorch and NumPy's ``maximum``); at a tie each side
+    gets half the gradient.
+    """
+    return Maximum.apply(*_pair(a, b, "maximum"))
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Elementwise smaller of ``a`` and ``b``; see ``maximum``."""
+    return Minimum.apply(*_pair(a, b, "minimum"))
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    """``a`` where ``cond`` is non-zero, else ``b``, all broadcast together.
+
+    ``cond`` is a tensor of 0/1 values (a comparison's result; any non-zero
+    value, NaN included, counts as true); ``a`` or ``b`` may be a number. The
+    gradient goes to ``a`` where the condition holds and to ``b`` elsewhere.
+    """
+    tensor = _TENSOR or _tensor_class()
+    if not isinstance(cond, tensor):
+        raise TypeError(f"where takes a tensor condition, not {type(cond).__name__}.")
+    a, b = (
+        _pair(a, b, "where")
+        if isinstance(a, tensor) or isinstance(b, tensor)
+        else (
+            cond._ensure_tensor(a),
+            cond._ensure_tensor(b),
+        )
+    )
+    return Where.apply(a._ensure_tensor(cond), a, b)
+
+
 # Factories ---------------------------------------------------------------------
+# Every factory builds its tensor through ``_new_tensor``, the one place where host
+# values become storage on a backend.
+
+
+def _new_tensor(
+    values: np.ndarray, shape: tuple[int, ...], backend: TensorBackend, requires_grad: bool = False
+) -> Tensor:
+    """A tensor of ``shape`` on ``backend`` over ``values`` (row-major, of ``shape``'s size).
+
+    ``values`` is used as the storage when it already is a contiguous float64
+    array the caller owns; anything else is converted. On a CUDA backend the
+    values move to the device at once (when one is usable), so that every view
+    made later shares the device storage and writes through it reach them all.
+    """
+    check_backend(backend)
+    t = _tensor_class()(
+        TensorData(as_storage(values), shape), backend=SimpleBackend if backend is None else backend
+    )
+    if t.backend.cuda:
+        from .cuda_ops import gpu_usable  # loads the CUDA backend only when used
+
+        if gpu_usable():
+            t._tensor.to_cuda_()
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
 
 
 def zeros(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
     """A tensor of zeros."""
     shape = check_shape(shape)
-    check_backend(backend)
-    return _tensor_class().make(np.zeros(check_allocation(shape)), shape, backend=backend)
+    return _new_tensor(np.zeros(check_allocation(shape)), shape, backend)
 
 
 def ones(shape: Sequence[int], backend: TensorBackend = SimpleBackend) -> Tensor:
     """A tensor of ones."""
     shape = check_shape(shape)
-    check_backend(backend)
-    return _tensor_class().make(np.ones(check_allocation(shape)), shape, backend=backend)
+    return _new_tensor(np.ones(check_allocation(shape)), shape, backend)
+
+
+def full(
+    shape: Sequence[int],
+    fill_value: float,
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of ``shape`` holding ``fill_value`` everywhere."""
+    shape = check_shape(shape)
+    value = _as_float(fill_value, "fill_value")
+    return _new_tensor(np.full(check_allocation(shape), value), shape, backend, requires_grad)
+
+
+def zeros_like(
+    t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
+) -> Tensor:
+    """Zeros of ``t``'s shape, on ``t``'s backend unless another is given."""
+    _check_tensor(t, "zeros_like")
+    return full(t.shape, 0.0, backend or t.backend, requires_grad)
+
+
+def ones_like(
+    t: Tensor, backend: TensorBackend | None = None, requires_grad: bool = False
+) -> Tensor:
+    """Ones of ``t``'s shape, on ``t``'s backend unless another is given."""
+    _check_tensor(t, "ones_like")
+    return full(t.shape, 1.0, backend or t.backend, requires_grad)
+
+
+def _check_tensor(t: Any, what: str) -> None:
+    if not isinstance(t, _TENSOR or _tensor_class()):
+        raise TypeError(f"{what} takes a Tensor, not {type(t).__name__}.")
+
+
+def arange(
+    start: float,
+    end: float | None = None,
+    step: float = 1.0,
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``start, start + step, ...`` up to but excluding ``end``; ``arange(n)`` is 0..n-1.
+
+    Values are ``start + i * step`` (as in PyTorch), as floats.
+    """
+    if end is None:
+        start, end = 0.0, start
+    start, end, step = (
+        _as_float(v, n) for v, n in ((start, "start"), (end, "end"), (step, "step"))
+    )
+    if step == 0.0 or not all(math.isfinite(v) for v in (start, end, step)):
+        raise ValueError(
+            f"arange needs finite start, end and a non-zero step, got {start}, {end}, {step}."
+        )
+    if (end - start) * step < 0:
+        raise ValueError(f"arange from {start} to {end} cannot go in steps of {step}.")
+    n = check_allocation((max(0, math.ceil((end - start) / step)),))
+    return _new_tensor(start + np.arange(n) * step, (n,), backend, requires_grad)
+
+
+def eye(
+    n: int,
+    m: int | None = None,
+    backend: TensorBackend = SimpleBackend,
+    requires_grad: bool = False,
+) -> Tensor:
+    """The ``(n, m)`` identity matrix (``m`` defaults to ``n``)."""
+    shape = check_shape((n, n if m is None else m))
+    values = np.zeros(check_allocation(shape))
+    values[:: shape[1] + 1][: min(shape)] = 1.0
+    return _new_tensor(values, shape, backend, requires_grad)
 
 
 def rand(
@@ -437,12 +1025,49 @@ def rand(
 ) -> Tensor:
     """Uniform on [0, 1), drawn from Python's ``random`` so seeds repeat."""
     shape = check_shape(shape)
-    check_backend(backend)
-    values = uniform(check_allocation(shape))
-    t = _tensor_class().make(values, shape, backend=backend)
+    t = _new_tensor(uniform(check_allocation(shape)), shape, backend)
     # As in the course, the flag is ignored: the result is a leaf that tracks gradients.
     t.requires_grad_(requires_grad)
     return t
+
+
+def randn(
+    shape: Sequence[int], backend: TensorBackend = SimpleBackend, requires_grad: bool = False
+) -> Tensor:
+    """Standard normal values, drawn from Python's ``random`` so seeds repeat.
+
+    Unlike ``rand`` (a leaf always, as in the course), the result tracks
+    gradients only with ``requires_grad=True``, as in PyTorch.
+    """
+    shape = check_shape(shape)
+    return _new_tensor(normal(check_allocation(shape)), shape, backend, requires_grad)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed everything minitorch draws from: Python's ``random``, which ``rand``,
+    ``randn``, ``dropout``, layer initialisation, the datasets and ``grad_check``
+    read (PyTorch's ``manual_seed``)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"manual_seed takes an int, not {seed!r}.")
+    random.seed(int(seed))
+
+
+def _as_float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number, not {value!r}.")
+    return float(value)
+
+
+def normal(n: int) -> np.ndarray:
+    """``n`` standard normal draws, by the Box-Muller transform of ``uniform`` draws."""
+    pairs = (n + 1) // 2
+    u = uniform(2 * pairs)
+    radius = np.sqrt(-2.0 * np.log(1.0 - u[0::2]))  # 1 - u lies in (0, 1]: log is finite
+    angle = (2.0 * math.pi) * u[1::2]
+    out = np.empty(2 * pairs)
+    out[0::2] = radius * np.cos(angle)
+    out[1::2] = radius * np.sin(angle)
+    return out[:n]
 
 
 # Words of random bits drawn per call to getrandbits (bounds its temporary memory).
@@ -474,7 +1099,7 @@ def _tensor(
     requires_grad: bool = False,
 ) -> Tensor:
     """A tensor from a flat list of values and a shape."""
-    t = _tensor_class().make(as_storage(ls), shape, backend=backend)
+    t = _new_tensor(as_storage(ls), check_shape(shape), backend)
     t.requires_grad_(requires_grad)  # always a leaf, as in the course
     return t
 
@@ -499,10 +1124,7 @@ def tensor_from_numpy(
     if np.may_share_memory(storage, values):
         storage = storage.copy()
     shape = values.shape if values.ndim else (1,)
-    t = _tensor_class().make(storage, shape, backend=backend)
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
+    return _new_tensor(storage, check_shape(shape), backend, requires_grad)
 
 
 # Gradient checking ---------------------------------------------------------------

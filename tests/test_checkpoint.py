@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -223,3 +225,149 @@ def test_bad_file_leaves_the_module_unchanged(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         net.load_state_dict(load(path))
     assert_unchanged(net, before)
+
+
+# The safetensors format (by the .safetensors suffix) ------------------------------------------
+
+
+@pytest.fixture
+def safetensors_numpy() -> Any:
+    """The safetensors package's NumPy API (the optional ``safetensors`` extra)."""
+    return pytest.importorskip("safetensors.numpy")
+
+
+def test_safetensors_round_trip_through_minitorch_and_safetensors_numpy(
+    tmp_path: Path, safetensors_numpy: Any
+) -> None:
+    net = make_net(0)
+    path = tmp_path / "net.safetensors"
+    save(net, path)
+    loaded = load(path)
+    assert sorted(loaded) == sorted(net.state_dict())
+    # The file is plain safetensors: the package reads it without minitorch.
+    direct = safetensors_numpy.load_file(str(path))
+    for name, array in net.state_dict().items():
+        np.testing.assert_array_equal(loaded[name], array)
+        np.testing.assert_array_equal(direct[name], array)
+        assert direct[name].dtype == np.float64
+    restored = make_net(1)
+    restored.load_state_dict(loaded)
+    x = tensor_from_numpy(np.random.default_rng(0).normal(size=(5, 3)))
+    np.testing.assert_array_equal(restored(x).to_numpy(), net(x).to_numpy())
+
+
+def test_safetensors_written_elsewhere_load_into_a_module(
+    tmp_path: Path, safetensors_numpy: Any
+) -> None:
+    """Weights from another library (float32, as PyTorch saves them) load by name."""
+    net = make_net(0)
+    rng = np.random.default_rng(1)
+    state = {
+        name: rng.normal(size=a.shape).astype(np.float32) for name, a in net.state_dict().items()
+    }
+    path = tmp_path / "from_torch.SafeTensors"  # the suffix is matched in any case
+    safetensors_numpy.save_file(state, str(path))
+    loaded = load(path)
+    assert all(loaded[n].dtype == np.float32 for n in state)
+    net.load_state_dict(loaded)
+    for name, array in state.items():
+        np.testing.assert_array_equal(net.state_dict()[name], array.astype(np.float64))
+    ints = tmp_path / "ints.safetensors"
+    safetensors_numpy.save_file(
+        {"i": np.arange(3, dtype=np.int64), "b": np.ones(2, bool)}, str(ints)
+    )
+    np.testing.assert_array_equal(load(ints)["i"], [0, 1, 2])
+
+
+def test_safetensors_save_is_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, safetensors_numpy: Any
+) -> None:
+    path = tmp_path / "net.safetensors"
+    save(make_net(0), path)
+    previous = path.read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors_numpy, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save(make_net(1), path)
+    assert os.listdir(tmp_path) == ["net.safetensors"] and path.read_bytes() == previous
+
+
+def test_bad_safetensors_files_raise_naming_them(tmp_path: Path, safetensors_numpy: Any) -> None:
+    path = tmp_path / "net.safetensors"
+    save({"w": np.arange(100.0), "b": np.ones(3)}, path)
+    data = path.read_bytes()
+    for cut in (0, 7, 20, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="net.safetensors.*not a sound safetensors"):
+            load(path)
+    path.write_bytes(data + b"extra")
+    with pytest.raises(CheckpointError, match="net.safetensors"):
+        load(path)
+    path.write_text("not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="net.safetensors"):
+        load(path)
+    # A flipped bit in the numbers: the format has no checksum, save records one.
+    damaged = bytearray(data)
+    damaged[data.index(np.arange(100.0).tobytes()) + 20] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="array 'w' fails its checksum"):
+        load(path)
+
+
+def raw_safetensors(header: dict[str, Any], data: bytes) -> bytes:
+    """A safetensors file from its JSON header and data bytes, as any writer lays it out."""
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+@pytest.mark.parametrize(
+    "header, data, match",
+    [
+        ({"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, bytes(4), "BF16"),
+        (
+            {"w": {"dtype": "F64", "shape": [1] * 33, "data_offsets": [0, 8]}},
+            bytes(8),
+            "at most 32 sizes",
+        ),
+        (
+            {"w": {"dtype": "F64", "shape": [10**9, 10**9], "data_offsets": [0, 8]}},
+            bytes(8),
+            "not a sound safetensors",
+        ),
+        ({"w": {"dtype": "F64", "shape": [4], "data_offsets": [0, 32]}}, bytes(8), "not a sound"),
+    ],
+    ids=["bfloat16", "too-many-dims", "huge-shape", "short-data"],
+)
+def test_safetensors_headers_are_checked_before_reading(
+    tmp_path: Path, header: dict[str, Any], data: bytes, match: str, safetensors_numpy: Any
+) -> None:
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(raw_safetensors(header, data))
+    with pytest.raises(CheckpointError, match=match):
+        load(path)
+
+
+def test_safetensors_refuses_nonfinite_values_and_the_reserved_name(
+    tmp_path: Path, safetensors_numpy: Any
+) -> None:
+    path = tmp_path / "diverged.safetensors"
+    save({"w": np.array([1.0, np.nan])}, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite values in w"):
+        load(path)
+    assert np.isnan(load(path, allow_nonfinite=True)["w"][1])
+    with pytest.raises(CheckpointError, match="reserves that name"):
+        save({"__metadata__": np.ones(2)}, tmp_path / "meta.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["diverged.safetensors"]
+
+
+def test_safetensors_without_the_package_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    with pytest.raises(ImportError, match=r"minitorch\[safetensors\]"):
+        save({"w": np.ones(2)}, tmp_path / "w.safetensors")
+    assert os.listdir(tmp_path) == []
+    save({"w": np.ones(2)}, tmp_path / "w.npz")  # .npz needs nothing more
