@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     diagnostics_parser.add_argument(
         "--level", type=int, default=3, choices=range(1, 5), help="numba's detail level (1-4)"
     )
+    diagnostics_parser.add_argument(
+        "--dtype", choices=("float64", "float32", "both"), default="both",
+        help="which dtypes' specialisations to compile and report",
+    )  # fmt: skip
     diagnostics_parser.set_defaults(run=_run_diagnostics)
     return parser
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, operators
+from . import fast_kernels, fast_simd, operators
 from .kernel_cache import ScalarCompileError, load_kernels, njit
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, reduce_shape
@@ -24,9 +24,14 @@ from .tensor_ops import MapProto, TensorOps, check_reduce_dim, matmul_layout, re
 if TYPE_CHECKING:
     from .tensor import Tensor
 
-# Reductions whose fold may run in independent lanes (associative and commutative).
-# Not ``operators.max``: with a NaN its result depends on the order of the fold.
-_LANE_SAFE = (operators.add, operators.mul, operators.maximum)
+# Reductions whose fold may run in independent lanes (associative and commutative),
+# with their lane-by-lane form on SIMD vectors. Not ``operators.max``: with a NaN
+# its result depends on the order of the fold; ``maximum`` propagates NaN.
+_LANE_SAFE = {
+    operators.add: fast_simd.add,
+    operators.mul: fast_simd.mul,
+    operators.maximum: fast_simd.maximum,
+}
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
@@ -179,10 +184,16 @@ def _compile_error(fn: Callable[..., float], e: Exception) -> ScalarCompileError
     )
 
 
-def _empty_like_shape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+def _empty_like_shape(a: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
     """A fresh contiguous output on ``a``'s backend (values unset)."""
     size = a._tensor.size if shape is a._tensor.shape else _size(shape)
-    return a._make_like(np.empty(size), shape, size)
+    return a._make_like(np.empty(size, dtype), shape, size)
+
+
+def _result_dtype(x: Storage, y: Storage) -> np.dtype:
+    """The dtype of an op on two storages (the common case costs one comparison)."""
+    dx = x.dtype
+    return dx if dx is y.dtype else np.result_type(dx, y.dtype)
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -206,10 +217,10 @@ class FastOps(TensorOps):
             if out is None:
                 ta = a._tensor
                 if ta.strides == strides_from_shape(ta.shape):
-                    storage = np.empty(ta.size)
+                    storage = np.empty(ta.size, ta._storage.dtype)
                     engine.run_flat(storage, ta._storage)
                     return a._make_like(storage, ta.shape, ta.size)
-                out = _empty_like_shape(a, a.shape)
+                out = _empty_like_shape(a, a.shape, ta._storage.dtype)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
             if out._tensor.shape != a._tensor.shape:
@@ -237,13 +248,14 @@ class FastOps(TensorOps):
         def _zip(a: Tensor, b: Tensor) -> Tensor:
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
+            dtype = _result_dtype(ta._storage, tb._storage)
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size)
+                out = np.empty(ta.size, dtype)
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
             shape = sa if sa == sb else TensorData.shape_broadcast(sa, sb)
-            out = _empty_like_shape(a, shape)
+            out = _empty_like_shape(a, shape, dtype)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out
 
@@ -254,9 +266,9 @@ class FastOps(TensorOps):
         fn: Callable[[float, float], float], start: float = 0.0
     ) -> Callable[[Tensor, int], Tensor]:
         # Folding in lanes reorders the fold: only for functions where that is exact
-        # in real arithmetic.
-        lanes = fn in _LANE_SAFE
-        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants={"LANES": lanes})
+        # in real arithmetic. Both constants are frozen into the kernels and keyed.
+        constants = {"LANES": fn in _LANE_SAFE, "VFN": _LANE_SAFE.get(fn, fast_simd.add)}
+        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants=constants)
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -264,7 +276,7 @@ class FastOps(TensorOps):
             td = a._tensor
             shape = reduce_shape(td.shape, dim)
             size = _size(shape)
-            out = a._make_like(np.full(size, start), shape, size)
+            out = a._make_like(np.full(size, start, td._storage.dtype), shape, size)
             if td.size == 0:
                 return out
             layout = _reduce_layout(td, dim)
@@ -291,83 +303,10 @@ class FastOps(TensorOps):
         m, k = a3.shape[1], a3.shape[2]
         n = b3.shape[2]
         size = batch * m * n
-        out = np.empty(size)
+        out = np.empty(size, _result_dtype(a3._storage, b3._storage))
         if size:
             _matmul_into(out, a3, b3, batch, m, n, k)
         return a._make_like(out, out_shape, size)
-
-
-def _matmul_into(
-    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
-) -> None:
-    """Pick the matmul kernel for the operands' layout, packing one operand if it pays."""
-    work = batch * m * n
-    work *= max(k, 1)
-    parallel = work >= PARALLEL_THRESHOLD * 8
-    a_batch = a3.strides[0] if a3.shape[0] > 1 else 0
-    if k == 0:
-        out[:] = 0.0
-        return
-    row_major_b = b3.strides[2] == 1 and (b3.strides[1] != 1 or k == 1)
-    if row_major_b and n >= 16 and (work < _PACK_WORK or k < 16):
-        # Small product, or short k, with row-major B: rows of B stream through the
-        # inner loop (dot products over a short k would be all overhead).
-        kernel = _matmul_rows_par if parallel else _matmul_rows_ser
-        kernel(out, a3._storage, b3._storage, batch, m, n, k,
-               a_batch, a3.strides[1], a3.strides[2],
-               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1])  # fmt: skip
-        return
-    # Dot-product form: rows of A and columns of B both contiguous over k.
-    a_storage, a_strides = a3._storage, a3.strides
-    if a_strides[2] != 1 and k > 1:
-        a_storage = _packed(a3._storage, a3.shape, a3.strides)
-        a_strides = (m * k, k, 1)
-        a_batch = m * k if a3.shape[0] > 1 else 0
-    b_storage, b_strides = b3._storage, b3.strides
-    if b_strides[1] != 1 and k > 1:
-        # Columns of B become contiguous rows of B^T.
-        b_storage = _packed(
-            b3._storage, (b3.shape[0], n, k), (b_strides[0], b_strides[2], b_strides[1])
-        )
-        b_strides = (n * k, 1, k)
-    kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    kernel(out, a_storage, b_storage, batch, m, n, k, a_batch, a_strides[1],
-           b_strides[0] if b3.shape[0] > 1 else 0, b_strides[2])  # fmt: skip
-
-
-def _packed(storage: Storage, shape: tuple[int, int, int], strides: tuple[int, ...]) -> Storage:
-    """A contiguous copy of a strided 3-D view; tiled (and parallel) when large."""
-    batch, rows, cols = shape
-    if rows * cols * batch < 128 * 128:
-        view = np.lib.stride_tricks.as_strided(
-            storage, shape=shape, strides=tuple(s * storage.itemsize for s in strides)
-        )
-        return np.ascontiguousarray(view).reshape(-1)
-    out = np.empty(batch * rows * cols)
-    _pack_tiles(out, storage, batch, rows, cols, strides[0], strides[1], strides[2])
-    return out
-
-
-_TILE = 32
-
-
-@njit(parallel=True, cache=True)
-def _pack_tiles(dst, src, batch, rows, cols, s0, s1, s2):  # noqa: ANN001
-    """dst[p, r, c] = src[p*s0 + r*s1 + c*s2], in 32x32 tiles so that reads and
-    writes both stay within a few cache lines whichever stride is the small one."""
-    row_tiles = (rows + _TILE - 1) // _TILE
-    col_tiles = (cols + _TILE - 1) // _TILE
-    tiles = row_tiles * col_tiles
-    for t in prange(batch * tiles):
-        p = t // tiles
-        q = t - p * tiles
-        r0 = (q // col_tiles) * _TILE
-        c0 = (q % col_tiles) * _TILE
-        for r in range(r0, min(rows, r0 + _TILE)):
-            base = p * s0 + r * s1
-            o = (p * rows + r) * cols
-            for c in range(c0, min(cols, c0 + _TILE)):
-                dst[o + c] = src[base + c * s2]
 
 
 def _check_broadcast_into(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
@@ -399,105 +338,350 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 
 
 # Matrix multiply ----------------------------------------------------------------
+#
+# Every output element sums over k in one fixed order whatever the thread count
+# (k in blocks of _KC, each block in sequence), so results are bit-identical for
+# any number of threads. The kernels take flat storages and element strides,
+# so transposed and broadcast operands are read where they lie.
 
-# Above this many multiply-adds, packing an operand for the dot-product kernel pays.
-_PACK_WORK = 32**3
+# The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns
+# (8 float64 or 16 float32 on AVX2): 12 accumulators, 2 vectors of B and one
+# broadcast of A fill 15 of the 16 vector registers.
+_MR = 6
+# k is taken _KC at a time: a packed strip of B (32 KiB in either dtype) stays
+# close to L1 while it meets every strip of a block of A (up to _MC rows: 288 KiB
+# of float32, 576 of float64) that stays mostly in L2; a task computes a block of
+# rows by _NB_STRIPS strips of C. (Measured on Zen 3: these beat 256 or 384 for
+# _KC and 72 or 96 for _MC by 5-15%.)
+_KC = 512
+_MC = 24 * _MR
+_NB_STRIPS = 4
+# Columns of B packed at once: bounds the packed copy of B to _KC x _NC.
+_NC = 4096
+# The L2 cache per core assumed by the prefetching of B (512 KiB on Zen 3).
+_L2_BYTES = 512 * 1024
+# A row-major B up to this size (half of L1) is read in place, unpacked (and then
+# A too): larger ones, read along k at their row stride, would thrash L1.
+_DIRECT_B_BYTES = 16 * 1024
 
-# Matrix multiply kernels. Each output element sums over k in a fixed order
-# (blocks of k in sequence, lanes combined the same way every time), so results
-# are bit-identical for any thread count. ``reassoc`` lets LLVM vectorise the
-# dot products; ``contract`` allows fused multiply-adds.
-_MATMUL_MATH = {"reassoc", "contract", "nsz"}
+# Fused multiply-adds; only the dot products may reassociate (to vectorise along
+# k), and their lane order is fixed by the compiled code.
+_CONTRACT = {"contract"}
+_DOTS_MATH = {"contract", "reassoc", "nsz"}
 
-# A task owns a tile of _ROWS x _COLS of C (tiles of every batch are spread over
-# the threads); within it, _KB of k at a time keeps the rows of A and of B^T that
-# the tile reads in L1/L2 while every 2x4 register block streams through them.
-_ROWS = 32
-_COLS = 64
-_KB = 256
+# Below this many multiply-adds, or for thin operands, packing does not pay.
+_GEMM_WORK = 32**3
+# Below this many (about 50 us of one thread's work), a second thread's start and
+# the waits at the end of each parallel loop cost more than they save.
+_PARALLEL_MATMUL_WORK = 1 << 20
 
 
-def _matmul_dots(out, a, bt, batch, m, n, k, sa0, sa1, sb0, sb2):  # noqa: ANN001
-    """C = A @ B from rows of A and columns of B (rows of ``bt``) contiguous over k.
+def _matmul_into(
+    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
+) -> None:
+    """Pick the matmul kernel for the operands' sizes and fill ``out`` (contiguous)."""
+    if k == 0:
+        out[:] = 0
+        return
+    work = batch * m * n * k
+    parallel = work >= _PARALLEL_MATMUL_WORK
+    strides = (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
+               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
+    args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
+    if n <= 2:
+        kernel = _matmul_dots_par if parallel else _matmul_dots_ser
+    elif work < _GEMM_WORK or k < 8 or (m < _MR and strides[5] == 1):
+        # Small, short or single-row products: rows of B stream through (unit
+        # stride when B is row-major); otherwise packing pays for itself.
+        kernel = _matmul_rows_par if parallel else _matmul_rows_ser
+    else:
+        kernel = _gemm_par if parallel else _gemm_ser
+    kernel(*args)
 
-    A 2x4 register block of dot products: six loads feed eight multiply-adds,
-    and LLVM vectorises each dot product along k.
+
+def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B through a register-blocked micro-kernel, over packed panels.
+
+    For each block of k, the strips of A (_MR rows) and of B (2 vectors of
+    columns) are copied into contiguous panels, k-major, read from any strides;
+    then tasks of up to _MC rows by _NB_STRIPS strips of C run the micro-kernel over
+    them. A small row-major B in whole strips, and then A, are read where they
+    lie instead.
     """
-    row_tiles = (m + _ROWS - 1) // _ROWS
-    col_tiles = (n + _COLS - 1) // _COLS
-    tiles = row_tiles * col_tiles
-    for t in prange(batch * tiles):
-        p = t // tiles
-        q = t - p * tiles
-        r0 = (q // col_tiles) * _ROWS
-        r1 = min(m, r0 + _ROWS)
-        j0 = (q % col_tiles) * _COLS
-        j1 = min(n, j0 + _COLS)
-        o_base = p * m * n
-        for k0 in range(0, k, _KB):
-            kw = min(k, k0 + _KB) - k0
-            first = k0 == 0
-            for i in range(r0, r1, 2):
-                pa = p * sa0 + i * sa1 + k0
-                two = i + 1 < r1
-                a0 = a[pa : pa + kw]
-                a1 = a[pa + sa1 : pa + sa1 + kw] if two else a0
-                for j in range(j0, j1, 4):
-                    nj = min(4, j1 - j)
-                    pb = p * sb0 + j * sb2 + k0
-                    b0 = bt[pb : pb + kw]
-                    b1 = bt[pb + sb2 : pb + sb2 + kw] if nj > 1 else b0
-                    b2 = bt[pb + 2 * sb2 : pb + 2 * sb2 + kw] if nj > 2 else b0
-                    b3 = bt[pb + 3 * sb2 : pb + 3 * sb2 + kw] if nj > 3 else b0
-                    c00 = c01 = c02 = c03 = 0.0
-                    c10 = c11 = c12 = c13 = 0.0
-                    for kk in range(kw):
-                        x0 = a0[kk]
-                        x1 = a1[kk]
-                        y0 = b0[kk]
-                        y1 = b1[kk]
-                        y2 = b2[kk]
-                        y3 = b3[kk]
-                        c00 += x0 * y0
-                        c01 += x0 * y1
-                        c02 += x0 * y2
-                        c03 += x0 * y3
-                        c10 += x1 * y0
-                        c11 += x1 * y1
-                        c12 += x1 * y2
-                        c13 += x1 * y3
-                    _store_block(out, o_base + i * n + j, n, nj, two, first,
-                                 c00, c01, c02, c03, c10, c11, c12, c13)  # fmt: skip
+    nr = 2 * fast_simd.lanes(out)
+    row_blocks = (m + _MC - 1) // _MC
+    # Rows per block, evened out so that the threads' shares match.
+    mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
+    if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
+        b_strips = n // nr
+        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        for t in prange(batch * row_blocks * col_blocks):
+            _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
+                       k, True, mc, row_blocks, col_blocks, b_strips, False)  # fmt: skip
+        return
+    a_batches = batch if sa0 != 0 else 1
+    b_batches = batch if sb0 != 0 else 1
+    a_strips = (m + _MR - 1) // _MR
+    # Each packed strip holds one block of k: kb (<= _KC) steps apart.
+    kb = min(k, _KC)
+    a_pack = np.empty(a_batches * a_strips * _MR * kb, out.dtype)
+    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb, out.dtype)
+    for j0 in range(0, n, _NC):
+        nc = min(_NC, n - j0)
+        b_strips = (nc + nr - 1) // nr
+        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        # A packed B that fits in L2 needs no prefetching.
+        prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
+        for k0 in range(0, k, _KC):
+            kc = min(_KC, k - k0)
+            # Step t packs strip t of A and strip t of B, so a thread packs the rows of
+            # A it then multiplies (the tasks below split the rows the same way).
+            # A is packed again for each panel of _NC columns (once, unless n > _NC).
+            for t in prange(max(a_batches * a_strips, b_batches * b_strips)):
+                _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb,
+                            a_batches * a_strips, a_strips, b_batches * b_strips, b_strips,
+                            sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
+            a_batch = a_strips * _MR * kb if a_batches > 1 else 0
+            b_batch = b_strips * nr * kb if b_batches > 1 else 0
+            for t in prange(batch * row_blocks * col_blocks):
+                _gemm_task(t, out, a_pack, 0, a_batch, _MR * kb, 1, _MR,
+                           b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0,
+                           kc, k0 == 0, mc, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
 
 
-@njit(inline="always")
-def _store_block(out, po, n, nj, two, first, c00, c01, c02, c03, c10, c11, c12, c13):  # noqa: ANN001
-    """Write (or, after the first k block, add) a 2 x nj block of C at ``po``."""
-    for r in range(2 if two else 1):
-        row = po + r * n
-        for c in range(nj):
-            if r == 0:
-                v = c00 if c == 0 else c01 if c == 1 else c02 if c == 2 else c03
-            else:
-                v = c10 if c == 0 else c11 if c == 1 else c12 if c == 2 else c13
-            out[row + c] = v if first else out[row + c] + v
+@njit(cache=True)
+def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strips, b_tasks,
+                b_strips, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001  # fmt: skip
+    """Step ``t`` of packing: strip ``t`` of A and strip ``t`` of B, where they exist."""
+    if t < a_tasks:
+        p = t // a_strips
+        i = (t - p * a_strips) * _MR
+        _pack_a(a_pack, t * _MR * kb, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
+                min(_MR, m - i), kc)  # fmt: skip
+    if t < b_tasks:
+        nr = 2 * fast_simd.lanes(b_pack)
+        p = t // b_strips
+        j = (t - p * b_strips) * nr
+        _pack_b(b_pack, t * nr * kb, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
+                min(nr, nc - j), kc, nr)  # fmt: skip
 
 
-def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1):  # noqa: ANN001
-    """C = A @ B with row-major B: each row of C accumulates scaled rows of B."""
+@njit(cache=True)
+def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
+               b, b_base, b_batch, b_strip, sb_k, m, n, nc, j0,
+               kc, first, mc, row_blocks, col_blocks, b_strips, prefetch):  # noqa: ANN001  # fmt: skip
+    """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
+    Each strip of B meets every strip of A of the block while in L1.
+
+    Strip ``i`` of A starts at ``a_base + p * a_batch + i * a_strip`` in batch ``p``,
+    strip ``s`` of B at ``b_base + p * b_batch + s * b_strip``; the strides inside a
+    strip are as ``_micro`` takes them (packed panels, or the operands themselves).
+    """
+    nr = 2 * fast_simd.lanes(out)
+    per_batch = row_blocks * col_blocks
+    p = t // per_batch
+    q = t - p * per_batch
+    i0 = (q // col_blocks) * mc
+    s0 = (q % col_blocks) * _NB_STRIPS
+    i1 = min(m, i0 + mc)
+    calls = (i1 - i0 + _MR - 1) // _MR
+    line = 64 // out.itemsize
+    for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
+        j = s * nr
+        pb = b_base + p * b_batch + s * b_strip
+        # While this packed strip of B is in use, the next one is fetched towards
+        # L2 a part per micro-kernel call.
+        ahead = pb + b_strip
+        part = (kc * nr + calls - 1) // calls
+        for i in range(i0, i1, _MR):
+            if prefetch:
+                start = ahead + (i - i0) // _MR * part
+                for e in range(start, min(start + part, ahead + kc * nr), line):
+                    fast_simd.prefetch(b, e)
+            pa = a_base + p * a_batch + i // _MR * a_strip
+            _micro(a, pa, sa_row, sa_k, min(_MR, m - i), b, pb, sb_k, kc,
+                   out, (p * m + i) * n + j0 + j, n, first, min(nr, nc - j))  # fmt: skip
+
+
+@njit(fastmath=_CONTRACT, cache=True)
+def _pack_a(dst, at, a, pa, sa1, sa2, rows, kc):  # noqa: ANN001
+    """dst[at + kk * _MR + r] = A[r, kk] (at ``pa`` with strides ``sa1``, ``sa2``);
+    rows past ``rows`` are zero. Slices keep the indices provably non-negative, so
+    the loops carry no wraparound checks."""
+    d = dst[at : at + kc * _MR]
+    if sa2 == 1 and rows == _MR:
+        # Six row streams interleaved into consecutive stores.
+        r0 = a[pa : pa + kc]
+        r1 = a[pa + sa1 : pa + sa1 + kc]
+        r2 = a[pa + 2 * sa1 : pa + 2 * sa1 + kc]
+        r3 = a[pa + 3 * sa1 : pa + 3 * sa1 + kc]
+        r4 = a[pa + 4 * sa1 : pa + 4 * sa1 + kc]
+        r5 = a[pa + 5 * sa1 : pa + 5 * sa1 + kc]
+        for kk in range(kc):
+            q = kk * _MR
+            d[q] = r0[kk]
+            d[q + 1] = r1[kk]
+            d[q + 2] = r2[kk]
+            d[q + 3] = r3[kk]
+            d[q + 4] = r4[kk]
+            d[q + 5] = r5[kk]
+        return
+    if sa2 == 1:
+        for r in range(rows):
+            src = a[pa + r * sa1 : pa + r * sa1 + kc]
+            for kk in range(kc):
+                d[kk * _MR + r] = src[kk]
+    else:
+        for kk in range(kc):
+            src = a[pa + kk * sa2 :]
+            for r in range(rows):
+                d[kk * _MR + r] = src[r * sa1]
+    for kk in range(kc):
+        for r in range(rows, _MR):
+            d[kk * _MR + r] = 0
+
+
+@njit(fastmath=_CONTRACT, cache=True)
+def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
+    """dst[at + kk * nr + c] = B[kk, c] (at ``pb`` with strides ``sb1``, ``sb2``);
+    columns past ``cols`` are zero. Row-major strips copy whole vectors."""
+    if sb2 == 1 and cols == nr:
+        w = nr // 2
+        for kk in range(kc):
+            src = pb + kk * sb1
+            fast_simd.store(dst, at + kk * nr, fast_simd.load(b, src))
+            fast_simd.store(dst, at + kk * nr + w, fast_simd.load(b, src + w))
+        return
+    d = dst[at : at + kc * nr]
+    if sb1 == 1:
+        for c in range(cols):
+            src = b[pb + c * sb2 : pb + c * sb2 + kc]
+            for kk in range(kc):
+                d[kk * nr + c] = src[kk]
+    else:
+        for kk in range(kc):
+            src = b[pb + kk * sb1 :]
+            for c in range(cols):
+                d[kk * nr + c] = src[c * sb2]
+    for kk in range(kc):
+        for c in range(cols, nr):
+            d[kk * nr + c] = 0
+
+
+@njit(fastmath=_CONTRACT, cache=True)
+def _micro(a, pa, sa_row, sa_k, rows, b, pb, sb_k, kc, c, pc, ldc, first, cols):  # noqa: ANN001
+    """The _MR x nr block of C at ``pc`` (row stride ``ldc``): written when ``first``,
+    else added to. A's element (r, kk) is ``a[pa + r * sa_row + kk * sa_k]`` (rows
+    past ``rows`` repeat the last one, and are not stored), B's vector kk starts at
+    ``b[pb + kk * sb_k]``. Each step of k is 2 vector loads of B, _MR broadcasts
+    of A and 12 fused multiply-adds into registers."""
+    load, broadcast, fma = fast_simd.load, fast_simd.broadcast, fast_simd.fma
+    w = fast_simd.lanes(c)
+    last = rows - 1
+    a0 = pa
+    a1 = pa + min(1, last) * sa_row
+    a2 = pa + min(2, last) * sa_row
+    a3 = pa + min(3, last) * sa_row
+    a4 = pa + min(4, last) * sa_row
+    a5 = pa + min(5, last) * sa_row
+    c00 = c01 = c10 = c11 = c20 = c21 = fast_simd.zeros(c)
+    c30 = c31 = c40 = c41 = c50 = c51 = fast_simd.zeros(c)
+    for kk in range(kc):
+        b0 = load(b, pb + kk * sb_k)
+        b1 = load(b, pb + kk * sb_k + w)
+        q = kk * sa_k
+        x = broadcast(a, a0 + q)
+        c00 = fma(x, b0, c00)
+        c01 = fma(x, b1, c01)
+        x = broadcast(a, a1 + q)
+        c10 = fma(x, b0, c10)
+        c11 = fma(x, b1, c11)
+        x = broadcast(a, a2 + q)
+        c20 = fma(x, b0, c20)
+        c21 = fma(x, b1, c21)
+        x = broadcast(a, a3 + q)
+        c30 = fma(x, b0, c30)
+        c31 = fma(x, b1, c31)
+        x = broadcast(a, a4 + q)
+        c40 = fma(x, b0, c40)
+        c41 = fma(x, b1, c41)
+        x = broadcast(a, a5 + q)
+        c50 = fma(x, b0, c50)
+        c51 = fma(x, b1, c51)
+    _store_row(c, pc, first, cols, c00, c01)
+    if rows > 1:
+        _store_row(c, pc + ldc, first, cols, c10, c11)
+    if rows > 2:
+        _store_row(c, pc + 2 * ldc, first, cols, c20, c21)
+    if rows > 3:
+        _store_row(c, pc + 3 * ldc, first, cols, c30, c31)
+    if rows > 4:
+        _store_row(c, pc + 4 * ldc, first, cols, c40, c41)
+    if rows > 5:
+        _store_row(c, pc + 5 * ldc, first, cols, c50, c51)
+
+
+@njit(fastmath=_CONTRACT, cache=True)
+def _store_row(c, pc, first, cols, v0, v1):  # noqa: ANN001
+    """Write (or add) the first ``cols`` lanes of ``v0, v1`` to ``c[pc:]``."""
+    w = fast_simd.lanes(c)
+    if cols == 2 * w:
+        if not first:
+            v0 = fast_simd.add(fast_simd.load(c, pc), v0)
+            v1 = fast_simd.add(fast_simd.load(c, pc + w), v1)
+        fast_simd.store(c, pc, v0)
+        fast_simd.store(c, pc + w, v1)
+        return
+    for j in range(min(cols, w)):
+        x = fast_simd.lane(v0, j)
+        c[pc + j] = x if first else c[pc + j] + x
+    for j in range(w, cols):
+        x = fast_simd.lane(v1, j - w)
+        c[pc + j] = x if first else c[pc + j] + x
+
+
+def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B for small or thin products: each row of C accumulates k scaled
+    rows of B (a unit-stride inner loop when B is row-major)."""
     for t in prange(batch * m):
         p = t // m
         i = t - p * m
         o_ = out[t * n : t * n + n]
-        for j in range(n):
-            o_[j] = 0.0
+        o_[:] = 0
         pa = p * sa0 + i * sa1
         for kk in range(k):
             aik = a[pa + kk * sa2]
             pb = p * sb0 + kk * sb1
-            b_ = b[pb : pb + n]
-            for j in range(n):
-                o_[j] += aik * b_[j]
+            if sb2 == 1:
+                b_ = b[pb : pb + n]
+                for j in range(n):
+                    o_[j] += aik * b_[j]
+            else:
+                for j in range(n):
+                    o_[j] += aik * b[pb + j * sb2]
+
+
+def _matmul_dots(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """C = A @ B for one or two columns: a dot product per element of C, which
+    LLVM vectorises along k (in a fixed lane order) when both operands are
+    contiguous along k."""
+    zero = out.dtype.type(0)
+    for t in prange(batch * m):
+        p = t // m
+        i = t - p * m
+        pa = p * sa0 + i * sa1
+        for j in range(n):
+            pb = p * sb0 + j * sb2
+            acc = zero
+            if sa2 == 1 and sb1 == 1:
+                x = a[pa : pa + k]
+                y = b[pb : pb + k]
+                for kk in range(k):
+                    acc += x[kk] * y[kk]
+            else:
+                for kk in range(k):
+                    acc += a[pa + kk * sa2] * b[pb + kk * sb1]
+            out[t * n + j] = acc
 
 
 def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
@@ -508,14 +692,16 @@ def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     return clone
 
 
-_matmul_dots_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
-    _variant(_matmul_dots, "_par")
-)
-_matmul_dots_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
-_matmul_rows_par = njit(parallel=True, fastmath=_MATMUL_MATH, cache=True)(
+_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
+_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))
+_matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
     _variant(_matmul_rows, "_par")
 )
-_matmul_rows_ser = njit(fastmath=_MATMUL_MATH, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_dots_par = njit(parallel=True, fastmath=_DOTS_MATH, cache=True)(
+    _variant(_matmul_dots, "_par")
+)
+_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -543,7 +729,7 @@ def tensor_matrix_multiply(
         o_row = p * out_strides[0] + i * out_strides[1]
         for j in range(cols):
             b_col = p * b_batch + j * b_strides[2]
-            acc = 0.0
+            acc = out.dtype.type(0)
             for kk in range(inner):
                 acc += a_storage[a_row + kk * a_strides[2]] * b_storage[b_col + kk * b_strides[1]]
             out[o_row + j * out_strides[2]] = acc

@@ -54,7 +54,7 @@ from numba.core.compiler import CompileResult
 from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher, cpu_target
 
-from . import fast_math
+from . import fast_math, fast_simd
 
 CACHE_ENV = "MINITORCH_CACHE_DIR"
 
@@ -97,17 +97,27 @@ def jit_scalar(fn: Callable[..., float], jit: Callable[..., Any] | None = None) 
     a user's ``softplus`` calling ``operators.exp``) are compiled too, so users
     write ordinary Python. ``jit`` defaults to ``numba.njit(inline="always")``
     with NumPy's error model (1/0 is inf, not an exception) for FastOps, where
-    ``math`` is swapped for ``fast_math`` (a vectorisable ``exp``); CUDA passes
-    its device-function decorator and keeps ``math``.
+    ``math`` is swapped for ``fast_math`` (a vectorisable ``exp``) and float32
+    arguments get a float32 variant of the function (``fast_math.by_dtype``);
+    CUDA passes its device-function decorator and keeps ``math``.
     """
-    substitutes: dict[str, Any] = {}
-    if jit is None:
-        if isinstance(fn, CPUDispatcher):
-            return fn
-        jit = numba.njit(inline="always", error_model="numpy")
-        substitutes["math"] = fast_math.math_module()
     py = python_function(fn)
-    return jit(_with_compiled_globals(py, jit, {}, substitutes))
+    if jit is not None:
+        return jit(_with_compiled_globals(py, jit, {}, {}))
+    substitutes = {"math": fast_math.math_module()}
+    inline = numba.njit(inline="always", error_model="numpy")
+    fn64 = fn if isinstance(fn, CPUDispatcher) else inline(
+        _with_compiled_globals(py, inline, {}, substitutes)
+    )
+
+    def float32_jit(f: types.FunctionType) -> Any:
+        return inline(fast_math.float32_variant(f))
+
+    def make_fn32() -> Any:
+        return float32_jit(_with_compiled_globals(py, float32_jit, {}, substitutes))
+
+    required = py.__code__.co_argcount - len(py.__defaults__ or ())
+    return fast_math.by_dtype(fn64, make_fn32, required)
 
 
 # Modules whose functions numba already knows (or that are not scalar code):
@@ -349,6 +359,8 @@ def _hash_value(value: Any, h: Any, seen: set, attrs: frozenset[str]) -> None:
                 member = getattr(value, attr, _ABSENT)
                 if member is not _ABSENT:
                     _hash_value(member, h, seen, attrs)
+    elif _engine_name(value) is not None:
+        _update(h, "engine", _engine_name(value))
     elif _native_name(value) is not None:
         _update(h, "library", _native_name(value))
     elif isinstance(value, types.FunctionType):
@@ -400,11 +412,26 @@ def _source_of(module: types.ModuleType) -> str | None:
         return None
 
 
+# The modules whose source decides how kernels compile: their objects (fast_simd's
+# intrinsics, fast_math's typed helpers) are keyed by name, their code by _ENGINE_KEY.
+_ENGINE_MODULES = (sys.modules[__name__], fast_math, fast_simd)
+
+
+def _engine_name(value: Any) -> str | None:
+    """``module.name`` of an object defined in one of ``_ENGINE_MODULES``, else None."""
+    for module in _ENGINE_MODULES:
+        for name, member in vars(module).items():
+            if member is value:
+                return f"{module.__name__}.{name}"
+    return None
+
+
 def _engine_key() -> str | None:
-    """A hash of the code that decides how kernels compile and are cached (this module and
-    ``fast_math``): changing either must not reuse kernels compiled the old way."""
+    """A hash of the code that decides how kernels compile and are cached (this module,
+    ``fast_math`` and ``fast_simd``): changing any must not reuse kernels compiled the
+    old way."""
     h = hashlib.sha256()
-    for module in (sys.modules[__name__], fast_math):
+    for module in _ENGINE_MODULES:
         source = _source_of(module)
         if source is None:
             return None
@@ -427,6 +454,16 @@ def _compiled_source(family: str, source: str) -> types.CodeType:
     return compile(source, filename, "exec")
 
 
+def _with_constants(key: str, constants: dict[str, Any]) -> str | None:
+    """``key`` extended with a hash of ``constants``; None if one of them cannot be keyed."""
+    h = hashlib.sha256(key.encode())
+    try:
+        _hash_value(tuple(sorted(constants.items())), h, set(), frozenset())
+    except (_Uncacheable, RecursionError):
+        return None
+    return h.hexdigest()[:24]
+
+
 # The module global that carries a generated module's cache key to its kernels.
 _KEY_GLOBAL = "__minitorch_kernel_key__"
 _loaded: dict[str, types.ModuleType] = {}
@@ -437,20 +474,23 @@ def load_kernels(
     source: str,
     fn: Callable[..., float],
     cache: bool = True,
-    constants: dict[str, bool | int | float] | None = None,
+    constants: dict[str, Any] | None = None,
 ) -> types.ModuleType:
     """The kernel module of ``family`` specialised to ``fn``.
 
     ``constants`` are module globals the kernels read (numba freezes them at
-    compile time): they are set before any kernel compiles and are part of the
-    cache key. Kernels of functions that cannot be keyed, and all of them when
-    ``cache`` is false (callers that need numba's compile-time reports), are
-    compiled in memory and never looked up on disk.
+    compile time): numbers, or objects of ``fast_simd`` and ``fast_math`` such
+    as a vector operation. They are set before any kernel compiles and are part
+    of the cache key. Kernels of functions or constants that cannot be keyed,
+    and all of them when ``cache`` is false (callers that need numba's
+    compile-time reports), are compiled in memory and never looked up on disk.
     """
     constants = dict(constants or {})
     key = function_key(fn) if cache and _ENGINE_KEY is not None else None
     if key is not None:
-        text = f"{source}\0{key}\0{_ENGINE_KEY}\0{sorted(constants.items())!r}"
+        key = _with_constants(key, constants)
+    if key is not None:
+        text = f"{source}\0{key}\0{_ENGINE_KEY}"
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         name = f"_minitorch_{family}_{digest}"
         module = _loaded.get(name)

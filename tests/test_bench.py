@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from minitorch import bench
@@ -23,9 +24,22 @@ def test_overhead_table_has_every_layer() -> None:
     assert kernel < rows["tensor op `a + b` with autodiff history"]
 
 
-def test_matmul_gflops_reports_every_side() -> None:
-    ours, numpy_rate, _ = bench.matmul_gflops((32, 32), (32, 32), repeat=1)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_gflops_reports_every_side(dtype: type) -> None:
+    ours, numpy_rate, _ = bench.matmul_gflops((32, 32), (32, 32), repeat=1, dtype=dtype)
     assert ours > 0 and numpy_rate > 0
+
+
+def test_float32_operands_stay_float32() -> None:
+    t = bench._fast(np.ones((3, 4), np.float32))
+    assert t._tensor._storage.dtype == np.float32
+    assert bench.FAST.add_reduce(t, 1)._tensor._storage.dtype == np.float32
+    assert bench._fast(np.ones(3))._tensor._storage.dtype == np.float64
+
+
+def test_target_tables_name_each_dtype() -> None:
+    assert {np.float64, np.float32} <= set(bench.MATMUL_TARGETS) & set(bench.OP_LIMITS)
+    assert all("float32" in name for name, *_ in bench.MATMUL_TARGETS[np.float32])
 
 
 @pytest.mark.cuda

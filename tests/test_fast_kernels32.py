@@ -1,0 +1,671 @@
+"""FastOps kernels in float32 (and float64 alongside): every kernel path against NumPy.
+
+The Tensor layer's dtype API comes later, so tensors here are built directly
+over float32 storages and the backend's ops are called on them. float32 results
+are checked against NumPy's float32 arithmetic bit for bit where the kernel does
+the same operations (elementwise arithmetic with float32 literals), and within
+float32 rounding elsewhere. The compiled code itself is inspected too: a
+float32 specialisation must compute in float32 (no conversion to double) on
+8-lane vectors.
+
+Every test here is marked ``kernels`` (rerun under ``NUMBA_BOUNDSCHECK=1``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import njit
+from strategies import broadcast_shape_pairs, inverse_permutation, shapes
+
+import minitorch
+from minitorch import Tensor, fast_kernels, fast_ops, fast_simd, operators
+from minitorch.kernel_cache import function_key, load_kernels
+from minitorch.tensor_data import TensorData, strides_from_shape
+
+pytestmark = pytest.mark.kernels
+
+FB = minitorch.TensorBackend(minitorch.FastOps)
+DTYPES = [np.float32, np.float64]
+F32 = np.float32
+
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FUZZ_SIZE = 160
+FUZZ_DIM = 10
+
+
+# Helpers --------------------------------------------------------------------------
+
+
+def tensor(x: Any, dtype: type = F32) -> Tensor:
+    """A contiguous FastOps tensor over a storage of ``dtype``."""
+    x = np.ascontiguousarray(x, dtype)
+    return over_storage(x.reshape(-1), x.shape)
+
+
+def over_storage(storage: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """A FastOps tensor of ``shape`` over ``storage`` itself, in its dtype (the public
+    constructors store float64 until the Tensor layer's dtype API comes)."""
+    shape = tuple(shape)
+    return Tensor(TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size),
+                  backend=FB)  # fmt: skip
+
+
+def view(x: np.ndarray, order: Sequence[int], dtype: type = F32) -> Tensor:
+    """A permuted (strided) view whose values are ``x`` (``x.shape`` == view shape)."""
+    base = np.ascontiguousarray(x.transpose(inverse_permutation(order)))
+    t = tensor(base, dtype).permute(*order)
+    assert t.shape == x.shape
+    return t
+
+
+def values(t: Tensor) -> np.ndarray:
+    """The tensor's values in its own dtype, checking it kept the dtype."""
+    storage = t._tensor._storage
+    out = np.lib.stride_tricks.as_strided(
+        storage, t.shape, tuple(s * storage.itemsize for s in t._tensor.strides)
+    )
+    return np.array(out)
+
+
+def assert_dtype(t: Tensor, dtype: type) -> None:
+    assert t._tensor._storage.dtype == dtype, f"{t._tensor._storage.dtype} != {dtype}"
+
+
+def assert_bits(t: Tensor, expected: np.ndarray) -> None:
+    got = values(t)
+    assert got.dtype == expected.dtype
+    assert got.shape == expected.shape, f"{got.shape} != {expected.shape}"
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    assert same.all(), f"not bit-identical: {got[~same][:5]} != {expected[~same][:5]}"
+
+
+def ulp_error(got: np.ndarray, exact: np.ndarray, dtype: type) -> np.ndarray:
+    """How many representable numbers of ``dtype`` lie between ``got`` and ``exact``
+    rounded to ``dtype`` (0: correctly rounded; NaN matches NaN)."""
+    with np.errstate(all="ignore"):
+        rounded = exact.astype(dtype)
+    bits = np.int32 if dtype is F32 else np.int64
+    low = np.iinfo(bits).min
+
+    def ordinal(a: np.ndarray) -> np.ndarray:
+        i = np.ascontiguousarray(a, dtype).view(bits).astype(np.int64)
+        return np.where(i < 0, low - i, i)  # monotonic in the value, -0.0 == 0.0
+
+    steps = np.abs(ordinal(got) - ordinal(rounded)).astype(np.float64)
+    both_nan = np.isnan(got) & np.isnan(rounded)
+    return np.where(both_nan, 0.0, np.where(np.isnan(got) | np.isnan(rounded), np.inf, steps))
+
+
+def strided(draw: st.DrawFn, shape: Sequence[int], dtype: type, elements: Any = None) -> Any:
+    """A tensor of ``shape`` (contiguous or a random permutation) and its NumPy values."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = (rng.standard_normal(shape) * 3 if elements is None else elements(rng, shape)).astype(dtype)
+    order = draw(st.permutations(range(len(shape)))) if draw(st.booleans()) else range(len(shape))
+    return view(x, list(order), dtype), x
+
+
+fuzz_shapes = shapes(max_size=FUZZ_SIZE, max_dim=FUZZ_DIM)
+
+
+# 1. Elementwise: map and zip, every path ----------------------------------------------
+
+
+def _affine(x: float) -> float:
+    # 0.1 and 0.3 are not float32 numbers: in float64 this rounds differently.
+    return x * 0.1 + 0.3
+
+
+def _blend(x: float, y: float) -> float:
+    return x * 0.1 - y / 3.0 if x > y else y + 1
+
+
+# name -> (map op, the value the op approximates (computed in float64 from the input
+# in its dtype), allowed ulps in float64 and in float32). In float64 the reference
+# is itself rounded (up to an ulp off); the float32 log rounds x + EPS in float32
+# first, as its scalar function does.
+MAPS: dict[str, tuple[Callable[..., Tensor], Callable[[np.ndarray], np.ndarray], int, int]] = {
+    "neg": (FB.neg_map, lambda x: -x.astype(np.float64), 0, 0),
+    "relu": (FB.relu_map, lambda x: np.maximum(x, 0).astype(np.float64), 0, 0),
+    "id": (FB.id_map, lambda x: x.astype(np.float64), 0, 0),
+    "inv": (FB.inv_map, lambda x: 1 / x.astype(np.float64), 0, 0),
+    "exp": (FB.exp_map, lambda x: np.exp(x.astype(np.float64)), 2, 1),
+    "sigmoid": (FB.sigmoid_map, lambda x: 1 / (1 + np.exp(-x.astype(np.float64))), 3, 4),
+    "log": (FB.log_map, lambda x: np.log((x + x.dtype.type(operators.EPS)).astype(np.float64)),
+            1, 2),
+}  # fmt: skip
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(sorted(MAPS)), st.sampled_from(DTYPES))
+def test_map_fuzz(data: st.DataObject, name: str, dtype: type) -> None:
+    op, exact, ulps64, ulps32 = MAPS[name]
+    positive = name in ("log", "inv")
+    elements = (lambda rng, shape: rng.uniform(0.01, 50, shape)) if positive else None
+    t, x = strided(data.draw, data.draw(fuzz_shapes), dtype, elements)
+    out = op(t)
+    assert_dtype(out, dtype)
+    err = ulp_error(values(out), exact(x), dtype)
+    assert err.max() <= (ulps32 if dtype is F32 else ulps64), f"{name}: {err.max()} ulp"
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(DTYPES))
+def test_map_with_float_literals_computes_in_the_dtype(data: st.DataObject, dtype: type) -> None:
+    t, x = strided(data.draw, data.draw(fuzz_shapes), dtype)
+    out = FB.map_of(_affine)(t)
+    assert_bits(out, x * dtype(0.1) + dtype(0.3))
+
+
+@st.composite
+def zip_pairs(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Broadcastable shapes, including every fast path's layout."""
+    kind = draw(st.sampled_from(["random", "same", "scalar", "bias", "lead1"]))
+    if kind == "random":
+        return draw(broadcast_shape_pairs(max_size=FUZZ_SIZE, max_dim=FUZZ_DIM))
+    full = draw(fuzz_shapes)
+    if kind == "same":
+        return full, full
+    cut = draw(st.integers(0, len(full) - 1))
+    other = (1,) if kind == "scalar" else full[cut:]
+    if kind == "lead1":
+        other = (1,) * cut + other
+    return (full, other) if draw(st.booleans()) else (other, full)
+
+
+ZIPS: dict[str, tuple[Callable[..., Tensor], Callable[[Any, Any], Any]]] = {
+    "add": (FB.add_zip, lambda x, y: x + y),
+    "mul": (FB.mul_zip, lambda x, y: x * y),
+    "sub": (FB.zip_of(operators.sub), lambda x, y: x - y),
+    "lt": (FB.lt_zip, lambda x, y: (x < y).astype(x.dtype)),
+    "eq": (FB.eq_zip, lambda x, y: (x == y).astype(x.dtype)),
+    "blend": (
+        FB.zip_of(_blend),
+        lambda x, y: np.where(x > y, x * x.dtype.type(0.1) - y / y.dtype.type(3), y + 1),
+    ),
+}
+
+
+@FUZZ
+@given(st.data(), zip_pairs(), st.sampled_from(sorted(ZIPS)), st.sampled_from(DTYPES))
+def test_zip_fuzz(data: st.DataObject, pair: Any, name: str, dtype: type) -> None:
+    op, ref = ZIPS[name]
+    a, x = strided(data.draw, pair[0], dtype)
+    if name == "eq":  # ties
+        b, y = strided(data.draw, pair[1], dtype, lambda rng, s: rng.integers(-2, 3, s))
+    else:
+        b, y = strided(data.draw, pair[1], dtype)
+    out = op(a, b)
+    assert_dtype(out, dtype)
+    assert_bits(out, np.asarray(ref(*np.broadcast_arrays(x, y))).astype(dtype))
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(DTYPES))
+def test_map_into_broadcast_out(data: st.DataObject, dtype: type) -> None:
+    out_shape = data.draw(fuzz_shapes)
+    start = data.draw(st.integers(0, len(out_shape) - 1))
+    a_shape = tuple(1 if data.draw(st.booleans()) else d for d in out_shape[start:])
+    a, x = strided(data.draw, a_shape, dtype)
+    out, _ = strided(data.draw, out_shape, dtype)
+    assert FB.neg_map(a, out) is out
+    assert_bits(out, np.broadcast_to(-x, out_shape).astype(dtype))
+
+
+def test_large_elementwise_paths_parallel() -> None:
+    rng = np.random.default_rng(1)
+    n = fast_ops.PARALLEL_THRESHOLD * 2
+    for dtype in DTYPES:
+        x = rng.standard_normal((n // 64, 64)).astype(dtype)
+        y = rng.standard_normal(64).astype(dtype)
+        cube = rng.standard_normal((40, 30, 50)).astype(dtype)
+        a = tensor(x, dtype)
+        assert_bits(FB.add_zip(a, tensor(y, dtype)), x + y)  # bias (trailing block)
+        assert_bits(FB.mul_zip(a, tensor(x, dtype)), x * x)  # flat, same shape
+        assert_bits(FB.add_zip(view(cube, (2, 0, 1), dtype), view(cube, (0, 2, 1), dtype)),
+                    cube + cube)  # fmt: skip  # N-D general path
+        assert_bits(FB.neg_map(view(cube, (1, 2, 0), dtype)), -cube)
+        err = ulp_error(values(FB.exp_map(a)), np.exp(x.astype(np.float64)), dtype)
+        assert err.max() <= (1 if dtype is F32 else 2)
+
+
+def test_zero_size_and_size_one() -> None:
+    for dtype in DTYPES:
+        empty = tensor(np.zeros((0, 3)), dtype)
+        assert FB.exp_map(empty).shape == (0, 3)
+        assert_dtype(FB.add_zip(empty, tensor(np.ones(3), dtype)), dtype)
+        one = tensor(np.array([[2.0]]), dtype)
+        assert_bits(FB.mul_zip(one, tensor(np.array([1.5, 2.5]), dtype)),
+                    np.array([[3.0, 5.0]], dtype))  # fmt: skip
+
+
+def test_mixed_dtypes_do_not_crash() -> None:
+    # The Tensor layer promotes before calling kernels; kernels still must cope.
+    x = np.arange(6.0).reshape(2, 3)
+    out = FB.add_zip(tensor(x, F32), tensor(x, np.float64))
+    assert_dtype(out, np.float64)
+    np.testing.assert_array_equal(values(out), 2 * x)
+    product = FB.matrix_multiply(tensor(x, F32), tensor(x.T, np.float64))
+    np.testing.assert_allclose(values(product), x @ x.T)
+
+
+# 2. The float32 exp -----------------------------------------------------------------
+
+
+def test_exp32_within_one_ulp_and_edge_cases() -> None:
+    rng = np.random.default_rng(2)
+    specials = np.array(
+        [0.0, -0.0, 1.0, -1.0, 1e-30, -1e-45, 88.72, 88.7228, 88.7229, 88.73, 89.0, 100.0,
+         -87.3, -100.0, -103.2, -103.97, -104.0, -110.0, 3.4e38, -3.4e38,
+         np.inf, -np.inf, np.nan],
+        dtype=F32,
+    )  # fmt: skip
+    x = np.concatenate([
+        rng.uniform(-104, 89, 100_000).astype(F32),
+        rng.uniform(-1, 1, 50_000).astype(F32),
+        np.linspace(-104, -87, 20_000, dtype=F32),  # subnormal results
+        specials,
+    ])  # fmt: skip
+    got = values(FB.exp_map(tensor(x)))
+    with np.errstate(all="ignore"):
+        exact = np.exp(x.astype(np.float64))
+    assert ulp_error(got, exact, F32).max() <= 1
+    # Overflow to inf, underflow to 0 and NaN exactly where NumPy's float32 exp has them.
+    with np.errstate(all="ignore"):
+        numpy32 = np.exp(specials)
+    ours = values(FB.exp_map(tensor(specials)))
+    for kind in (np.isinf, np.isnan, lambda v: v == 0):
+        np.testing.assert_array_equal(kind(ours), kind(numpy32))
+
+
+# 3. Reductions --------------------------------------------------------------------------
+
+
+def _sum_of_squares(acc: float, x: float) -> float:
+    return acc + x * x
+
+
+def sum_bound(x: np.ndarray, axis: int, dtype: type) -> np.ndarray:
+    """Worst-case rounding of any summation order: n * eps * sum |x|."""
+    n = x.shape[axis]
+    return 2 * n * np.finfo(dtype).eps * np.abs(x.astype(np.float64)).sum(axis, keepdims=True)
+
+
+def check_reductions(t: Tensor, x: np.ndarray, dim: int, dtype: type) -> None:
+    total = FB.add_reduce(t, dim)
+    assert_dtype(total, dtype)
+    exact = x.astype(np.float64).sum(dim, keepdims=True)
+    assert np.all(np.abs(values(total) - exact) <= sum_bound(x, dim, dtype) + 1e-30)
+    # max does not depend on the order: exact. ``maximum`` folds in vector lanes
+    # (nn.max uses it); the course's ``max`` strictly in order.
+    assert_bits(FB.reduce_of(operators.maximum, -math.inf)(t, dim), x.max(dim, keepdims=True))
+    assert_bits(FB.reduce_of(operators.max, -1e30)(t, dim), x.max(dim, keepdims=True))
+    near_one = (1 + x / 1000).astype(dtype)
+    prod = FB.mul_reduce(tensor(near_one, dtype), dim)
+    exact_prod = near_one.astype(np.float64).prod(dim, keepdims=True)
+    rtol = 2 * x.shape[dim] * np.finfo(dtype).eps
+    np.testing.assert_allclose(values(prod), exact_prod, rtol=rtol)
+    # A function that may not fold in lanes: the sequential order, exactly.
+    squares = FB.reduce_of(_sum_of_squares, 0.0)(t, dim)
+    moved = np.moveaxis(x, dim, -1)
+    acc = np.zeros(moved.shape[:-1], dtype)
+    for i in range(moved.shape[-1]):
+        acc = acc + moved[..., i] * moved[..., i]
+    assert_bits(squares, np.expand_dims(acc, dim))
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(DTYPES))
+def test_reduce_fuzz(data: st.DataObject, dtype: type) -> None:
+    t, x = strided(data.draw, data.draw(fuzz_shapes), dtype)
+    check_reductions(t, x, data.draw(st.integers(0, t.dims - 1)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [31, 32, 63, 64, 65, 129, 1000])
+def test_reduce_long_rows_fold_in_vector_lanes(dtype: type, n: int) -> None:
+    # Around the vector-lane path's threshold (8 vectors) and remainders.
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3, n)).astype(dtype)
+    for dim in (0, 1):
+        check_reductions(tensor(x, dtype), x, dim, dtype)
+    check_reductions(view(x.T.copy(), (1, 0), dtype), x.T.copy(), 0, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [64, 67, 300])
+def test_max_reduce_in_vector_lanes_propagates_nan(dtype: type, n: int) -> None:
+    # A NaN in any lane of any of the four vector chains, or in the scalar tail,
+    # makes the row's maximum NaN; the other rows are untouched (regression: the
+    # vector maximum once kept the other operand when the second one was NaN).
+    maximum = FB.reduce_of(operators.maximum, -math.inf)
+    for position in range(n):
+        x = np.tile(np.linspace(-1.0, 1.0, n, dtype=dtype), (3, 1))
+        x[1, position] = np.nan
+        got = values(maximum(tensor(x, dtype), 1)).reshape(-1)
+        assert math.isnan(got[1]), position
+        assert got[0] == got[2] == 1.0, position
+
+
+def test_simd_maximum_is_operators_maximum_in_every_lane() -> None:
+    @njit
+    def lanewise(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+        fast_simd.store(out, 0, fast_simd.maximum(fast_simd.load(x, 0), fast_simd.load(y, 0)))
+
+    special = [np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.0]
+    for dtype in DTYPES:
+        w = 32 // np.dtype(dtype).itemsize
+        pairs = [(a, b) for a in special for b in special]
+        for start in range(0, len(pairs), w):
+            chunk = (pairs[start : start + w] * w)[:w]
+            x = np.array([a for a, _ in chunk], dtype)
+            y = np.array([b for _, b in chunk], dtype)
+            out = np.empty(w, dtype)
+            lanewise(x, y, out)
+            expected = np.array([operators.maximum(a, b) for a, b in zip(x, y)], dtype)
+            assert_bits(over_storage(out, (w,)), expected)
+            # -0.0 against 0.0 keeps the same operand as operators.maximum.
+            assert (np.signbit(out) == np.signbit(expected)).all()
+
+
+def test_reduce_constants_are_part_of_the_cache_key() -> None:
+    # The vector operation frozen into a reduce module (VFN) and LANES key it,
+    # so a module built for one is never reused for the other.
+    source = fast_kernels.REDUCE_SOURCE
+    adds = load_kernels("reduce", source, operators.add,
+                        constants={"LANES": True, "VFN": fast_simd.add})  # fmt: skip
+    muls = load_kernels("reduce", source, operators.add,
+                        constants={"LANES": True, "VFN": fast_simd.mul})  # fmt: skip
+    again = load_kernels("reduce", source, operators.add,
+                         constants={"LANES": True, "VFN": fast_simd.add})  # fmt: skip
+    assert adds is again and adds is not muls
+    assert adds.VFN is fast_simd.add and muls.VFN is fast_simd.mul
+    assert adds.__minitorch_kernel_key__ is not None
+    # A constant that cannot be keyed compiles in memory, never from the disk cache.
+    odd = load_kernels("reduce", source, operators.add, constants={"LANES": True, "VFN": [1]})
+    assert odd.__minitorch_kernel_key__ is None
+
+
+def test_simd_kernels_are_disk_cacheable() -> None:
+    # Kernels calling fast_simd's intrinsics are keyed (by the intrinsics' names and
+    # fast_simd's source in the engine key) rather than compiled afresh every run.
+    for kernel in (fast_ops._gemm_par, fast_ops._gemm_ser, fast_ops._pack_a):
+        assert function_key(kernel) is not None, kernel
+
+
+def test_large_reductions_each_dim_parallel() -> None:
+    rng = np.random.default_rng(3)
+    for dtype in DTYPES:
+        x = rng.standard_normal((60, 70, 80)).astype(dtype)
+        for order in ((0, 1, 2), (2, 0, 1)):
+            for dim in range(3):
+                check_reductions(view(x, order, dtype), x, dim, dtype)
+
+
+# 4. Matrix multiply ----------------------------------------------------------------------
+
+MATMUL_KERNELS = {
+    "gemm": (fast_ops._gemm_ser, fast_ops._gemm_par),
+    "rows": (fast_ops._matmul_rows_ser, fast_ops._matmul_rows_par),
+    "dots": (fast_ops._matmul_dots_ser, fast_ops._matmul_dots_par),
+}
+
+
+def matmul_bound(x: np.ndarray, y: np.ndarray, dtype: type) -> np.ndarray:
+    """Rounding of any summation order: 2 k eps (|A| @ |B|)."""
+    k = x.shape[-1]
+    return 2 * max(k, 1) * np.finfo(dtype).eps * (np.abs(x) @ np.abs(y)).astype(np.float64)
+
+
+def assert_matmul(out: Tensor | np.ndarray, x: np.ndarray, y: np.ndarray, dtype: type) -> None:
+    got = values(out) if isinstance(out, Tensor) else out
+    assert got.dtype == dtype
+    exact = np.matmul(x.astype(np.float64), y.astype(np.float64))
+    assert got.shape == exact.shape
+    assert np.all(np.abs(got - exact) <= matmul_bound(x, y, dtype) + 1e-300)
+
+
+def strided_operand(x: np.ndarray, transposed: bool) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x`` (batch, rows, cols) as a flat storage and element strides, row- or column-major."""
+    if transposed:
+        flat = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1)
+        return flat, (x.shape[1] * x.shape[2], 1, x.shape[1])
+    return np.ascontiguousarray(x).reshape(-1), (x.shape[1] * x.shape[2], x.shape[2], 1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(MATMUL_KERNELS)),
+    st.sampled_from(DTYPES),
+    st.integers(1, 3), st.integers(1, 20), st.integers(1, 40), st.integers(1, 40),
+    st.booleans(), st.booleans(), st.sampled_from(["none", "a", "b"]), st.booleans(),
+    st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_matmul_kernels_fuzz(
+    name: str, dtype: type, batch: int, m: int, k: int, n: int,
+    ta: bool, tb: bool, bcast: str, parallel: bool, seed: int,
+) -> None:  # fmt: skip
+    """Each kernel directly, any size (including the micro-kernel's partial
+    blocks), row- or column-major operands, a batch of one broadcast."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1 if bcast == "a" else batch, m, k)).astype(dtype)
+    y = rng.standard_normal((1 if bcast == "b" else batch, k, n)).astype(dtype)
+    a, (sa0, sa1, sa2) = strided_operand(x, ta)
+    b, (sb0, sb1, sb2) = strided_operand(y, tb)
+    sa0 = 0 if bcast == "a" else sa0
+    sb0 = 0 if bcast == "b" else sb0
+    out = np.full(batch * m * n, np.nan, dtype)
+    kernel = MATMUL_KERNELS[name][parallel]
+    kernel(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    assert_matmul(out.reshape(batch, m, n), x, y, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_block_edges_and_layouts(dtype: type) -> None:
+    """Through the backend: sizes around the micro-kernel and blocking sizes, k across
+    several k-blocks, transposed views (as backward passes make) and batches."""
+    rng = np.random.default_rng(4)
+    kc, mr = fast_ops._KC, fast_ops._MR
+    nr = 2 * fast_simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    cases = [
+        ((mr, 8), (8, nr)),
+        ((mr + 1, kc + 1), (kc + 1, nr + 1)),
+        ((fast_ops._MC + 5, 2 * kc + 3), (2 * kc + 3, 4 * nr - 1)),
+        ((7, kc - 1), (kc - 1, fast_ops._NB_STRIPS * nr + 3)),
+        ((2, 33, 70), (2, 70, 45)),
+        ((1, 40, 50), (3, 50, 30)),  # A broadcast over the batch
+        ((3, 40, 50), (50, 30)),  # B broadcast over the batch
+        ((mr, 9), (9, fast_ops._NC + nr + 1)),  # more than one panel of B
+        ((300, 200), (200, 1)),  # matrix-vector
+        ((1, 300), (300, 200)),  # vector-matrix
+        ((50, 2), (2, 40)),  # short k
+        # A small row-major B in whole strips is read in place (and A, any layout).
+        ((3 * mr + 1, 50), (50, nr)),
+        ((2, 13, 40), (1, 40, 2 * nr)),
+    ]
+    for shape_a, shape_b in cases:
+        x = rng.standard_normal(shape_a).astype(dtype)
+        y = rng.standard_normal(shape_b).astype(dtype)
+        for order_a in ([0, 1], [1, 0]) if x.ndim == 2 else ([0, 1, 2], [0, 2, 1]):
+            for order_b in ([0, 1], [1, 0]) if y.ndim == 2 else ([0, 1, 2], [0, 2, 1]):
+                out = FB.matrix_multiply(view(x, order_a, dtype), view(y, order_b, dtype))
+                assert_dtype(out, dtype)
+                assert_matmul(out, x, y, dtype)
+
+
+def test_matmul_empty_and_zero_k() -> None:
+    for dtype in DTYPES:
+        for (m, k, n) in ((0, 3, 4), (3, 0, 4), (3, 4, 0)):
+            out = FB.matrix_multiply(tensor(np.ones((m, k)), dtype), tensor(np.ones((k, n)), dtype))
+            assert out.shape == (m, n)
+            assert_dtype(out, dtype)
+            np.testing.assert_array_equal(values(out), np.zeros((m, n)))
+
+
+def test_large_matmul_parallel_square_and_transposed() -> None:
+    rng = np.random.default_rng(5)
+    for dtype in DTYPES:
+        x = rng.standard_normal((300, 280)).astype(dtype)
+        y = rng.standard_normal((280, 310)).astype(dtype)
+        assert_matmul(FB.matrix_multiply(tensor(x, dtype), tensor(y, dtype)), x, y, dtype)
+        out = FB.matrix_multiply(view(x, [1, 0], dtype), view(y, [1, 0], dtype))
+        assert_matmul(out, x, y, dtype)
+
+
+def test_course_tensor_matrix_multiply_in_float32() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 4, 5)).astype(F32)
+    y = rng.standard_normal((2, 5, 3)).astype(F32)
+    out = tensor(np.zeros((2, 4, 3)), F32)
+    fast_ops.tensor_matrix_multiply(*out.tuple(), *tensor(x).tuple(), *tensor(y).tuple())
+    assert_matmul(out, x, y, F32)
+
+
+# 5. User scalar functions in both dtypes ------------------------------------------------
+
+
+def _with_int_loop(x: float) -> float:
+    acc = 0.0
+    for i in range(3):  # an int literal that must stay an int
+        acc += x * i
+    return acc
+
+
+SCALE = 0.1
+
+
+def _reads_global(x: float) -> float:
+    return x * SCALE
+
+
+def _closure(c: float) -> Callable[[float], float]:
+    return lambda x: x * c
+
+
+def test_user_ops_compile_for_both_dtypes() -> None:
+    x = np.linspace(-3, 3, 50)
+    for dtype in DTYPES:
+        t = tensor(x, dtype)
+        xd = x.astype(dtype)
+        assert_bits(FB.map_of(_reads_global)(t), xd * dtype(SCALE))
+        assert_bits(FB.map_of(_closure(0.3))(t), xd * dtype(0.3))
+        assert_bits(FB.map_of(lambda v, c=0.7: v * c)(t), xd * dtype(0.7))
+        # range(3) cannot take a float32: that function falls back to float64 arithmetic.
+        out = FB.map_of(_with_int_loop)(t)
+        assert_dtype(out, dtype)
+        np.testing.assert_allclose(values(out), 3 * xd, rtol=1e-6)
+
+
+def test_user_ops_through_unary_and_binary_op() -> None:
+    softplus = minitorch.unary_op(lambda v: math.log(1.0 + math.exp(v)))
+    hypot = minitorch.binary_op(lambda v, w: math.sqrt(v * v + w * w))
+    x = np.linspace(-4, 4, 30)
+    for dtype in DTYPES:
+        out = softplus(tensor(x, dtype))
+        assert_dtype(out, dtype)
+        np.testing.assert_allclose(values(out), np.log1p(np.exp(x)), rtol=1e-5)
+        out = hypot(tensor(x, dtype), tensor(x[::-1].copy(), dtype))
+        assert_dtype(out, dtype)
+        np.testing.assert_allclose(values(out), np.hypot(x, x[::-1]), rtol=1e-6)
+
+
+# 6. The compiled code: float32 all the way, on 8-lane vectors -----------------------------
+
+
+def _double_arithmetic(ir: str) -> list[str]:
+    return re.findall(r"(fpext|fptrunc|= f(?:add|sub|mul|div) (?:fast |contract )*double)", ir)
+
+
+def _ir(dispatcher: Any, dtype: type) -> str:
+    for signature in dispatcher.signatures:
+        if signature[0].dtype.bitwidth == np.dtype(dtype).itemsize * 8:
+            return dispatcher.inspect_llvm(signature)
+    raise AssertionError(f"no {dtype} specialisation")
+
+
+def test_float32_specialisations_stay_float32_and_vectorise() -> None:
+    x = np.linspace(-2, 2, 256).astype(F32)
+    out = np.empty_like(x)
+    maps = load_kernels("map", fast_kernels.MAP_SOURCE, operators.exp, cache=False)
+    maps.map2d_ser(out, x, 1, 256, 256, 1, 0, 1)
+    reduces = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, operators.add, cache=False)
+    reduces.LANES, reduces.VFN = True, fast_simd.add
+    reduces.reduce3_ser(np.zeros(2, F32), x, 2, 128, 1, 128, 1, 1)
+    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, _blend, cache=False)
+    zips.zip2d_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
+    micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
+    packed = np.ones(8 * 16, F32)
+    micro(packed, 0, 1, 6, 6, packed, 0, 16, 8, np.zeros(6 * 16, F32), 0, 16, True, 16)
+    for kernel in (maps.map2d_ser, reduces.reduce3_ser, zips.zip2d_ser, micro):
+        ir = _ir(kernel, F32)
+        assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
+        assert "<8 x float>" in ir
+    assert "@llvm.fmuladd.v8f32" in _ir(micro, F32)
+
+
+# 7. Bounds checks of the SIMD loads and stores --------------------------------------------
+
+
+BOUNDS_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import njit
+    from minitorch import fast_simd
+
+    @njit
+    def copy(dst, i, src, j):
+        fast_simd.store(dst, i, fast_simd.load(src, j))
+
+    a = np.zeros(8)
+    copy(a, 4, a, 4)  # the last whole vector: fine
+    for i, j in ((5, 0), (0, 5), (-1, 0)):
+        try:
+            copy(a, i, a, j)
+        except IndexError:
+            continue
+        raise SystemExit(f"no IndexError for {i}, {j}")
+    print("ok")
+    """
+)
+
+
+def test_simd_accesses_are_bounds_checked() -> None:
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1")
+    proc = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_strided_storages_work_in_every_kernel() -> None:
+    """A storage that is itself a strided NumPy view (every other element) takes the
+    element-by-element form of the SIMD loads and stores."""
+    rng = np.random.default_rng(8)
+    for dtype in DTYPES:
+        x = rng.standard_normal((40, 300)).astype(dtype)
+        y = rng.standard_normal((300, 50)).astype(dtype)
+
+        def spaced(v: np.ndarray) -> Tensor:
+            storage = np.empty(2 * v.size, v.dtype)[::2]
+            storage[:] = v.reshape(-1)
+            return over_storage(storage, v.shape)
+
+        assert_matmul(FB.matrix_multiply(spaced(x), spaced(y)), x, y, dtype)
+        total = FB.add_reduce(spaced(x), 1)
+        assert np.all(np.abs(values(total) - x.astype(np.float64).sum(1, keepdims=True))
+                      <= sum_bound(x, 1, dtype))  # fmt: skip
+        assert_bits(FB.add_zip(spaced(x), tensor(x, dtype)), x + x)
