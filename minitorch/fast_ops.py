@@ -81,8 +81,10 @@ class _Elementwise:
 
     def __init__(self, fn: Callable[..., float], module: Any, kind: str) -> None:
         self.fn = fn
-        self.flat_ser = getattr(module, kind + "2d_ser")
-        self.flat_par = getattr(module, kind + "2d_par")
+        self.flat_ser = getattr(module, kind + "_flat_ser")
+        self.flat_par = getattr(module, kind + "_flat_par")
+        self.d2_ser = getattr(module, kind + "2d_ser")
+        self.d2_par = getattr(module, kind + "2d_par")
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
 
@@ -112,12 +114,18 @@ class _Elementwise:
                     else:
                         break
                 else:
+                    if inner == 0 and (0, 0) not in pairs:
+                        # Every input contiguous like the output.
+                        (self.flat_par if par else self.flat_ser)(
+                            otd._storage, *(td._storage for td in tds)
+                        )
+                        return
                     rows, cols = (1, size) if inner == 0 else (size // inner, inner)
                     args: list[Any] = [otd._storage, *(td._storage for td in tds)]
                     args.extend((rows, cols, cols, 1))
                     for pair in pairs:
                         args.extend(pair or (cols, 1))
-                    (self.flat_par if par else self.flat_ser)(*args)
+                    (self.d2_par if par else self.d2_ser)(*args)
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -130,7 +138,7 @@ class _Elementwise:
             return
         kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
         try:
-            kernel(out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
+            kernel(out, *storages)
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
 
@@ -147,7 +155,7 @@ class _Elementwise:
                 shape = [1, shape[0]]
                 strides = [[0, s[0]] for s in strides]
             args = [x for s in strides for x in s]
-            kernel = self.flat_par if par else self.flat_ser
+            kernel = self.d2_par if par else self.d2_ser
             kernel(*storages, shape[0], shape[1], *args)
             return
         shape_arr = np.array(shape, dtype=np.int64)

@@ -154,3 +154,53 @@ def test_import_defers_the_cuda_backend_until_first_use() -> None:
 def test_unknown_package_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         minitorch.no_such_thing  # noqa: B018
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("size", [1, 7, 4096, 4097, 40000])
+def test_flat_kernels_match_the_2d_kernels_bit_for_bit(size: int) -> None:
+    # Same-shape contiguous operands take the flat kernels (three arguments to
+    # dispatch, quick to compile); they must agree exactly with the 2-D kernels.
+    import numpy as np
+
+    from minitorch import fast_kernels, operators
+    from minitorch.kernel_cache import load_kernels
+
+    rng = np.random.default_rng(size)
+    x, y = rng.normal(size=size) * 30, rng.normal(size=size)
+    for fn in (operators.mul, operators.log_back, operators.sigmoid_back_from_output):
+        zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn)
+        for variant in ("ser", "par"):
+            flat, twod = np.empty(size), np.empty(size)
+            getattr(zips, f"zip_flat_{variant}")(flat, x, y)
+            getattr(zips, f"zip2d_{variant}")(twod, x, y, 1, size, size, 1, 0, 1, 0, 1)
+            assert flat.tobytes() == twod.tobytes()
+    for fn in (operators.exp, operators.sigmoid, operators.relu):
+        maps = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+        for variant in ("ser", "par"):
+            flat, twod = np.empty(size), np.empty(size)
+            getattr(maps, f"map_flat_{variant}")(flat, x)
+            getattr(maps, f"map2d_{variant}")(twod, x, 1, size, size, 1, 0, 1)
+            assert flat.tobytes() == twod.tobytes()
+
+
+@pytest.mark.kernels
+def test_contiguous_ops_compile_only_the_flat_kernel() -> None:
+    # A function used only on same-shape contiguous tensors never compiles the
+    # (much larger) 2-D kernel: the cold start pays for what it uses.
+    from minitorch import fast_kernels
+    from minitorch.kernel_cache import load_kernels
+
+    def halve_sum(x: float, y: float) -> float:
+        return (x + y) * 0.5
+
+    backend = minitorch.TensorBackend(minitorch.FastOps)
+    op = minitorch.binary_op(halve_sum)
+    a = minitorch.tensor([[1.0, 2.0], [3.0, 4.0]], backend=backend).detach()
+    assert op(a, a + 2.0).to_numpy().tolist() == [[2.0, 3.0], [4.0, 5.0]]
+    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, halve_sum)
+    assert zips.zip_flat_ser.signatures and not zips.zip2d_ser.signatures
+    # A broadcast operand needs the 2-D kernel, which compiles then.
+    assert op(a, minitorch.tensor([1.0], backend=backend)).to_numpy().tolist() == [
+        [1.0, 1.5], [2.0, 2.5]]  # fmt: skip
+    assert zips.zip2d_ser.signatures
