@@ -24,7 +24,7 @@ demo: $(STAMP)
 BOUNDSCHECK_CACHE := .minitorch_cache/boundscheck
 
 test: $(STAMP)
-	$(PY) -m ruff check minitorch tests examples
+	$(PY) -m ruff check minitorch tests examples tools
 	MINITORCH_REQUIRE_MPI=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m cuda tests
 	rm -rf $(BOUNDSCHECK_CACHE)
@@ -40,7 +40,7 @@ diagnostics: $(STAMP)
 	$(PY) -m minitorch diagnostics
 
 lint: $(STAMP)
-	$(PY) -m ruff check minitorch tests examples
+	$(PY) -m ruff check minitorch tests examples tools
 
 clean:
 	rm -rf $(VENV) .minitorch_cache .pytest_cache

@@ -1,11 +1,17 @@
-"""minitorch: a small, readable deep-learning library with fast tensor operations."""
+"""minitorch: a small, readable deep-learning library with fast tensor operations.
 
-from numba import cuda  # noqa: F401  (makes numba.cuda importable as an attribute)
+The CUDA backend (``cuda_ops``, ``CudaOps``, ``mm_practice``, ``sum_practice``)
+and ``numba.cuda`` load on first use: importing numba's CUDA support is about
+half of the package's import time, which every CPU-only start would pay.
+"""
+
+import importlib as _importlib
+from typing import Any as _Any
 
 from . import (
+    _lazy_cuda,
     autodiff,
     checkpoint,
-    cuda_ops,
     distributed,
     fast_conv,
     fast_ops,
@@ -31,7 +37,6 @@ from .autodiff import (
 )
 from .checkpoint import CheckpointError, load, save
 from .compiler import CompiledFunction, CompileWarning, compile
-from .cuda_ops import CudaOps, mm_practice, sum_practice
 from .datasets import datasets
 from .fast_conv import Conv1dFun, Conv2dFun, conv1d, conv2d
 from .fast_ops import FastOps
@@ -86,3 +91,20 @@ from .testing import MathTest, MathTestVariable
 
 version = "0.1.0"
 __version__ = version
+
+# Names that import the CUDA backend on first use (see the module docstring).
+_CUDA_NAMES = ("CudaOps", "mm_practice", "sum_practice")
+
+
+def __getattr__(name: str) -> _Any:
+    if name == "cuda_ops":
+        return _importlib.import_module(".cuda_ops", __name__)
+    if name in _CUDA_NAMES:
+        return getattr(_importlib.import_module(".cuda_ops", __name__), name)
+    if name == "cuda":
+        return _lazy_cuda.numba_cuda()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "cuda", "cuda_ops", *_CUDA_NAMES})

@@ -143,6 +143,9 @@ class Context:
 
     no_grad: bool = False
     saved_values: tuple[Any, ...] = ()
+    # Which inputs need a gradient, set just before backward runs (empty: all of
+    # them), so backward can skip the kernels whose result would be thrown away.
+    needs_input_grad: tuple[bool, ...] = ()
 
     def save_for_backward(self, *values: Any) -> None:
         """Store values for backward, unless gradients are off."""

@@ -92,8 +92,10 @@ class _Elementwise:
 
     def __init__(self, fn: Callable[..., float], module: Any, kind: str) -> None:
         self.fn = fn
-        self.flat_ser = getattr(module, kind + "2d_ser")
-        self.flat_par = getattr(module, kind + "2d_par")
+        self.flat_ser = getattr(module, kind + "_flat_ser")
+        self.flat_par = getattr(module, kind + "_flat_par")
+        self.d2_ser = getattr(module, kind + "2d_ser")
+        self.d2_par = getattr(module, kind + "2d_par")
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
 
@@ -123,12 +125,19 @@ class _Elementwise:
                     else:
                         break
                 else:
+                    if inner == 0 and (0, 0) not in pairs:
+                        # Every input contiguous like the output.
+                        _launch(
+                            self.flat_par if par else self.flat_ser,
+                            (otd._storage, *(td._storage for td in tds)),
+                        )
+                        return
                     rows, cols = (1, size) if inner == 0 else (size // inner, inner)
                     args: list[Any] = [otd._storage, *(td._storage for td in tds)]
                     args.extend((rows, cols, cols, 1))
                     for pair in pairs:
                         args.extend(pair or (cols, 1))
-                    _launch(self.flat_par if par else self.flat_ser, tuple(args))
+                    _launch(self.d2_par if par else self.d2_ser, tuple(args))
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -140,7 +149,7 @@ class _Elementwise:
         if size == 0:
             return
         kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
-        args = (out, *storages, 1, size, size, 1, *((0, 1) * len(storages)))
+        args = (out, *storages)
         try:
             kernel(*args)
         except NumbaError as e:
@@ -161,7 +170,7 @@ class _Elementwise:
                 shape = [1, shape[0]]
                 strides = [[0, s[0]] for s in strides]
             args = [x for s in strides for x in s]
-            kernel = self.flat_par if par else self.flat_ser
+            kernel = self.d2_par if par else self.d2_ser
             _launch(kernel, (*storages, shape[0], shape[1], *args))
             return
         shape_arr = np.array(shape, dtype=np.int64)

@@ -148,12 +148,12 @@ class Tensor:
 
     def _new(self, tensor_data: TensorData) -> Tensor:
         """A tensor over ``tensor_data`` on this backend, without history."""
-        return Tensor(tensor_data, backend=self.backend)
+        return _wrap(tensor_data, self.backend)
 
     def _make_like(self, storage: Any, shape: tuple[int, ...], size: int) -> Tensor:
         """A contiguous tensor on this backend over freshly computed ``storage``."""
         strides = strides_from_shape(shape)
-        return Tensor(TensorData._trusted(storage, shape, strides, size), backend=self.backend)
+        return _wrap(TensorData._trusted(storage, shape, strides, size), self.backend)
 
     def zeros(self, shape: UserShape | None = None) -> Tensor:
         """Zeros of ``shape`` (default: this tensor's) on this backend."""
@@ -439,13 +439,19 @@ class Tensor:
     def chain_rule(self, d_output: Any) -> Iterable[tuple[Tensor, Any]]:
         h = self.history
         assert h is not None and h.last_fn is not None and h.ctx is not None
+        needs = tuple([isinstance(inp, Tensor) and inp.history is not None for inp in h.inputs])
+        h.ctx.needs_input_grad = needs
         grads = h.last_fn._backward(h.ctx, d_output)
-        # A number (the 0.0 of a dim or shape argument) becomes a zeros gradient.
-        return [
-            (inp, inp.expand(g) if isinstance(g, Tensor) else inp.zeros() + g)
-            for inp, g in zip(h.inputs, grads)
-            if isinstance(inp, Tensor) and not inp.is_constant()
-        ]
+        pairs = []
+        for inp, g, need in zip(h.inputs, grads, needs):
+            if need:
+                if not isinstance(g, Tensor):
+                    # A number (the 0.0 of a dim or shape argument) becomes a zeros gradient.
+                    g = inp.zeros() + g
+                elif g._tensor.shape != inp._tensor.shape:
+                    g = inp.expand(g)
+                pairs.append((inp, g))
+        return pairs
 
     def accumulate_derivative(self, x: Tensor) -> None:
         """Add ``x`` into ``.grad`` (a leaf's own copy, never shared with another)."""
@@ -486,7 +492,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same data, with no history."""
-        return Tensor(self._tensor, backend=self.backend)
+        return _wrap(self._tensor, self.backend)
 
     def _copy(self) -> Tensor:
         storage = self._tensor._storage
@@ -787,6 +793,25 @@ class Tensor:
 
     def _view_raw(self, shape: tuple[int, ...]) -> Tensor:
         return self._new(self._tensor.strided_view(shape, strides_from_shape(shape)))
+
+
+_alloc = object.__new__
+
+
+def _wrap(td: TensorData, backend: TensorBackend) -> Tensor:
+    """``Tensor(td, backend=backend)`` for internal callers whose arguments are known good.
+
+    Every op makes a tensor or two, so this skips ``__init__``'s argument checks.
+    """
+    t = _alloc(Tensor)
+    t._tensor = td
+    t.history = None
+    t.grad = None
+    t.unique_id = next(_ids)
+    t._name = None
+    t.backend = backend
+    t.f = backend
+    return t
 
 
 def _unpack(args: tuple[Any, ...]) -> tuple[Any, ...]:

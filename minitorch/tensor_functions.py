@@ -75,27 +75,40 @@ class Function:
     def apply(cls, *vals: Any) -> Tensor:
         """Run forward; attach history when any tensor input tracks gradients.
 
-        Non-tensor arguments (ints, tuples) pass through as constants.
+        Non-tensor arguments (ints, tuples) pass through as constants. Forward
+        sees every input detached: a tensor without history already is, so only
+        the ones that track gradients are wrapped afresh.
         """
         Tensor = _TENSOR or _tensor_class()
         if recording.recorder is not None:
             recording.recorder.function(cls, vals)
-        need_grad = False
-        raw = []
         for v in vals:
-            if isinstance(v, Tensor):
-                if v.history is not None:
-                    need_grad = True
-                raw.append(Tensor(v._tensor, None, None, v.backend))
-            else:
-                raw.append(v)
-        if need_grad and not autodiff._grad_enabled:
-            need_grad = False  # inside no_grad()
-        ctx = Context(not need_grad)
-        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
-        if need_grad:
-            c.history = History(cls, ctx, vals)
+            if isinstance(v, Tensor) and v.history is not None:
+                break
+        else:
+            return _fresh_result(cls.forward(Context(True), *vals), vals)  # type: ignore[attr-defined]
+        raw = [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
+        if not autodiff._grad_enabled:  # inside no_grad()
+            return _fresh_result(cls.forward(Context(True), *raw), vals)  # type: ignore[attr-defined]
+        ctx = Context(False)
+        c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
+        c.history = History(cls, ctx, vals)
         return c
+
+
+def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:
+    """A forward that hands back one of its inputs gets a new tensor over the same data,
+    so recording history never touches the caller's tensor."""
+    for v in vals:
+        if c is v:
+            return c.detach()
+    return c
+
+
+def _needs_grad(ctx: Context, i: int) -> bool:
+    """Whether input ``i`` needs its gradient (unknown, when backward is called by hand: yes)."""
+    needs = ctx.needs_input_grad
+    return not needs or needs[i]
 
 
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
@@ -152,7 +165,9 @@ class Sub(Function):
         return t1.f.zip_of(operators.sub)(t1, t2)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Any]:
+        if not _needs_grad(ctx, 1):
+            return grad_output, 0.0
         return grad_output, grad_output.f.neg_map(grad_output)
 
 
@@ -163,10 +178,13 @@ class Mul(Function):
         return a.f.mul_zip(a, b)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
         a, b = ctx.saved_values
         mul = grad_output.f.mul_zip
-        return mul(grad_output, b), mul(grad_output, a)
+        return (
+            mul(grad_output, b) if _needs_grad(ctx, 0) else 0.0,
+            mul(grad_output, a) if _needs_grad(ctx, 1) else 0.0,
+        )
 
 
 class Sigmoid(Function):
@@ -409,10 +427,13 @@ class MatMul(Function):
         return t1.f.matrix_multiply(t1, t2)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
         t1, t2 = ctx.saved_values
         mm = grad_output.f.matrix_multiply
-        return mm(grad_output, _transpose(t2)), mm(_transpose(t1), grad_output)
+        return (
+            mm(grad_output, _transpose(t2)) if _needs_grad(ctx, 0) else 0.0,
+            mm(_transpose(t1), grad_output) if _needs_grad(ctx, 1) else 0.0,
+        )
 
 
 def _transpose(a: Tensor) -> Tensor:
