@@ -127,9 +127,14 @@ class _Elementwise:
                 else:
                     if inner == 0 and (0, 0) not in pairs:
                         # Every input contiguous like the output.
+                        # The flat kernel runs over its output's whole length: a view's
+                        # storage may reach past its values, so cut every one to ``size``.
                         _launch(
                             self.flat_par if par else self.flat_ser,
-                            (otd._storage, *(td._storage for td in tds)),
+                            tuple(
+                                s if len(s) == size else s[:size]
+                                for s in (otd._storage, *(td._storage for td in tds))
+                            ),
                         )
                         return
                     rows, cols = (1, size) if inner == 0 else (size // inner, inner)

@@ -806,7 +806,7 @@ def _wrap(td: TensorData, backend: TensorBackend) -> Tensor:
     t = _alloc(Tensor)
     t._tensor = td
     t.history = None
-    t.grad = None
+    t._grad = None
     t.unique_id = next(_ids)
     t._name = None
     t.backend = backend

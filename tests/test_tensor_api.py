@@ -909,3 +909,14 @@ def test_cuda_offset_views_share_device_storage() -> None:
     expected[2:, 1] = 1.0
     assert x.grad is not None
     assert_same(x.grad, expected)
+
+
+def test_writing_a_row_view_leaves_the_rest_of_the_storage_alone(backend: TensorBackend) -> None:
+    """Regression: the flat elementwise kernel ran over the whole storage of a row view
+    (longer than the row), reading past the source and writing into the next row."""
+    t = minitorch.zeros((3, 4), backend=backend)
+    t[1] = 7.0
+    t[2] = 9.0
+    t[0] = minitorch.tensor([1.0, 2.0, 3.0, 4.0], backend=backend)
+    t[1] = minitorch.tensor([5.0, 6.0, 7.0, 8.0], backend=backend)
+    np.testing.assert_array_equal(t.to_numpy(), [[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]])
