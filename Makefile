@@ -18,7 +18,8 @@ demo: $(STAMP)
 
 # The suite runs three times: everything on the CPU; the CUDA tests under numba's
 # simulator; the kernel tests with bounds checking, in a fresh kernel cache (numba's
-# cache ignores NUMBA_BOUNDSCHECK, so cached unchecked kernels would be reused).
+# cache ignores NUMBA_BOUNDSCHECK, so cached unchecked kernels would be reused), less
+# those marked not_boundschecked (reports and reruns that add no bounds coverage).
 # The first run includes the MPI tests (2 and 3 ranks under the venv's mpiexec), which
 # MINITORCH_REQUIRE_MPI=1 turns from skipped into failed if MPI is missing.
 BOUNDSCHECK_CACHE := .minitorch_cache/boundscheck
@@ -29,7 +30,7 @@ test: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m cuda tests
 	rm -rf $(BOUNDSCHECK_CACHE)
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(BOUNDSCHECK_CACHE) MINITORCH_CACHE_DIR=$(BOUNDSCHECK_CACHE) \
-		$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m kernels tests
+		$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m "kernels and not not_boundschecked" tests
 
 # PyTorch is for comparison only: the CPU build named here, never a runtime dependency.
 bench: $(STAMP)

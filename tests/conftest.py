@@ -5,6 +5,9 @@ Markers:
   ``kernels`` tests that exercise the numba-compiled FastOps kernels
               (the Makefile re-runs them with ``NUMBA_BOUNDSCHECK=1``);
   ``mpi``     tests that start several ranks with ``mpiexec`` (see test_distributed.py).
+  ``not_boundschecked``  kernel tests the bounds-checked run leaves out because they add
+              no memory-access coverage there: reports (diagnostics, benches, assembly
+              checks) and subprocess reruns of kernels that other tests already cover.
 
 ``backend`` is parametrised over ``simple``, ``fast`` and ``cuda``; the cuda
 parameter is skipped when ``numba.cuda.is_available()`` is false. ``dtype`` is
@@ -32,6 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs the CUDA backend (GPU or simulator)")
     config.addinivalue_line("markers", "kernels: exercises the numba FastOps kernels")
     config.addinivalue_line("markers", "mpi: starts several ranks under mpiexec")
+    config.addinivalue_line(
+        "markers", "not_boundschecked: left out of the bounds-checked run (see the docstring)"
+    )
 
 
 _BACKENDS: dict[str, minitorch.TensorBackend] = {

@@ -7,7 +7,7 @@ import pytest
 
 from minitorch import bench
 
-pytestmark = pytest.mark.kernels
+pytestmark = [pytest.mark.kernels, pytest.mark.not_boundschecked]
 
 
 def test_best_time_is_positive_and_small_for_trivial_work() -> None:

@@ -410,6 +410,7 @@ def test_compile_refuses_non_callables() -> None:
 
 
 @pytest.mark.kernels
+@pytest.mark.not_boundschecked
 def test_replays_are_bit_identical_across_thread_counts() -> None:
     """A step large enough for the parallel kernels, replayed on 1 and 2 threads."""
     if numba.config.NUMBA_NUM_THREADS < 2:

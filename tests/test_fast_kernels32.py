@@ -598,6 +598,7 @@ def _ir(dispatcher: Any, dtype: type) -> str:
     raise AssertionError(f"no {dtype} specialisation")
 
 
+@pytest.mark.not_boundschecked
 def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     x = np.linspace(-2, 2, 256).astype(F32)
     out = np.empty_like(x)

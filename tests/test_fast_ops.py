@@ -540,6 +540,7 @@ def run_python(code: str, env_updates: dict[str, str | None], timeout: float = 3
     return proc.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.not_boundschecked
 def test_results_identical_for_any_thread_count() -> None:
     code = DETERMINISM_SCRIPT + "\nprint(digest())\n"
     one = run_python(code, {"NUMBA_NUM_THREADS": "1"})
@@ -582,6 +583,7 @@ CACHE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.not_boundschecked
 def test_kernels_cached_on_disk_across_processes(tmp_path: Path) -> None:
     # Kernels live in MINITORCH_CACHE_DIR whatever NUMBA_CACHE_DIR says.
     env = {"MINITORCH_CACHE_DIR": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
@@ -730,6 +732,7 @@ def test_course_tensor_matrix_multiply(capsys: pytest.CaptureFixture[str]) -> No
 # 6. Diagnostics ---------------------------------------------------------------------
 
 
+@pytest.mark.not_boundschecked
 def test_diagnostics_reports_every_kernel_family(capsys: pytest.CaptureFixture[str]) -> None:
     from minitorch import diagnostics
 
