@@ -437,7 +437,12 @@ def test_matmul_grad(backend: TensorBackend, layout: str) -> None:
 
     def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
         ta, na, tb, nb = quad
-        check_grads(lambda x, y: x @ y, ta, tb)
+        if backend.cuda:
+            # Central differences launch two matmuls per element (minutes in the
+            # simulator); the closed form below checks CUDA's gradients.
+            (ta.requires_grad_(True) @ tb.requires_grad_(True)).sum().backward()
+        else:
+            check_grads(lambda x, y: x @ y, ta, tb)
         # Against the closed form: d(sum(A @ B))/dA = 1 @ B^T, summed over broadcast batches.
         ones = np.ones((na @ nb).shape)
         assert_close(ta.grad, unbroadcast(ones @ np.swapaxes(nb, -1, -2), na.shape))
