@@ -23,14 +23,15 @@ demo: $(STAMP)
 # The first run includes the MPI tests (2 and 3 ranks under the venv's mpiexec), which
 # MINITORCH_REQUIRE_MPI=1 turns from skipped into failed if MPI is missing.
 BOUNDSCHECK_CACHE := .minitorch_cache/boundscheck
+# Each run lists its slowest tests: `make test` must stay under 15 minutes on 2 cores.
 
 test: $(STAMP)
 	$(PY) -m ruff check minitorch tests examples tools
-	MINITORCH_REQUIRE_MPI=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m cuda tests
+	MINITORCH_REQUIRE_MPI=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15 -m cuda tests
 	rm -rf $(BOUNDSCHECK_CACHE)
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(BOUNDSCHECK_CACHE) MINITORCH_CACHE_DIR=$(BOUNDSCHECK_CACHE) \
-		$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider -m "kernels and not not_boundschecked" tests
+		$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15 -m "kernels and not not_boundschecked" tests
 
 # PyTorch is for comparison only: the CPU build named here, never a runtime dependency.
 bench: $(STAMP)
