@@ -191,8 +191,8 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
     def key_of(value: Any) -> Any:
         if isinstance(value, Tensor):
             tensors.append(value)
-            storage = value._tensor._storage
-            return ("tensor", value.shape, str(storage.dtype), id(value.backend),
+            td = value._tensor
+            return ("tensor", td.shape, td._storage.dtype, id(value.backend),
                     value.history is not None)  # fmt: skip
         if isinstance(value, (tuple, list)):
             return (type(value).__name__, tuple(key_of(v) for v in value))
