@@ -9,8 +9,9 @@ the backend reports every kernel it launches and every buffer it fills
 same signature copy the inputs into the recorded input buffers and call the
 recorded kernels again, in order, on the same buffers: no Python tensor code,
 no autodiff graph, no allocation. The kernels and their arguments are those of
-the eager run, so a replay computes exactly what the eager step would, bit
-for bit.
+the eager run, except that runs of small elementwise launches are fused into
+one generated kernel (``_fuse``) that applies the same scalar functions in the
+same order; so a replay computes exactly what the eager step would, bit for bit.
 
 What a replay repeats and what it cannot:
 
@@ -43,6 +44,7 @@ What a replay repeats and what it cannot:
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 import types
 import warnings
@@ -185,6 +187,18 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
     order), and the objects keyed by identity (which the record keeps alive so that
     their ids stay theirs). Inside ``no_grad()`` a call has another key: it builds no
     graph."""
+    if not kwargs and all(isinstance(a, Tensor) for a in args):
+        # The commonest call (tensors only), keyed as _full_signature keys it, sooner.
+        key = (("tuple", tuple(("tensor", t._tensor.shape, t._tensor._storage.dtype,
+                                id(t.backend), t.history is not None) for t in args)),
+               ("dict", ()), autodiff._grad_enabled)  # fmt: skip
+        return key, list(args), []
+    return _full_signature(args, kwargs)
+
+
+def _full_signature(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, list[Tensor], list]:
     tensors: list[Tensor] = []
     keep: list[Any] = []
 
@@ -400,7 +414,8 @@ class _Watched:
         self.modes = [m.training for m in self.modules]
 
     def unchanged(self) -> bool:
-        return all(p.value is v for p, v in zip(self.parameters, self.values)) and all(
+        values = [p.value for p in self.parameters]
+        return all(map(operator.is_, values, self.values)) and all(
             m.training == mode for m, mode in zip(self.modules, self.modes)
         )
 

@@ -13,7 +13,7 @@ import pytest
 
 import minitorch
 from minitorch import Tensor, recording, tensor_from_numpy
-from minitorch.compiler import CompileWarning, _signature
+from minitorch.compiler import CompileWarning, _full_signature, _signature
 from minitorch.layers import Conv2d, Linear, ReLU, Sequential, Sigmoid
 from minitorch.optim import SGD, Adam
 from minitorch.tensor_data import TensorData
@@ -350,6 +350,13 @@ def test_dtype_and_gradient_tracking_are_part_of_the_signature() -> None:
     tracked.requires_grad_(True)
     keys = {_signature((t,), {})[0] for t in (t64, t32, tracked)}
     assert len(keys) == 3
+    # Tensor-only calls take a shorter path to the same key.
+    for args in [(t64,), (t64, t32, tracked), ()]:
+        (key, tensors, keep), (full_key, full_tensors, full_keep) = (
+            _signature(args, {}), _full_signature(args, {}))  # fmt: skip
+        assert key == full_key and list(map(id, tensors)) == list(map(id, full_tensors))
+        assert keep == full_keep == []
+    assert _signature((t64, 1.0), {})[0] != _signature((t64,), {})[0]
 
 
 @pytest.mark.kernels
