@@ -745,8 +745,9 @@ def _fuse(ops: list[tuple[Any, tuple[Any, ...]]], visible: set[int]) -> list:
             result.append(ops[i])
             i += 1
             continue
-        later = {_key(a) for _, args in ops[j:] for a in args if isinstance(a, np.ndarray)}
-        fused = _fused_kernel(steps[i:j], later, visible)  # type: ignore[arg-type]
+        elsewhere = {_key(a) for _, args in ops[:i] + ops[j:] for a in args
+                     if isinstance(a, np.ndarray)}  # fmt: skip
+        fused = _fused_kernel(steps[i:j], elsewhere, visible)  # type: ignore[arg-type]
         result.extend([fused] if fused is not None else ops[i:j])
         i = j
     return result
@@ -777,10 +778,13 @@ def _conflicts(loop: list[_Elementwise], step: _Elementwise) -> bool:
 
 
 def _fused_kernel(
-    steps: list[_Elementwise], later: set[int], visible: set[int]
+    steps: list[_Elementwise], elsewhere: set[int], visible: set[int]
 ) -> tuple[Any, tuple[Any, ...]] | None:
-    """One kernel (with its arguments) that computes ``steps`` in order; ``later`` are
-    the storages the ops after them read."""
+    """One kernel (with its arguments) that computes ``steps`` in order. A value is
+    stored unless only the launches after it in its loop read the storage: not a view,
+    not ``visible``, not read by the other ops of the replay (``elsewhere``: after
+    this one, or before it, as of the previous replay) nor by the other loops, and not
+    read from memory earlier in its own loop (an in-place update)."""
     loops = _loops(steps)
     arrays: dict[int, int] = {}  # id -> argument index
     arguments: list[Any] = [loop[0].size for loop in loops]
@@ -797,18 +801,19 @@ def _fused_kernel(
 
     body = []
     for n, loop in enumerate(loops):
-        needed_after = later | {_key(a) for other in loops[n + 1 :] for s in other
-                                for a in (s.out, *(x for x, _ in s.inputs))}  # fmt: skip
+        needed = elsewhere | {_key(a) for other in loops[:n] + loops[n + 1 :] for s in other
+                              for a in (s.out, *(x for x, _ in s.inputs))}  # fmt: skip
         last_write = {id(s.out): s for s in loop}
         local: dict[int, str] = {}
         body.append(f"    for j in range(n{n}):")
         for s in loop:
             reads = []
             for x, broadcast in s.inputs:
-                if broadcast:
-                    reads.append(f"{name(x)}[0]")
+                if broadcast or id(x) not in local:
+                    needed.add(_key(x))  # read from memory: a write to it is kept
+                    reads.append(f"{name(x)}[0]" if broadcast else f"{name(x)}[j]")
                 else:
-                    reads.append(local.get(id(x)) or f"{name(x)}[j]")
+                    reads.append(local[id(x)])
             if id(s.scalar) not in scalars:
                 scalars[id(s.scalar)] = f"fn{len(scalars)}"
                 scalar_values[scalars[id(s.scalar)]] = s.scalar
@@ -817,7 +822,7 @@ def _fused_kernel(
             body.append(f"        {value} = {cast}({scalars[id(s.scalar)]}({', '.join(reads)}))")
             local[id(s.out)] = value
             out = s.out
-            keep = (not _plain(out) or id(out) in visible or _key(out) in needed_after)
+            keep = not _plain(out) or id(out) in visible or _key(out) in needed
             if keep and last_write[id(out)] is s:
                 body.append(f"        {name(out)}[j] = {value}")
     params = [f"n{n}" for n in range(len(loops))] + [f"a{k}" for k in range(len(loops),
