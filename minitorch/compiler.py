@@ -719,6 +719,8 @@ def _elementwise(fn: Any, args: tuple[Any, ...]) -> _Elementwise | None:
             if _contiguous(n0, n1, s0, s1) and len(x) >= n:
                 inputs.append((x, False))
             elif (n0 == 1 or s0 == 0) and (n1 == 1 or s1 == 0) and len(x) >= 1:
+                if _key(x) == _key(out):
+                    return None  # its own first value, read before the eager loop writes it
                 inputs.append((x, True))
             else:
                 return None

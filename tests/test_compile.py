@@ -571,9 +571,9 @@ def _elementwise_ops(pool: dict[str, np.ndarray], spec: list[tuple]) -> list[tup
             ops.append((maps[f].map_flat_ser, (pool[out], pool[ins[0]])))
         elif kind == "zip":
             ops.append((zips[f].zip_flat_ser, (pool[out], pool[ins[0]], pool[ins[1]])))
-        else:  # "bcast": the second input is one value (a one-element view or storage)
+        else:  # "bcast": the second input is one value (a one-element view, or the output)
             n = len(pool[out])
-            second = pool[ins[1]][0:1]
+            second = pool[ins[1]] if ins[1] == out else pool[ins[1]][0:1]
             ops.append((zips[f].zip2d_ser, (pool[out], pool[ins[0]], second, 1, n, n, 1,
                                             0, 1, 0, 0)))  # fmt: skip
     return ops
@@ -603,7 +603,7 @@ def _random_spec(rng: random.Random) -> list[tuple]:
 @pytest.mark.kernels
 @pytest.mark.parametrize(
     ("case", "dtype"), [*((seed, np.float64) for seed in range(6)), (6, np.float32),
-                        ("hazard", np.float64)],
+                        ("hazard", np.float64), ("own first value", np.float64)],
 )  # fmt: skip
 def test_fused_launches_equal_the_launches_one_by_one(case: Any, dtype: type) -> None:
     """Random runs over overlapping storages (a storage read as one broadcast value while
@@ -615,6 +615,9 @@ def test_fused_launches_equal_the_launches_one_by_one(case: Any, dtype: type) ->
     if case == "hazard":  # p2[0] is read for every element, then p2 is written
         spec = [("bcast", operators.mul, "p1", "p0", "p2"), ("zip", operators.add, "p2", "p2",
                                                              "p0")]  # fmt: skip
+    elif case == "own first value":  # p2 = p0 * p2[0], p2[0] read before any is written
+        spec = [("map", operators.neg, "p1", "p0"), ("bcast", operators.mul, "p2", "p0", "p2"),
+                ("zip", operators.add, "p0", "p2", "p1")]  # fmt: skip
     else:
         spec = _random_spec(random.Random(case))
     values = np.random.default_rng(7).uniform(-2, 2, (6, 5)).astype(dtype)
