@@ -9,8 +9,9 @@ the backend reports every kernel it launches and every buffer it fills
 same signature copy the inputs into the recorded input buffers and call the
 recorded kernels again, in order, on the same buffers: no Python tensor code,
 no autodiff graph, no allocation. The kernels and their arguments are those of
-the eager run, so a replay computes exactly what the eager step would, bit
-for bit.
+the eager run, except that runs of small elementwise launches are fused into
+one generated kernel (``_fuse``) that applies the same scalar functions in the
+same order; so a replay computes exactly what the eager step would, bit for bit.
 
 What a replay repeats and what it cannot:
 
@@ -43,16 +44,19 @@ What a replay repeats and what it cannot:
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 import types
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 from numba.core.dispatcher import Dispatcher
+from numba.core.errors import NumbaError
 
-from . import autodiff, recording
+from . import autodiff, kernel_cache, recording
 from .module import Module, Parameter
 from .optim import Optimizer
 from .tensor import Tensor
@@ -68,6 +72,8 @@ class CompileWarning(UserWarning):
 MAX_RECORDINGS = 3
 # Records kept per compiled function (each holds its buffers); the oldest goes first.
 MAX_RECORDS = 16
+# Whether replays run runs of consecutive small elementwise launches as one generated kernel.
+FUSE = True
 
 
 def compile(fn: Callable[..., Any]) -> CompiledFunction:  # noqa: A001 - PyTorch's name
@@ -181,14 +187,26 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
     order), and the objects keyed by identity (which the record keeps alive so that
     their ids stay theirs). Inside ``no_grad()`` a call has another key: it builds no
     graph."""
+    if not kwargs and all(isinstance(a, Tensor) for a in args):
+        # The commonest call (tensors only), keyed as _full_signature keys it, sooner.
+        key = (("tuple", tuple(("tensor", t._tensor.shape, t._tensor._storage.dtype,
+                                id(t.backend), t.history is not None) for t in args)),
+               ("dict", ()), autodiff._grad_enabled)  # fmt: skip
+        return key, list(args), []
+    return _full_signature(args, kwargs)
+
+
+def _full_signature(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, list[Tensor], list]:
     tensors: list[Tensor] = []
     keep: list[Any] = []
 
     def key_of(value: Any) -> Any:
         if isinstance(value, Tensor):
             tensors.append(value)
-            storage = value._tensor._storage
-            return ("tensor", value.shape, str(storage.dtype), id(value.backend),
+            td = value._tensor
+            return ("tensor", td.shape, td._storage.dtype, id(value.backend),
                     value.history is not None)  # fmt: skip
         if isinstance(value, (tuple, list)):
             return (type(value).__name__, tuple(key_of(v) for v in value))
@@ -396,7 +414,8 @@ class _Watched:
         self.modes = [m.training for m in self.modules]
 
     def unchanged(self) -> bool:
-        return all(p.value is v for p, v in zip(self.parameters, self.values)) and all(
+        values = [p.value for p in self.parameters]
+        return all(map(operator.is_, values, self.values)) and all(
             m.training == mode for m, mode in zip(self.modules, self.modes)
         )
 
@@ -614,14 +633,16 @@ def _plan(
     # longer holds its starting values when the next call begins.
     not_writes = inits | checks
     written = {_key(args[0]) for i, (_, args) in enumerate(recorder.ops) if i not in not_writes}
-    plan = []
+    kept = []
     for i, (fn, args) in enumerate(ops):
         if i in removed:
             continue
         if i in inits and (_key(args[0]) not in written or id(args[0]) in refreshed):
             continue
-        plan.append((_entry_point(fn, args), args))
-    return plan
+        kept.append((fn, args))
+    if FUSE:
+        kept = _fuse(kept, visible | refreshed)
+    return [(_entry_point(fn, args), args) for fn, args in kept]
 
 
 def _plain(a: Any) -> bool:
@@ -642,3 +663,185 @@ def _entry_point(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[...,
         if overload is not None and overload.entry_point is not None:
             return overload.entry_point
     return fn
+
+
+# Fusing elementwise launches ------------------------------------------------------------
+#
+# A run of consecutive serial map / zip launches over contiguous storages (or
+# single broadcast values) becomes one generated kernel: a loop per stretch of
+# launches of one length, in which each launch's value is computed from its
+# inputs at the same index, kept in a local for the launches after it, and
+# stored only if something else reads the storage. Each value goes through the
+# same scalar function and is rounded to the storage's dtype as the eager kernel
+# stores it, so the results are bit for bit those of the separate launches.
+
+# Serial elementwise kernels of fast_kernels: (arity, whether it takes a 2-D layout).
+_ELEMENTWISE = {"map_flat_ser": (1, False), "zip_flat_ser": (2, False),
+                "map2d_ser": (1, True), "zip2d_ser": (2, True)}  # fmt: skip
+_FUSED_DTYPES = {np.dtype(np.float64): "np.float64", np.dtype(np.float32): "np.float32"}
+
+
+class _Elementwise:
+    """One elementwise launch as a fused kernel reads it: ``out[j] = fn(x[j] or x[0], ...)``."""
+
+    def __init__(self, scalar: Any, key: str | None, out: np.ndarray,
+                 inputs: list[tuple[np.ndarray, bool]]) -> None:  # fmt: skip
+        self.scalar = scalar
+        self.key = key
+        self.out = out
+        self.inputs = inputs  # (storage, read as one broadcast value)
+        self.size = len(out)
+
+
+def _elementwise(fn: Any, args: tuple[Any, ...]) -> _Elementwise | None:
+    """``fn(*args)`` as an elementwise launch a fused kernel can take, else None."""
+    kind = isinstance(fn, Dispatcher) and _ELEMENTWISE.get(fn.py_func.__name__)
+    if not kind:
+        return None
+    arity, two_d = kind
+    arrays = args[: arity + 1]
+    out = arrays[0]
+    if not all(isinstance(a, np.ndarray) and a.ndim == 1 for a in arrays):
+        return None
+    if out.dtype not in _FUSED_DTYPES or any(a.dtype != out.dtype for a in arrays):
+        return None
+    if any(a is not out and _key(a) == _key(out) for a in arrays[1:]):
+        return None  # an input overlapping the output through another view
+    n = len(out)
+    if not two_d:
+        inputs = [(x, False) for x in arrays[1:]]
+    else:
+        n0, n1, so0, so1, *strides = args[arity + 1 :]
+        if n0 * n1 != n or not _contiguous(n0, n1, so0, so1):
+            return None
+        inputs = []
+        for x, s0, s1 in zip(arrays[1:], strides[::2], strides[1::2]):
+            if _contiguous(n0, n1, s0, s1) and len(x) >= n:
+                inputs.append((x, False))
+            elif (n0 == 1 or s0 == 0) and (n1 == 1 or s1 == 0) and len(x) >= 1:
+                if _key(x) == _key(out):
+                    return None  # its own first value, read before the eager loop writes it
+                inputs.append((x, True))
+            else:
+                return None
+    globals_ = fn.py_func.__globals__
+    return _Elementwise(globals_["fn"], kernel_cache.kernel_key(fn), out, inputs)
+
+
+def _contiguous(n0: int, n1: int, s0: int, s1: int) -> bool:
+    """Element (r, j) of an (n0, n1) layout with strides (s0, s1) sits at r * n1 + j."""
+    return (n0 == 1 or s0 == n1) and (n1 == 1 or s1 == 1)
+
+
+def _fuse(ops: list[tuple[Any, tuple[Any, ...]]], visible: set[int]) -> list:
+    """``ops`` with each run of two or more consecutive fusable launches replaced by
+    one generated kernel (falling back to the separate launches if it fails to compile)."""
+    steps = [_elementwise(fn, args) for fn, args in ops]
+    result: list[tuple[Any, tuple[Any, ...]]] = []
+    i = 0
+    while i < len(ops):
+        j = i
+        while j < len(ops) and steps[j] is not None:
+            j += 1
+        if j - i < 2:
+            result.append(ops[i])
+            i += 1
+            continue
+        elsewhere = {_key(a) for _, args in ops[:i] + ops[j:] for a in args
+                     if isinstance(a, np.ndarray)}  # fmt: skip
+        fused = _fused_kernel(steps[i:j], elsewhere, visible)  # type: ignore[arg-type]
+        result.extend([fused] if fused is not None else ops[i:j])
+        i = j
+    return result
+
+
+def _loops(steps: list[_Elementwise]) -> list[list[_Elementwise]]:
+    """``steps`` split into loops: one length each, and no launch in a loop writing a
+    storage that another reads there as a broadcast value or through another view."""
+    loops: list[list[_Elementwise]] = []
+    for step in steps:
+        loop = loops[-1] if loops else None
+        if loop is None or loop[0].size != step.size or _conflicts(loop, step):
+            loops.append([step])
+        else:
+            loop.append(step)
+    return loops
+
+
+def _conflicts(loop: list[_Elementwise], step: _Elementwise) -> bool:
+    written = {_key(s.out) for s in loop} | {_key(step.out)}
+    seen: dict[int, np.ndarray] = {}
+    for s in [*loop, step]:
+        for a, broadcast in [(s.out, False), *s.inputs]:
+            k = _key(a)
+            if k in written and (broadcast or seen.setdefault(k, a) is not a):
+                return True
+    return False
+
+
+def _fused_kernel(
+    steps: list[_Elementwise], elsewhere: set[int], visible: set[int]
+) -> tuple[Any, tuple[Any, ...]] | None:
+    """One kernel (with its arguments) that computes ``steps`` in order. A value is
+    stored unless only the launches after it in its loop read the storage: not a view,
+    not ``visible``, not read by the other ops of the replay (``elsewhere``: after
+    this one, or before it, as of the previous replay) nor by the other loops, and not
+    read from memory earlier in its own loop (an in-place update)."""
+    loops = _loops(steps)
+    arrays: dict[int, int] = {}  # id -> argument index
+    arguments: list[Any] = [loop[0].size for loop in loops]
+    scalars: dict[int, str] = {}
+    scalar_values: dict[str, Any] = {}
+    keys: list[str | None] = []
+    cast = _FUSED_DTYPES[steps[0].out.dtype]
+
+    def name(a: np.ndarray) -> str:
+        if id(a) not in arrays:
+            arrays[id(a)] = len(arguments)
+            arguments.append(a)
+        return f"a{arrays[id(a)]}"
+
+    body = []
+    for n, loop in enumerate(loops):
+        needed = elsewhere | {_key(a) for other in loops[:n] + loops[n + 1 :] for s in other
+                              for a in (s.out, *(x for x, _ in s.inputs))}  # fmt: skip
+        last_write = {id(s.out): s for s in loop}
+        local: dict[int, str] = {}
+        body.append(f"    for j in range(n{n}):")
+        for s in loop:
+            reads = []
+            for x, broadcast in s.inputs:
+                if broadcast or id(x) not in local:
+                    needed.add(_key(x))  # read from memory: a write to it is kept
+                    reads.append(f"{name(x)}[0]" if broadcast else f"{name(x)}[j]")
+                else:
+                    reads.append(local[id(x)])
+            if id(s.scalar) not in scalars:
+                scalars[id(s.scalar)] = f"fn{len(scalars)}"
+                scalar_values[scalars[id(s.scalar)]] = s.scalar
+                keys.append(s.key)
+            value = f"v{len(body)}"
+            body.append(f"        {value} = {cast}({scalars[id(s.scalar)]}({', '.join(reads)}))")
+            local[id(s.out)] = value
+            out = s.out
+            keep = not _plain(out) or id(out) in visible or _key(out) in needed
+            if keep and last_write[id(out)] is s:
+                body.append(f"        {name(out)}[j] = {value}")
+    params = [f"n{n}" for n in range(len(loops))] + [f"a{k}" for k in range(len(loops),
+                                                                            len(arguments))]
+    source = "\n".join([
+        "import numpy as np",
+        "",
+        "",
+        '@njit(cache=True, error_model="numpy")',
+        f"def fused_ser({', '.join(params)}):",
+        *body,
+        "",
+    ])  # fmt: skip
+    module = kernel_cache.load_generated("fused", source, scalar_values, keys)
+    kernel = module.fused_ser
+    try:
+        kernel.compile(tuple(numba.typeof(a) for a in arguments))
+    except NumbaError:
+        return None
+    return kernel, tuple(arguments)

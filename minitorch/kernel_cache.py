@@ -511,6 +511,43 @@ def load_kernels(
     return module
 
 
+def kernel_key(kernel: Any) -> str | None:
+    """The cache key of the module ``load_kernels`` made that ``kernel`` belongs to
+    (it covers the template and the scalar function); None when it has none."""
+    return getattr(kernel, "py_func", kernel).__globals__.get(_KEY_GLOBAL)
+
+
+def load_generated(
+    family: str, source: str, scalars: dict[str, Any], parts: list[str | None]
+) -> types.ModuleType:
+    """A module of kernels generated at run time (``source``, decorated with this
+    module's ``njit``) whose globals ``scalars`` are the compiled scalar functions
+    of kernel modules ``load_kernels`` made, with keys ``parts`` (``kernel_key``).
+
+    When every part has a key, the kernels are cached on disk under a hash of the
+    source and those keys; otherwise they compile in memory.
+    """
+    digest = None
+    if _ENGINE_KEY is not None and all(part is not None for part in parts):
+        text = "\0".join([source, *parts, _ENGINE_KEY])  # type: ignore[list-item]
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        name = f"_minitorch_{family}_{digest}"
+        module = _loaded.get(name)
+        if module is not None:
+            return module
+    else:
+        name = f"_minitorch_{family}_inmemory"
+    module = types.ModuleType(name)
+    module.__dict__.update({"njit": njit, _KEY_GLOBAL: digest, **scalars})
+    filename = f"<minitorch {family} kernels {digest or id(module)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), module.__dict__)
+    if digest is not None:
+        sys.modules[name] = module
+        _loaded[name] = module
+    return module
+
+
 # The disk cache -------------------------------------------------------------------
 
 _MAGIC = b"minitorch kernel cache entry, format 1\n"

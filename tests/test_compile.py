@@ -13,7 +13,7 @@ import pytest
 
 import minitorch
 from minitorch import Tensor, recording, tensor_from_numpy
-from minitorch.compiler import CompileWarning, _signature
+from minitorch.compiler import CompileWarning, _full_signature, _signature
 from minitorch.layers import Conv2d, Linear, ReLU, Sequential, Sigmoid
 from minitorch.optim import SGD, Adam
 from minitorch.tensor_data import TensorData
@@ -350,6 +350,13 @@ def test_dtype_and_gradient_tracking_are_part_of_the_signature() -> None:
     tracked.requires_grad_(True)
     keys = {_signature((t,), {})[0] for t in (t64, t32, tracked)}
     assert len(keys) == 3
+    # Tensor-only calls take a shorter path to the same key.
+    for args in [(t64,), (t64, t32, tracked), ()]:
+        (key, tensors, keep), (full_key, full_tensors, full_keep) = (
+            _signature(args, {}), _full_signature(args, {}))  # fmt: skip
+        assert key == full_key and list(map(id, tensors)) == list(map(id, full_tensors))
+        assert keep == full_keep == []
+    assert _signature((t64, 1.0), {})[0] != _signature((t64,), {})[0]
 
 
 @pytest.mark.kernels
@@ -498,3 +505,176 @@ def test_records_are_bounded_and_changing_floats_record_again() -> None:
     assert len(compiled._records) == MAX_RECORDS
     assert compiled(x, float(MAX_RECORDS + 2)).to_numpy().tolist()[0] == MAX_RECORDS + 2
     assert compiled.last_call == "replayed"
+
+
+# Fusion: runs of elementwise launches become one generated kernel -------------------------
+
+
+def fused_kernels(compiled: Any) -> int:
+    """How many launches of the latest record are fused kernels."""
+    record = list(compiled._records.values())[-1]
+    return sum("fused" in getattr(fn, "__qualname__", repr(fn)) for fn, _ in record.ops)
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("optimiser", ["sgd", "adam"])
+def test_fused_mlp_steps_equal_eager_in_both_dtypes(dtype: type, optimiser: str) -> None:
+    results = []
+    for compiled in (False, True):
+        model = mlp(FAST).to(dtype)
+        step = course_step(model, OPTIMISERS[optimiser](model.parameters()))
+        f = minitorch.compile(step) if compiled else step
+        losses = []
+        for x, y in batches([4] * 5):
+            loss = f(tensor_from_numpy(x.astype(dtype), backend=FAST),
+                     tensor_from_numpy(y.astype(dtype), backend=FAST))  # fmt: skip
+            assert loss.to_numpy().dtype == dtype
+            losses.append(loss.to_numpy())
+        results.append((losses, [p.value.to_numpy() for p in model.parameters()]))
+    assert_identical(results[0][0], results[1][0])
+    assert_identical(results[0][1], results[1][1])
+    assert f.last_call == "replayed" and fused_kernels(f) >= 1
+
+
+@pytest.mark.kernels
+def test_fusion_launches_fewer_kernels_with_the_same_results(monkeypatch: Any) -> None:
+    runs = []
+    for fuse in (False, True):
+        monkeypatch.setattr(minitorch.compiler, "FUSE", fuse)
+        model = mlp(FAST)
+        losses, params, step = run(
+            lambda model=model: course_step(model, SGD(model.parameters(), 0.5, momentum=0.5)),
+            model, [4] * 4, FAST, True,
+        )  # fmt: skip
+        record = list(step._records.values())[-1]
+        runs.append((losses, params, len(record.ops), fused_kernels(step)))
+    (losses, params, launches, fused), (fused_losses, fused_params, fewer, some) = runs
+    assert_identical(losses, fused_losses)
+    assert_identical(params, fused_params)
+    assert fused == 0 and some >= 2 and fewer < launches
+
+
+def _elementwise_ops(pool: dict[str, np.ndarray], spec: list[tuple]) -> list[tuple[Any, tuple]]:
+    """Launches of FastOps' own serial kernels over ``pool``, as a recording holds them."""
+    from minitorch import fast_kernels, operators
+    from minitorch.kernel_cache import load_kernels
+
+    zips = {f: load_kernels("zip", fast_kernels.ZIP_SOURCE, f) for f in (operators.add,
+                                                                         operators.mul)}
+    maps = {f: load_kernels("map", fast_kernels.MAP_SOURCE, f) for f in (operators.neg,
+                                                                         operators.sigmoid)}
+    ops: list[tuple[Any, tuple]] = []
+    for kind, f, out, *ins in spec:
+        if kind == "copy":
+            ops.append((np.copyto, (pool[out], pool[ins[0]])))
+        elif kind == "map":
+            ops.append((maps[f].map_flat_ser, (pool[out], pool[ins[0]])))
+        elif kind == "zip":
+            ops.append((zips[f].zip_flat_ser, (pool[out], pool[ins[0]], pool[ins[1]])))
+        else:  # "bcast": the second input is one value (a one-element view, or the output)
+            n = len(pool[out])
+            second = pool[ins[1]] if ins[1] == out else pool[ins[1]][0:1]
+            ops.append((zips[f].zip2d_ser, (pool[out], pool[ins[0]], second, 1, n, n, 1,
+                                            0, 1, 0, 0)))  # fmt: skip
+    return ops
+
+
+def _random_spec(rng: random.Random) -> list[tuple]:
+    from minitorch import operators
+
+    full, one = ["p0", "p1", "p2", "p3"], ["s", "t"]
+    spec: list[tuple] = []
+    for _ in range(rng.randint(4, 10)):
+        kind = rng.choice(["map", "zip", "zip", "bcast", "bcast", "short", "copy"])
+        if kind == "copy":
+            spec.append(("copy", None, *rng.sample(full, 2)))
+        elif kind == "map":
+            spec.append(("map", rng.choice([operators.neg, operators.sigmoid]),
+                         rng.choice(full), rng.choice(full)))  # fmt: skip
+        elif kind == "short":  # a one-element loop between the others
+            spec.append(("zip", operators.add, rng.choice(one), rng.choice(one), rng.choice(one)))
+        else:
+            f = rng.choice([operators.add, operators.mul])
+            second = rng.choice(full + one) if kind == "bcast" else rng.choice(full)
+            spec.append((kind, f, rng.choice(full), rng.choice(full), second))
+    return spec
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize(
+    ("case", "dtype"), [*((seed, np.float64) for seed in range(6)), (6, np.float32),
+                        ("hazard", np.float64), ("own first value", np.float64)],
+)  # fmt: skip
+def test_fused_launches_equal_the_launches_one_by_one(case: Any, dtype: type) -> None:
+    """Random runs over overlapping storages (a storage read as one broadcast value while
+    a launch of the same loop writes it, in-place updates, copies between runs), run
+    twice: the storages something else sees end as the launches one by one leave them."""
+    from minitorch import operators
+    from minitorch.compiler import _fuse
+
+    if case == "hazard":  # p2[0] is read for every element, then p2 is written
+        spec = [("bcast", operators.mul, "p1", "p0", "p2"), ("zip", operators.add, "p2", "p2",
+                                                             "p0")]  # fmt: skip
+    elif case == "own first value":  # p2 = p0 * p2[0], p2[0] read before any is written
+        spec = [("map", operators.neg, "p1", "p0"), ("bcast", operators.mul, "p2", "p0", "p2"),
+                ("zip", operators.add, "p0", "p2", "p1")]  # fmt: skip
+    else:
+        spec = _random_spec(random.Random(case))
+    values = np.random.default_rng(7).uniform(-2, 2, (6, 5)).astype(dtype)
+    pools = [{name: values[i].copy() for i, name in enumerate(["p0", "p1", "p2", "p3"])}
+             | {"s": values[4][:1].copy(), "t": values[5][:1].copy()} for _ in range(2)]
+    eager, fused = pools
+    ops = _elementwise_ops(eager, spec)
+    shown = ("p0", "p1", "s", "p2") if case == "hazard" else ("p0", "p1", "s")
+    plan = _fuse(_elementwise_ops(fused, spec), {id(fused[k]) for k in shown})
+    for _ in range(2):  # twice: a replay reads what the previous one left
+        for fn, args in ops:
+            fn(*args)
+        for fn, args in plan:
+            fn(*args)
+    for k in shown:
+        assert np.array_equal(eager[k], fused[k], equal_nan=True), (k, spec)
+    if case == "hazard":
+        assert len(plan) == 1  # one kernel, two loops
+
+
+FUSED_CACHE_SCRIPT = """
+import json, sys
+import numpy as np
+import minitorch
+be = minitorch.TensorBackend(minitorch.FastOps)
+compiled = minitorch.compile(lambda x: ((x * 2.0) + 1.0).sigmoid() * x)
+x = minitorch.tensor_from_numpy(np.linspace(-1, 1, 6), backend=be)
+values = [compiled(x).to_numpy().tolist() for _ in range(2)]
+fused = [m.fused_ser.stats for name, m in sys.modules.items()
+         if name.startswith("_minitorch_fused_")]
+print(json.dumps({"values": values, "last": compiled.last_call, "kernels": len(fused),
+                  "hits": sum(sum(s.cache_hits.values()) for s in fused),
+                  "misses": sum(sum(s.cache_misses.values()) for s in fused)}))
+"""
+
+
+@pytest.mark.kernels
+def test_fused_kernels_are_cached_on_disk_for_the_next_process(tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MINITORCH_CACHE_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path))
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", FUSED_CACHE_SCRIPT], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    first, second = runs
+    assert first["last"] == second["last"] == "replayed"
+    assert first["kernels"] >= 1 and first["misses"] >= 1 and first["hits"] == 0
+    assert second["kernels"] == first["kernels"]
+    assert second["hits"] >= 1 and second["misses"] == 0, second
+    assert first["values"] == second["values"]
+    x = np.linspace(-1, 1, 6)
+    assert np.allclose(first["values"], [x / (1 + np.exp(-(x * 2 + 1)))] * 2, rtol=1e-12)
+    assert list(tmp_path.glob("kernels/fused_ser-*.nbk"))
