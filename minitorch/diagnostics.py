@@ -16,15 +16,13 @@ from numba import njit
 from . import fast_kernels, fast_ops, operators
 from .fast_ops import tensor_map, tensor_matrix_multiply, tensor_reduce, tensor_zip
 from .kernel_cache import load_kernels
-from .tensor_data import TensorData, strides_from_shape
+from .tensor_functions import tensor_from_numpy
 
 DTYPES = {"float64": (np.float64,), "float32": (np.float32,), "both": (np.float64, np.float32)}
 
 
 def _triple(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # Built directly: the public constructor would store float32 values as float64.
-    storage = np.random.rand(int(np.prod(shape))).astype(dtype)
-    return TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size).tuple()
+    return tensor_from_numpy(np.random.rand(*shape).astype(dtype)).tuple()
 
 
 def _flat(size: int, dtype: type) -> np.ndarray:
@@ -68,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         ("ZIP (2-D fast path used by FastOps after layout simplification)", zips.zip2d_par,
          lambda k, d: k(np.empty(20, d), _flat(20, d), _flat(20, d), 4, 5, 5, 1, 5, 1, 0, 1)),
         ("REDUCE (3-D fast path used by FastOps, SIMD lanes for sums)", reduces.reduce3_par,
-         lambda k, d: k(np.zeros(4, d), _flat(20, d), 4, 5, 1, 5, 1, 1)),
+         lambda k, d: k(np.zeros(4, d), _flat(20, d), 4, 5, 1, 5, 1, 1, 4096)),
         ("MATRIX MULTIPLY: minitorch.fast_ops.tensor_matrix_multiply", tensor_matrix_multiply,
          lambda k, d: k(*_triple((2, 4, 3), d), *_triple((2, 4, 5), d), *_triple((2, 5, 3), d))),
         ("MATRIX MULTIPLY (packed panels and register-blocked micro-kernel used by FastOps)",

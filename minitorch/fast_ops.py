@@ -12,6 +12,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
@@ -46,6 +47,9 @@ _LANE_SAFE = {
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
+# The most inner positions one task of a reduction along a non-innermost dim
+# folds into its row of accumulators (32 KiB of float64: about L1).
+REDUCE_CHUNK = 4096
 
 
 # Layout simplification ---------------------------------------------------------
@@ -304,7 +308,8 @@ class FastOps(TensorOps):
             try:
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser
-                    _launch(kernel, (out._tensor._storage, td._storage, *layout))
+                    chunk = _reduce_chunk(layout[0], layout[2]) if par else REDUCE_CHUNK
+                    _launch(kernel, (out._tensor._storage, td._storage, *layout, chunk))
                 else:
                     kernel = module.reduce_nd_par if par else module.reduce_nd_ser
                     _launch(kernel, (*out.tuple(), *td.tuple(), dim))
@@ -328,10 +333,27 @@ class FastOps(TensorOps):
         return a._make_like(out, out_shape, size)
 
 
+def _reduce_chunk(n_outer: int, n_inner: int) -> int:
+    """Inner positions per task of a parallel reduction along a non-innermost dim:
+    whole rows (up to REDUCE_CHUNK), cut so that every thread gets work when there
+    are fewer outer rows than threads. Long runs keep the rows streaming from
+    memory; results do not depend on the cut."""
+    if n_inner == 1:
+        return REDUCE_CHUNK
+    threads = numba.get_num_threads()
+    if n_outer >= threads:
+        return REDUCE_CHUNK
+    pieces = (threads + n_outer - 1) // n_outer
+    return min(REDUCE_CHUNK, max(256, (n_inner + pieces - 1) // pieces))
+
+
 def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
     """``(n_outer, n_reduce, n_inner, s_outer, s_reduce, s_inner)``, or None if strided.
 
     The dims before ``dim`` must merge into one, and so must the dims after it.
+    A reduction along the innermost dim of a transposed layout (outer dims
+    closer in memory than the reduced one) is turned round into one that
+    streams rows of the reduced dim into a row of accumulators.
     """
     shape, strides = td.shape, td.strides
     merged = []
@@ -348,6 +370,8 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
                 return None
         merged.append((n, s))
     (n_outer, s_outer), (n_inner, s_inner) = merged
+    if n_inner == 1 and n_outer > 1 and 0 < s_outer < strides[dim]:
+        return (1, shape[dim], n_outer, 0, strides[dim], s_outer)
     return (n_outer, shape[dim], n_inner, s_outer, strides[dim], s_inner)
 
 
