@@ -509,6 +509,11 @@ DETERMINISM_SCRIPT = textwrap.dedent(
         cube = t(rng.standard_normal((50, 40, 60))).permute(2, 0, 1)
         outs += [FB.add_reduce(cube, d) for d in range(3)]
         outs.append(FB.add_reduce(t(rng.standard_normal(200_003)), 0))
+        # Fewer rows than threads: the inner positions are cut per thread count.
+        wide = rng.standard_normal((30, 1500))
+        wide[::7, ::5] = np.nan
+        maximum = FB.reduce_of(minitorch.operators.maximum, float("-inf"))
+        outs += [FB.add_reduce(t(wide), 0), maximum(t(wide), 0), maximum(t(wide[:, :-1]), 0)]
         m1 = t(rng.standard_normal((256, 300)))
         m2 = t(rng.standard_normal((300, 256)))
         mm = FB.matrix_multiply
