@@ -29,6 +29,13 @@ def _flat(size: int, dtype: type) -> np.ndarray:
     return np.random.rand(size).astype(dtype)
 
 
+def _pack_buffers(dtype: type, *shape_and_strides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Packing buffers for ``fast_ops._gemm_into`` (batch, m, n, k, then the strides)."""
+    *dims, strides = shape_and_strides
+    sizes = fast_ops._pack_sizes(np.empty(1, dtype), *dims, *strides)
+    return np.empty(sizes[0], dtype), np.empty(sizes[1], dtype)
+
+
 def _report(title: str, kernel: Any, level: int) -> None:
     print("=" * 80)
     print(title)
@@ -70,8 +77,9 @@ def main(args: argparse.Namespace) -> int:
         ("MATRIX MULTIPLY: minitorch.fast_ops.tensor_matrix_multiply", tensor_matrix_multiply,
          lambda k, d: k(*_triple((2, 4, 3), d), *_triple((2, 4, 5), d), *_triple((2, 5, 3), d))),
         ("MATRIX MULTIPLY (packed panels and register-blocked micro-kernel used by FastOps)",
-         _in_memory(fast_ops._gemm, fastmath=fast_ops._CONTRACT),
-         lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides)),
+         _in_memory(fast_ops._gemm_into, fastmath=fast_ops._CONTRACT),
+         lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides,
+                        *_pack_buffers(d, 2, 4, 3, 5, strides))),
         ("MATRIX MULTIPLY (row-streaming kernel used by FastOps for small products)",
          _in_memory(fast_ops._matmul_rows, fastmath=fast_ops._CONTRACT),
          lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides)),

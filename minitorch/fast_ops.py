@@ -8,6 +8,7 @@ and cached on disk (``kernel_cache``).
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -407,6 +408,10 @@ _DIRECT_B_BYTES = 16 * 1024
 _CONTRACT = {"contract"}
 _DOTS_MATH = {"contract", "reassoc", "nsz"}
 
+# Packing buffers up to this size (A and B together) are kept for the next product.
+_KEEP_PACK_BYTES = 32 << 20
+_pack_workspace = threading.local()
+
 # Below this many multiply-adds, or for thin operands, packing does not pay.
 _GEMM_WORK = 32**3
 # Below this many (about 50 us of one thread's work), a second thread's start and
@@ -435,18 +440,54 @@ def _matmul_into(
         # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
-        kernel = _gemm_par if parallel else _gemm_ser
+        a_size, b_size = _pack_sizes(out, batch, m, n, k, *strides)
+        args += _pack_buffers(out.dtype, a_size, b_size)
+        kernel = _gemm_into_par if parallel else _gemm_into_ser
     _launch(kernel, args)
 
 
-def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, Storage]:
+    """Buffers for the packed panels of A and B (at least ``a_size``, ``b_size``).
+
+    Kept between calls, per thread and dtype, up to _KEEP_PACK_BYTES: a fresh
+    buffer's pages are faulted in again on every call (the allocator hands large
+    blocks back to the system when they are freed), which cost as much as the
+    whole product at 256 x 256 in float64.
+    """
+    if (a_size + b_size) * dtype.itemsize > _KEEP_PACK_BYTES:
+        return np.empty(a_size, dtype), np.empty(b_size, dtype)
+    kept = _pack_workspace.__dict__.setdefault("buffers", {})
+    buffers = kept.get(dtype)
+    if buffers is None or buffers[0].size < a_size or buffers[1].size < b_size:
+        old = buffers or (np.empty(0, dtype), np.empty(0, dtype))
+        buffers = (np.empty(max(a_size, old[0].size), dtype),
+                   np.empty(max(b_size, old[1].size), dtype))  # fmt: skip
+        kept[dtype] = buffers
+    return buffers
+
+
+@njit(cache=True)
+def _pack_sizes(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
+    row-major B (and A) where they lie."""
+    nr = 2 * fast_simd.lanes(out)
+    if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
+        return 0, 0
+    kb = min(k, _KC)
+    a_batches = batch if sa0 != 0 else 1
+    b_batches = batch if sb0 != 0 else 1
+    a_size = a_batches * ((m + _MR - 1) // _MR) * _MR * kb
+    return a_size, b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb
+
+
+def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack):  # noqa: ANN001
     """C = A @ B through a register-blocked micro-kernel, over packed panels.
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
-    columns) are copied into contiguous panels, k-major, read from any strides;
-    then tasks of up to _MC rows by _NB_STRIPS strips of C run the micro-kernel over
-    them. A small row-major B in whole strips, and then A, are read where they
-    lie instead.
+    columns) are copied into contiguous panels, k-major, read from any strides,
+    in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``); then tasks of up
+    to _MC rows by _NB_STRIPS strips of C run the micro-kernel over them. A small
+    row-major B in whole strips, and then A, are read where they lie instead.
     """
     nr = 2 * fast_simd.lanes(out)
     row_blocks = (m + _MC - 1) // _MC
@@ -464,8 +505,6 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
     a_strips = (m + _MR - 1) // _MR
     # Each packed strip holds one block of k: kb (<= _KC) steps apart.
     kb = min(k, _KC)
-    a_pack = np.empty(a_batches * a_strips * _MR * kb, out.dtype)
-    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb, out.dtype)
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
@@ -732,8 +771,31 @@ def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     return clone
 
 
-_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
-_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))
+_gemm_into_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
+    _variant(_gemm_into, "_par")
+)
+_gemm_into_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm_into, "_ser"))
+
+
+@njit(cache=True)
+def _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_size, b_size = _pack_sizes(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    return np.empty(a_size, out.dtype), np.empty(b_size, out.dtype)
+
+
+# The entry points on operands and strides alone, which allocate their own buffers.
+@njit(cache=True)
+def _gemm_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    _gemm_into_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+
+
+@njit(cache=True)
+def _gemm_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    _gemm_into_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+
+
 _matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
     _variant(_matmul_rows, "_par")
 )

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 from unittest import mock
@@ -525,8 +526,21 @@ def test_reduce_transposed_rows_stream_like_columns(dtype: type) -> None:
 
 # 4. Matrix multiply ----------------------------------------------------------------------
 
+def _with_kept_buffers(gemm_into: Callable[..., None]) -> Callable[..., None]:
+    """``gemm_into`` on the packing buffers FastOps keeps between products (so each
+    call finds the previous call's panels in them)."""
+
+    def run(out: np.ndarray, a: np.ndarray, b: np.ndarray, *dims_and_strides: int) -> None:
+        sizes = fast_ops._pack_sizes(out, *dims_and_strides)
+        gemm_into(out, a, b, *dims_and_strides, *fast_ops._pack_buffers(out.dtype, *sizes))
+
+    return run
+
+
 MATMUL_KERNELS = {
     "gemm": (fast_ops._gemm_ser, fast_ops._gemm_par),
+    "gemm_into": (_with_kept_buffers(fast_ops._gemm_into_ser),
+                  _with_kept_buffers(fast_ops._gemm_into_par)),  # fmt: skip
     "rows": (fast_ops._matmul_rows_ser, fast_ops._matmul_rows_par),
     "dots": (fast_ops._matmul_dots_ser, fast_ops._matmul_dots_par),
 }
@@ -641,6 +655,41 @@ def test_course_tensor_matrix_multiply_in_float32() -> None:
     fast_ops.tensor_matrix_multiply(*out.tuple(), *tensor(x).tuple(), *tensor(y).tuple())
     assert_matmul(out, x, y, F32)
 
+
+def test_matmul_keeps_packing_buffers_per_thread_and_dtype() -> None:
+    rng = np.random.default_rng(11)
+    kept = fast_ops._pack_workspace.__dict__.setdefault("buffers", {})
+    kept.clear()
+    for dtype in DTYPES:
+        x = rng.standard_normal((50, 300)).astype(dtype)
+        y = rng.standard_normal((300, 70)).astype(dtype)
+        assert_matmul(FB.matrix_multiply(tensor(x, dtype), tensor(y, dtype)), x, y, dtype)
+        first = kept[np.dtype(dtype)]
+        # A smaller product reuses the buffers; a larger one grows them; every result
+        # is right whatever the buffers held before.
+        part = FB.matrix_multiply(tensor(x[:30], dtype), tensor(y[:, :40], dtype))
+        assert_matmul(part, x[:30], y[:, :40], dtype)
+        assert all(now is then for now, then in zip(kept[np.dtype(dtype)], first))
+        big = rng.standard_normal((90, 600)).astype(dtype)
+        assert_matmul(FB.matrix_multiply(tensor(big, dtype), tensor(big.T, dtype)), big, big.T,
+                      dtype)  # fmt: skip
+        grown = kept[np.dtype(dtype)]
+        assert grown[0].size > first[0].size and grown[1].size > first[1].size
+    assert set(kept) == {np.dtype(np.float32), np.dtype(np.float64)}
+    # Beyond the limit nothing is kept; another thread keeps its own buffers.
+    with mock.patch.object(fast_ops, "_KEEP_PACK_BYTES", 1024):
+        before = {d: tuple(b) for d, b in kept.items()}
+        x = rng.standard_normal((100, 200))
+        assert_matmul(FB.matrix_multiply(tensor(x, F32), tensor(x.T, F32)), x.astype(F32),
+                      x.T.astype(F32), F32)  # fmt: skip
+        assert all(kept[d][i] is before[d][i] for d in kept for i in (0, 1))
+    seen: list[Any] = []
+    worker = threading.Thread(target=lambda: seen.append(
+        (FB.matrix_multiply(tensor(x), tensor(x.T)), fast_ops._pack_workspace.buffers)))
+    worker.start()
+    worker.join()
+    assert_matmul(seen[0][0], x.astype(F32), x.T.astype(F32), F32)
+    assert seen[0][1] is not kept
 
 # 5. User scalar functions in both dtypes ------------------------------------------------
 
