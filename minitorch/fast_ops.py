@@ -440,7 +440,8 @@ def _matmul_into(
         # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
-        a_size, b_size = _pack_sizes(out, batch, m, n, k, *strides)
+        itemsize = out.itemsize
+        a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
         args += _pack_buffers(out.dtype, a_size, b_size)
         kernel = _gemm_into_par if parallel else _gemm_into_ser
     _launch(kernel, args)
@@ -454,24 +455,26 @@ def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, S
     blocks back to the system when they are freed), which cost as much as the
     whole product at 256 x 256 in float64.
     """
+    kept = getattr(_pack_workspace, "buffers", None)
+    if kept is None:
+        kept = _pack_workspace.buffers = {}
+    buffers = kept.get(dtype)
+    if buffers is not None and buffers[0].size >= a_size and buffers[1].size >= b_size:
+        return buffers
     if (a_size + b_size) * dtype.itemsize > _KEEP_PACK_BYTES:
         return np.empty(a_size, dtype), np.empty(b_size, dtype)
-    kept = _pack_workspace.__dict__.setdefault("buffers", {})
-    buffers = kept.get(dtype)
-    if buffers is None or buffers[0].size < a_size or buffers[1].size < b_size:
-        old = buffers or (np.empty(0, dtype), np.empty(0, dtype))
-        buffers = (np.empty(max(a_size, old[0].size), dtype),
-                   np.empty(max(b_size, old[1].size), dtype))  # fmt: skip
-        kept[dtype] = buffers
+    old = buffers or (np.empty(0, dtype), np.empty(0, dtype))
+    buffers = (np.empty(max(a_size, old[0].size), dtype),
+               np.empty(max(b_size, old[1].size), dtype))  # fmt: skip
+    kept[dtype] = buffers
     return buffers
 
 
-@njit(cache=True)
-def _pack_sizes(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN202
     """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
-    row-major B (and A) where they lie."""
-    nr = 2 * fast_simd.lanes(out)
-    if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
+    row-major B (and A) where they lie. Plain Python, and compiled for ``_gemm_par``."""
+    nr = 2 * fast_simd.VECTOR_BYTES // itemsize
+    if sb2 == 1 and n % nr == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
         return 0, 0
     kb = min(k, _KC)
     a_batches = batch if sa0 != 0 else 1
@@ -777,9 +780,12 @@ _gemm_into_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
 _gemm_into_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm_into, "_ser"))
 
 
+_jit_pack_sizes = njit(cache=True)(_variant(_pack_sizes, "_jit"))
+
+
 @njit(cache=True)
 def _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
-    a_size, b_size = _pack_sizes(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    a_size, b_size = _jit_pack_sizes(out.itemsize, batch, m, n, k, sa0, sb0, sb2)
     return np.empty(a_size, out.dtype), np.empty(b_size, out.dtype)
 
 

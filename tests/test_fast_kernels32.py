@@ -530,9 +530,12 @@ def _with_kept_buffers(gemm_into: Callable[..., None]) -> Callable[..., None]:
     """``gemm_into`` on the packing buffers FastOps keeps between products (so each
     call finds the previous call's panels in them)."""
 
-    def run(out: np.ndarray, a: np.ndarray, b: np.ndarray, *dims_and_strides: int) -> None:
-        sizes = fast_ops._pack_sizes(out, *dims_and_strides)
-        gemm_into(out, a, b, *dims_and_strides, *fast_ops._pack_buffers(out.dtype, *sizes))
+    def run(out: np.ndarray, a: np.ndarray, b: np.ndarray, batch: int, m: int, n: int, k: int,
+            *strides: int) -> None:  # fmt: skip
+        sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, strides[0], strides[3],
+                                     strides[5])  # fmt: skip
+        buffers = fast_ops._pack_buffers(out.dtype, *sizes)
+        gemm_into(out, a, b, batch, m, n, k, *strides, *buffers)
 
     return run
 
