@@ -28,7 +28,6 @@ import numba
 import numpy as np
 
 import minitorch
-from minitorch.tensor_data import TensorData, strides_from_shape
 
 FAST = minitorch.TensorBackend(minitorch.FastOps)
 
@@ -91,18 +90,8 @@ def _fmt(seconds: float | None, unit: str = "ms") -> str:
 
 
 def _fast(x: np.ndarray) -> minitorch.Tensor:
-    """A FastOps tensor over a copy of ``x`` in ``x``'s own dtype (float64 or float32).
-
-    float32 tensors are built over the storage directly (the public constructors
-    store float64 until the Tensor layer's dtype API comes), and the backend's ops
-    keep the storage's dtype.
-    """
-    if x.dtype == np.float64:
-        return minitorch.tensor_from_numpy(x, backend=FAST)
-    storage = np.array(x, order="C").reshape(-1)
-    shape = tuple(x.shape)
-    td = TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size)
-    return minitorch.Tensor(td, backend=FAST)
+    """A FastOps tensor over a copy of ``x`` in ``x``'s own dtype (float64 or float32)."""
+    return minitorch.tensor_from_numpy(x, backend=FAST)
 
 
 def _dtype_name(dtype: type) -> str:

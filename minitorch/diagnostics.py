@@ -16,19 +16,25 @@ from numba import njit
 from . import fast_kernels, fast_ops, operators
 from .fast_ops import tensor_map, tensor_matrix_multiply, tensor_reduce, tensor_zip
 from .kernel_cache import load_kernels
-from .tensor_data import TensorData, strides_from_shape
+from .tensor_functions import tensor_from_numpy
 
 DTYPES = {"float64": (np.float64,), "float32": (np.float32,), "both": (np.float64, np.float32)}
 
 
 def _triple(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # Built directly: the public constructor would store float32 values as float64.
-    storage = np.random.rand(int(np.prod(shape))).astype(dtype)
-    return TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size).tuple()
+    return tensor_from_numpy(np.random.rand(*shape).astype(dtype)).tuple()
 
 
 def _flat(size: int, dtype: type) -> np.ndarray:
     return np.random.rand(size).astype(dtype)
+
+
+def _pack_buffers(dtype: type, *shape_and_strides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Packing buffers for ``fast_ops._gemm_into`` (batch, m, n, k, then the strides)."""
+    (batch, m, n, k), strides = shape_and_strides[:4], shape_and_strides[4]
+    sizes = fast_ops._pack_sizes(np.dtype(dtype).itemsize, batch, m, n, k, strides[0],
+                                 strides[3], strides[5])  # fmt: skip
+    return np.empty(sizes[0], dtype), np.empty(sizes[1], dtype)
 
 
 def _report(title: str, kernel: Any, level: int) -> None:
@@ -68,12 +74,13 @@ def main(args: argparse.Namespace) -> int:
         ("ZIP (2-D fast path used by FastOps after layout simplification)", zips.zip2d_par,
          lambda k, d: k(np.empty(20, d), _flat(20, d), _flat(20, d), 4, 5, 5, 1, 5, 1, 0, 1)),
         ("REDUCE (3-D fast path used by FastOps, SIMD lanes for sums)", reduces.reduce3_par,
-         lambda k, d: k(np.zeros(4, d), _flat(20, d), 4, 5, 1, 5, 1, 1)),
+         lambda k, d: k(np.zeros(4, d), _flat(20, d), 4, 5, 1, 5, 1, 1, 4096)),
         ("MATRIX MULTIPLY: minitorch.fast_ops.tensor_matrix_multiply", tensor_matrix_multiply,
          lambda k, d: k(*_triple((2, 4, 3), d), *_triple((2, 4, 5), d), *_triple((2, 5, 3), d))),
         ("MATRIX MULTIPLY (packed panels and register-blocked micro-kernel used by FastOps)",
-         _in_memory(fast_ops._gemm, fastmath=fast_ops._CONTRACT),
-         lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides)),
+         _in_memory(fast_ops._gemm_into, fastmath=fast_ops._CONTRACT),
+         lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides,
+                        *_pack_buffers(d, 2, 4, 3, 5, strides))),
         ("MATRIX MULTIPLY (row-streaming kernel used by FastOps for small products)",
          _in_memory(fast_ops._matmul_rows, fastmath=fast_ops._CONTRACT),
          lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides)),

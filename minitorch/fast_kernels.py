@@ -163,11 +163,12 @@ def elementwise_template(kind: str, arity: int) -> str:
 _REDUCE = '''
 
 @njit({flags})
-def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, sa_inner):
+def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, sa_inner, chunk):
     """Fold a (n_outer, n_reduce, n_inner) layout of ``a`` into contiguous ``out``.
 
     Each output is folded by one thread in a fixed order, so results do not
-    depend on the thread count.
+    depend on the thread count (nor on ``chunk``, the inner positions per task
+    when ``n_inner > 1``).
     """
     if n_inner == 1:
         w = fast_simd.lanes(a)
@@ -200,9 +201,10 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
                     acc = fn(acc, a[base + r * sa_reduce])
             out[o] = acc
     else:
-        # Blocks of the inner dims; with few outer rows, smaller blocks, so that a
-        # sum down the columns of one matrix still spreads over the threads.
-        chunk = CHUNK if n_outer >= 8 else min(CHUNK, max(256, (n_inner + 7) // 8))
+        # Tasks are blocks of ``chunk`` inner positions of one outer row. A task
+        # streams the rows of its block (four at a time) into a row of
+        # accumulators held in ``out``, a unit-stride loop that LLVM vectorises;
+        # each output still folds the reduced dim in order, whatever the chunks.
         chunks = (n_inner + chunk - 1) // chunk
         for t in {loop}(n_outer * chunks):
             o = t // chunks
@@ -211,15 +213,26 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
             po = o * n_inner + i0
             pa = o * sa_outer + i0 * sa_inner
             o_ = out[po:po + m]
-            for r in range(n_reduce):
-                pr = pa + r * sa_reduce
-                if sa_inner == 1:
-                    a_ = a[pr:pr + m]
+            if sa_inner == 1:
+                s = sa_reduce
+                quads = n_reduce // 4
+                for q in range(quads):
+                    p = pa + 4 * q * s
+                    a0 = a[p:p + m]
+                    a1 = a[p + s:p + s + m]
+                    a2 = a[p + 2 * s:p + 2 * s + m]
+                    a3 = a[p + 3 * s:p + 3 * s + m]
                     for i in range(m):
-                        o_[i] = fn(o_[i], a_[i])
-                else:
+                        o_[i] = fn(fn(fn(fn(o_[i], a0[i]), a1[i]), a2[i]), a3[i])
+                for r in range(4 * quads, n_reduce):
+                    a0 = a[pa + r * s:pa + r * s + m]
                     for i in range(m):
-                        out[po + i] = fn(out[po + i], a[pr + i * sa_inner])
+                        o_[i] = fn(o_[i], a0[i])
+            else:
+                for r in range(n_reduce):
+                    pr = pa + r * sa_reduce
+                    for i in range(m):
+                        o_[i] = fn(o_[i], a[pr + i * sa_inner])
 
 
 @njit({flags})

@@ -8,10 +8,12 @@ and cached on disk (``kernel_cache``).
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
@@ -46,6 +48,9 @@ _LANE_SAFE = {
 
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
+# The most inner positions one task of a reduction along a non-innermost dim
+# folds into its row of accumulators (32 KiB of float64: about L1).
+REDUCE_CHUNK = 4096
 
 
 # Layout simplification ---------------------------------------------------------
@@ -304,7 +309,8 @@ class FastOps(TensorOps):
             try:
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser
-                    _launch(kernel, (out._tensor._storage, td._storage, *layout))
+                    chunk = _reduce_chunk(layout[0], layout[2]) if par else REDUCE_CHUNK
+                    _launch(kernel, (out._tensor._storage, td._storage, *layout, chunk))
                 else:
                     kernel = module.reduce_nd_par if par else module.reduce_nd_ser
                     _launch(kernel, (*out.tuple(), *td.tuple(), dim))
@@ -328,10 +334,27 @@ class FastOps(TensorOps):
         return a._make_like(out, out_shape, size)
 
 
+def _reduce_chunk(n_outer: int, n_inner: int) -> int:
+    """Inner positions per task of a parallel reduction along a non-innermost dim:
+    whole rows (up to REDUCE_CHUNK), cut so that every thread gets work when there
+    are fewer outer rows than threads. Long runs keep the rows streaming from
+    memory; results do not depend on the cut."""
+    if n_inner == 1:
+        return REDUCE_CHUNK
+    threads = numba.get_num_threads()
+    if n_outer >= threads:
+        return REDUCE_CHUNK
+    pieces = (threads + n_outer - 1) // n_outer
+    return min(REDUCE_CHUNK, max(256, (n_inner + pieces - 1) // pieces))
+
+
 def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
     """``(n_outer, n_reduce, n_inner, s_outer, s_reduce, s_inner)``, or None if strided.
 
     The dims before ``dim`` must merge into one, and so must the dims after it.
+    A reduction along the innermost dim of a transposed layout (outer dims
+    closer in memory than the reduced one) is turned round into one that
+    streams rows of the reduced dim into a row of accumulators.
     """
     shape, strides = td.shape, td.strides
     merged = []
@@ -348,6 +371,8 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
                 return None
         merged.append((n, s))
     (n_outer, s_outer), (n_inner, s_inner) = merged
+    if n_inner == 1 and n_outer > 1 and 0 < s_outer < strides[dim]:
+        return (1, shape[dim], n_outer, 0, strides[dim], s_outer)
     return (n_outer, shape[dim], n_inner, s_outer, strides[dim], s_inner)
 
 
@@ -383,6 +408,10 @@ _DIRECT_B_BYTES = 16 * 1024
 _CONTRACT = {"contract"}
 _DOTS_MATH = {"contract", "reassoc", "nsz"}
 
+# Packing buffers up to this size (A and B together) are kept for the next product.
+_KEEP_PACK_BYTES = 32 << 20
+_pack_workspace = threading.local()
+
 # Below this many multiply-adds, or for thin operands, packing does not pay.
 _GEMM_WORK = 32**3
 # Below this many (about 50 us of one thread's work), a second thread's start and
@@ -411,18 +440,57 @@ def _matmul_into(
         # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
-        kernel = _gemm_par if parallel else _gemm_ser
+        itemsize = out.itemsize
+        a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
+        args += _pack_buffers(out.dtype, a_size, b_size)
+        kernel = _gemm_into_par if parallel else _gemm_into_ser
     _launch(kernel, args)
 
 
-def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, Storage]:
+    """Buffers for the packed panels of A and B (at least ``a_size``, ``b_size``).
+
+    Kept between calls, per thread and dtype, up to _KEEP_PACK_BYTES: a fresh
+    buffer's pages are faulted in again on every call (the allocator hands large
+    blocks back to the system when they are freed), which cost as much as the
+    whole product at 256 x 256 in float64.
+    """
+    kept = getattr(_pack_workspace, "buffers", None)
+    if kept is None:
+        kept = _pack_workspace.buffers = {}
+    buffers = kept.get(dtype)
+    if buffers is not None and buffers[0].size >= a_size and buffers[1].size >= b_size:
+        return buffers
+    if (a_size + b_size) * dtype.itemsize > _KEEP_PACK_BYTES:
+        return np.empty(a_size, dtype), np.empty(b_size, dtype)
+    old = buffers or (np.empty(0, dtype), np.empty(0, dtype))
+    buffers = (np.empty(max(a_size, old[0].size), dtype),
+               np.empty(max(b_size, old[1].size), dtype))  # fmt: skip
+    kept[dtype] = buffers
+    return buffers
+
+
+def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN202
+    """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
+    row-major B (and A) where they lie. Plain Python, and compiled for ``_gemm_par``."""
+    nr = 2 * fast_simd.VECTOR_BYTES // itemsize
+    if sb2 == 1 and n % nr == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
+        return 0, 0
+    kb = min(k, _KC)
+    a_batches = batch if sa0 != 0 else 1
+    b_batches = batch if sb0 != 0 else 1
+    a_size = a_batches * ((m + _MR - 1) // _MR) * _MR * kb
+    return a_size, b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb
+
+
+def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack):  # noqa: ANN001
     """C = A @ B through a register-blocked micro-kernel, over packed panels.
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
-    columns) are copied into contiguous panels, k-major, read from any strides;
-    then tasks of up to _MC rows by _NB_STRIPS strips of C run the micro-kernel over
-    them. A small row-major B in whole strips, and then A, are read where they
-    lie instead.
+    columns) are copied into contiguous panels, k-major, read from any strides,
+    in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``); then tasks of up
+    to _MC rows by _NB_STRIPS strips of C run the micro-kernel over them. A small
+    row-major B in whole strips, and then A, are read where they lie instead.
     """
     nr = 2 * fast_simd.lanes(out)
     row_blocks = (m + _MC - 1) // _MC
@@ -440,8 +508,6 @@ def _gemm(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN
     a_strips = (m + _MR - 1) // _MR
     # Each packed strip holds one block of k: kb (<= _KC) steps apart.
     kb = min(k, _KC)
-    a_pack = np.empty(a_batches * a_strips * _MR * kb, out.dtype)
-    b_pack = np.empty(b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb, out.dtype)
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
@@ -708,8 +774,34 @@ def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     return clone
 
 
-_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
-_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))
+_gemm_into_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
+    _variant(_gemm_into, "_par")
+)
+_gemm_into_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm_into, "_ser"))
+
+
+_jit_pack_sizes = njit(cache=True)(_variant(_pack_sizes, "_jit"))
+
+
+@njit(cache=True)
+def _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_size, b_size = _jit_pack_sizes(out.itemsize, batch, m, n, k, sa0, sb0, sb2)
+    return np.empty(a_size, out.dtype), np.empty(b_size, out.dtype)
+
+
+# The entry points on operands and strides alone, which allocate their own buffers.
+@njit(cache=True)
+def _gemm_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    _gemm_into_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+
+
+@njit(cache=True)
+def _gemm_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
+    a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
+    _gemm_into_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+
+
 _matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
     _variant(_matmul_rows, "_par")
 )

@@ -1,7 +1,7 @@
 """FastOps kernels in float32 (and float64 alongside): every kernel path against NumPy.
 
-The Tensor layer's dtype API comes later, so tensors here are built directly
-over float32 storages and the backend's ops are called on them. float32 results
+Tensors are built with the public dtype API (``tensor_from_numpy`` keeps a
+float32 array's dtype) and the backend's ops are called on them. float32 results
 are checked against NumPy's float32 arithmetic bit for bit where the kernel does
 the same operations (elementwise arithmetic with float32 literals), and within
 float32 rounding elsewhere. The compiled code itself is inspected too: a
@@ -19,8 +19,10 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -32,7 +34,6 @@ from strategies import broadcast_shape_pairs, inverse_permutation, shapes
 import minitorch
 from minitorch import Tensor, fast_kernels, fast_ops, fast_simd, operators
 from minitorch.kernel_cache import function_key, load_kernels
-from minitorch.tensor_data import TensorData, strides_from_shape
 
 pytestmark = pytest.mark.kernels
 
@@ -53,17 +54,10 @@ FUZZ_DIM = 10
 
 
 def tensor(x: Any, dtype: type = F32) -> Tensor:
-    """A contiguous FastOps tensor over a storage of ``dtype``."""
-    x = np.ascontiguousarray(x, dtype)
-    return over_storage(x.reshape(-1), x.shape)
-
-
-def over_storage(storage: np.ndarray, shape: tuple[int, ...]) -> Tensor:
-    """A FastOps tensor of ``shape`` over ``storage`` itself, in its dtype (the public
-    constructors store float64 until the Tensor layer's dtype API comes)."""
-    shape = tuple(shape)
-    return Tensor(TensorData._trusted(storage, shape, strides_from_shape(shape), storage.size),
-                  backend=FB)  # fmt: skip
+    """A contiguous FastOps tensor holding ``x`` in ``dtype``."""
+    t = minitorch.tensor_from_numpy(np.asarray(x, dtype), backend=FB)
+    assert_dtype(t, dtype)
+    return t
 
 
 def view(x: np.ndarray, order: Sequence[int], dtype: type = F32) -> Tensor:
@@ -378,7 +372,7 @@ def test_simd_maximum_is_operators_maximum_in_every_lane() -> None:
             out = np.empty(w, dtype)
             lanewise(x, y, out)
             expected = np.array([operators.maximum(a, b) for a, b in zip(x, y)], dtype)
-            assert_bits(over_storage(out, (w,)), expected)
+            assert_bits(tensor(out, dtype), expected)
             # -0.0 against 0.0 keeps the same operand as operators.maximum.
             assert (np.signbit(out) == np.signbit(expected)).all()
 
@@ -417,10 +411,139 @@ def test_large_reductions_each_dim_parallel() -> None:
                 check_reductions(view(x, order, dtype), x, dim, dtype)
 
 
+# Reductions along a dim that is not innermost in memory: each task folds rows of a
+# block of inner positions into a row of accumulators, four rows at a time.
+
+# The fold of each reduce function in order, on NumPy arrays (the oracle).
+_IN_ORDER: dict[Callable[..., float], tuple[float, Callable[[Any, Any], Any]]] = {
+    operators.add: (0.0, lambda acc, v: acc + v),
+    operators.mul: (1.0, lambda acc, v: acc * v),
+    operators.max: (-math.inf, lambda acc, v: np.where(acc > v, acc, v)),
+    operators.maximum: (-math.inf, lambda acc, v: np.where(acc != acc, acc,
+                                                           np.where(acc > v, acc, v))),
+    _sum_of_squares: (0.0, lambda acc, v: acc + v * v),
+}  # fmt: skip
+
+
+def fold_in_order(fn: Callable[..., float], x: np.ndarray, dim: int) -> np.ndarray:
+    """``fn`` folded along ``dim`` from the first element to the last, in ``x``'s dtype."""
+    start, step = _IN_ORDER[fn]
+    moved = np.moveaxis(x, dim, -1)
+    acc = np.full(moved.shape[:-1], start, x.dtype)
+    for i in range(moved.shape[-1]):
+        acc = step(acc, moved[..., i]).astype(x.dtype)
+    return np.expand_dims(acc, dim)
+
+
+def with_specials(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Normal values with NaN, inf and -inf sprinkled in (each about one in 18)."""
+    x = rng.standard_normal(shape)
+    kinds = rng.integers(0, 18, shape)
+    x[kinds == 0], x[kinds == 1], x[kinds == 2] = np.nan, np.inf, -np.inf
+    return x
+
+
+@st.composite
+def column_layouts(draw: st.DrawFn) -> tuple[tuple[int, ...], int]:
+    """A shape of 2-4 dims and a reduced dim placed first, in the middle or last
+    (size-1 dims and reduced lengths around the four-row step included)."""
+    dims = draw(st.integers(2, 4))
+    dim = draw(st.sampled_from(sorted({0, dims // 2, dims - 1})))
+    shape = [draw(st.integers(1, 7)) for _ in range(dims)]
+    shape[dim] = draw(st.integers(1, 11))
+    return tuple(shape), dim
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(DTYPES), column_layouts(), st.booleans())
+def test_reduce_column_blocks_fuzz(
+    data: st.DataObject, dtype: type, layout: tuple[tuple[int, ...], int], parallel: bool
+) -> None:
+    """Every reduction through the backend, any dim, contiguous or permuted; the
+    course's ``max`` keeps its in-order NaN and -inf behaviour, ``maximum`` NumPy's."""
+    shape, dim = layout
+    t, x = strided(data.draw, shape, dtype)
+    threshold = 0 if parallel else fast_ops.PARALLEL_THRESHOLD
+    with mock.patch.object(fast_ops, "PARALLEL_THRESHOLD", threshold):
+        check_reductions(t, x, dim, dtype)
+        t, x = strided(data.draw, shape, dtype, with_specials)
+        for fn in (operators.max, operators.maximum):
+            start = _IN_ORDER[fn][0]
+            assert_bits(FB.reduce_of(fn, start)(t, dim), fold_in_order(fn, x, dim))
+    assert_bits(FB.reduce_of(operators.maximum, -math.inf)(t, dim), x.max(dim, keepdims=True))
+
+
+def _reduce_module(fn: Callable[..., float]) -> Any:
+    """The reduce kernels FastOps builds for ``fn``."""
+    constants = {"LANES": fn in fast_ops._LANE_SAFE,
+                 "VFN": fast_ops._LANE_SAFE.get(fn, fast_simd.add)}  # fmt: skip
+    return load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants=constants)
+
+
+@FUZZ
+@given(
+    st.sampled_from(DTYPES), st.integers(1, 4), st.integers(1, 13), st.integers(2, 40),
+    st.permutations(range(3)), st.sampled_from(sorted(_IN_ORDER, key=lambda f: f.__name__)),
+    st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_reduce_chunks_do_not_change_results(
+    dtype: type, n_outer: int, n_reduce: int, n_inner: int, order: list[int],
+    fn: Callable[..., float], seed: int,
+) -> None:  # fmt: skip
+    """The column kernel directly: any cut of the inner positions into tasks, serial
+    or parallel, gives each output the in-order fold, bit for bit, whatever the
+    storage order of the (outer, reduce, inner) operand."""
+    rng = np.random.default_rng(seed)
+    x = with_specials(rng, (n_outer, n_reduce, n_inner)).astype(dtype)
+    if fn not in (operators.max, operators.maximum):
+        x = np.nan_to_num(x, nan=0.5, posinf=2.0, neginf=-2.0)
+    storage = np.ascontiguousarray(x.transpose(order))
+    strides = [0, 0, 0]
+    for axis, stride in zip(order, storage.strides):
+        strides[axis] = stride // storage.itemsize
+    expected = fold_in_order(fn, x, 1).reshape(-1)
+    module = _reduce_module(fn)
+    for kernel in (module.reduce3_ser, module.reduce3_par):
+        for chunk in (1, 3, 8, n_inner, 4096):
+            out = np.full(n_outer * n_inner, _IN_ORDER[fn][0], dtype)
+            kernel(out, storage.reshape(-1), n_outer, n_reduce, n_inner, *strides, chunk)
+            assert_bits(tensor(out, dtype), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reduce_transposed_rows_stream_like_columns(dtype: type) -> None:
+    # The innermost dim of a transposed tensor is a column of its storage: the
+    # layout is turned round so that rows stream into a row of accumulators.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 300)).astype(dtype)
+    t = view(x, (1, 0), dtype)
+    assert fast_ops._reduce_layout(t._tensor, 1) == (1, 300, 7, 0, 7, 1)
+    assert fast_ops._reduce_layout(tensor(x, dtype)._tensor, 1) == (7, 300, 1, 300, 1, 0)
+    check_reductions(t, x, 1, dtype)
+    for fn in (operators.add, operators.max):
+        assert_bits(FB.reduce_of(fn, _IN_ORDER[fn][0])(t, 1), fold_in_order(fn, x, 1))
+
+
 # 4. Matrix multiply ----------------------------------------------------------------------
+
+def _with_kept_buffers(gemm_into: Callable[..., None]) -> Callable[..., None]:
+    """``gemm_into`` on the packing buffers FastOps keeps between products (so each
+    call finds the previous call's panels in them)."""
+
+    def run(out: np.ndarray, a: np.ndarray, b: np.ndarray, batch: int, m: int, n: int, k: int,
+            *strides: int) -> None:  # fmt: skip
+        sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, strides[0], strides[3],
+                                     strides[5])  # fmt: skip
+        buffers = fast_ops._pack_buffers(out.dtype, *sizes)
+        gemm_into(out, a, b, batch, m, n, k, *strides, *buffers)
+
+    return run
+
 
 MATMUL_KERNELS = {
     "gemm": (fast_ops._gemm_ser, fast_ops._gemm_par),
+    "gemm_into": (_with_kept_buffers(fast_ops._gemm_into_ser),
+                  _with_kept_buffers(fast_ops._gemm_into_par)),  # fmt: skip
     "rows": (fast_ops._matmul_rows_ser, fast_ops._matmul_rows_par),
     "dots": (fast_ops._matmul_dots_ser, fast_ops._matmul_dots_par),
 }
@@ -536,6 +659,41 @@ def test_course_tensor_matrix_multiply_in_float32() -> None:
     assert_matmul(out, x, y, F32)
 
 
+def test_matmul_keeps_packing_buffers_per_thread_and_dtype() -> None:
+    rng = np.random.default_rng(11)
+    kept = fast_ops._pack_workspace.__dict__.setdefault("buffers", {})
+    kept.clear()
+    for dtype in DTYPES:
+        x = rng.standard_normal((50, 300)).astype(dtype)
+        y = rng.standard_normal((300, 70)).astype(dtype)
+        assert_matmul(FB.matrix_multiply(tensor(x, dtype), tensor(y, dtype)), x, y, dtype)
+        first = kept[np.dtype(dtype)]
+        # A smaller product reuses the buffers; a larger one grows them; every result
+        # is right whatever the buffers held before.
+        part = FB.matrix_multiply(tensor(x[:30], dtype), tensor(y[:, :40], dtype))
+        assert_matmul(part, x[:30], y[:, :40], dtype)
+        assert all(now is then for now, then in zip(kept[np.dtype(dtype)], first))
+        big = rng.standard_normal((90, 600)).astype(dtype)
+        assert_matmul(FB.matrix_multiply(tensor(big, dtype), tensor(big.T, dtype)), big, big.T,
+                      dtype)  # fmt: skip
+        grown = kept[np.dtype(dtype)]
+        assert grown[0].size > first[0].size and grown[1].size > first[1].size
+    assert set(kept) == {np.dtype(np.float32), np.dtype(np.float64)}
+    # Beyond the limit nothing is kept; another thread keeps its own buffers.
+    with mock.patch.object(fast_ops, "_KEEP_PACK_BYTES", 1024):
+        before = {d: tuple(b) for d, b in kept.items()}
+        x = rng.standard_normal((100, 200))
+        assert_matmul(FB.matrix_multiply(tensor(x, F32), tensor(x.T, F32)), x.astype(F32),
+                      x.T.astype(F32), F32)  # fmt: skip
+        assert all(kept[d][i] is before[d][i] for d in kept for i in (0, 1))
+    seen: list[Any] = []
+    worker = threading.Thread(target=lambda: seen.append(
+        (FB.matrix_multiply(tensor(x), tensor(x.T)), fast_ops._pack_workspace.buffers)))
+    worker.start()
+    worker.join()
+    assert_matmul(seen[0][0], x.astype(F32), x.T.astype(F32), F32)
+    assert seen[0][1] is not kept
+
 # 5. User scalar functions in both dtypes ------------------------------------------------
 
 
@@ -606,7 +764,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     maps.map2d_ser(out, x, 1, 256, 256, 1, 0, 1)
     reduces = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, operators.add, cache=False)
     reduces.LANES, reduces.VFN = True, fast_simd.add
-    reduces.reduce3_ser(np.zeros(2, F32), x, 2, 128, 1, 128, 1, 1)
+    reduces.reduce3_ser(np.zeros(2, F32), x, 2, 128, 1, 128, 1, 1, 4096)
     zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, _blend, cache=False)
     zips.zip2d_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
@@ -654,19 +812,30 @@ def test_simd_accesses_are_bounds_checked() -> None:
 
 def test_strided_storages_work_in_every_kernel() -> None:
     """A storage that is itself a strided NumPy view (every other element) takes the
-    element-by-element form of the SIMD loads and stores."""
+    element-by-element form of the SIMD loads and stores. The public constructors
+    always store contiguously, so the kernels are called on such storages directly."""
     rng = np.random.default_rng(8)
+    reduces = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, operators.add,
+                           constants={"LANES": True, "VFN": fast_simd.add})  # fmt: skip
+    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, operators.add)
     for dtype in DTYPES:
         x = rng.standard_normal((40, 300)).astype(dtype)
         y = rng.standard_normal((300, 50)).astype(dtype)
 
-        def spaced(v: np.ndarray) -> Tensor:
+        def spaced(v: np.ndarray) -> np.ndarray:
             storage = np.empty(2 * v.size, v.dtype)[::2]
             storage[:] = v.reshape(-1)
-            return over_storage(storage, v.shape)
+            return storage
 
-        assert_matmul(FB.matrix_multiply(spaced(x), spaced(y)), x, y, dtype)
-        total = FB.add_reduce(spaced(x), 1)
-        assert np.all(np.abs(values(total) - x.astype(np.float64).sum(1, keepdims=True))
-                      <= sum_bound(x, 1, dtype))  # fmt: skip
-        assert_bits(FB.add_zip(spaced(x), tensor(x, dtype)), x + x)
+        (m, k), n = x.shape, y.shape[1]
+        product = np.empty(m * n, dtype)
+        fast_ops._gemm_ser(product, spaced(x), spaced(y), 1, m, n, k, 0, k, 1, 0, n, 1)
+        assert_matmul(product.reshape(m, n), x, y, dtype)
+        for dim, layout in ((1, (m, k, 1, k, 1, 1)), (0, (1, m, k, 0, k, 1))):
+            total = np.zeros(x.shape[1 - dim], dtype)
+            reduces.reduce3_ser(total, spaced(x), *layout, 4096)
+            assert np.all(np.abs(total - x.astype(np.float64).sum(dim))
+                          <= sum_bound(x, dim, dtype).reshape(-1))  # fmt: skip
+        twice = np.empty(x.size, dtype)
+        zips.zip2d_ser(twice, spaced(x), x.reshape(-1), m, k, k, 1, k, 1, k, 1)
+        assert (twice.reshape(m, k) == x + x).all()

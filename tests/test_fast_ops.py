@@ -482,7 +482,6 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     import numpy as np
 
     import minitorch
-    from minitorch.tensor_data import TensorData, strides_from_shape
 
     FB = minitorch.TensorBackend(minitorch.FastOps)
 
@@ -498,10 +497,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 
     def outputs(dtype):
         def t(x):
-            x = np.ascontiguousarray(x, dtype)
-            shape = tuple(x.shape)
-            td = TensorData._trusted(x.reshape(-1), shape, strides_from_shape(shape), x.size)
-            return minitorch.Tensor(td, backend=FB)
+            return minitorch.tensor_from_numpy(np.asarray(x, dtype), backend=FB)
 
         rng = np.random.default_rng(7)
         a = t(rng.standard_normal((300, 400)))
@@ -513,6 +509,11 @@ DETERMINISM_SCRIPT = textwrap.dedent(
         cube = t(rng.standard_normal((50, 40, 60))).permute(2, 0, 1)
         outs += [FB.add_reduce(cube, d) for d in range(3)]
         outs.append(FB.add_reduce(t(rng.standard_normal(200_003)), 0))
+        # Fewer rows than threads: the inner positions are cut per thread count.
+        wide = rng.standard_normal((30, 1500))
+        wide[::7, ::5] = np.nan
+        maximum = FB.reduce_of(minitorch.operators.maximum, float("-inf"))
+        outs += [FB.add_reduce(t(wide), 0), maximum(t(wide), 0), maximum(t(wide[:, :-1]), 0)]
         m1 = t(rng.standard_normal((256, 300)))
         m2 = t(rng.standard_normal((300, 256)))
         mm = FB.matrix_multiply
