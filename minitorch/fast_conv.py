@@ -1,31 +1,35 @@
-"""1-D and 2-D convolution: parallel numba kernels and their autodiff functions.
+"""1-D and 2-D convolution: the course's parallel numba kernels, and the autodiff
+functions, which run through the GEMM engine.
 
 Convolution is the one primitive that is not a map, zip or reduce: each output
-reads a window of the input. The kernels below run on the CPU for every backend:
-the backend hands over its storages as host arrays and takes the result back
-(``_convolve``; a copy each way only for a backend that keeps data elsewhere).
-They compute in the dtype of their operands (float32 or float64); operands of
-two dtypes are cast to float64 first, and each gradient back to its input's dtype.
+reads a window of the input. ``tensor_conv1d`` / ``tensor_conv2d`` are the course's
+direct kernels (contract section 8). ``Conv1dFun`` / ``Conv2dFun`` unroll the
+input's patches once (im2col) and run the forward pass and both gradients as
+products through ``fast_ops``' packed, register-blocked matmul. Everything runs on
+the CPU for every backend: the backend hands over its storages as host arrays and
+takes the results back (a copy each way only for a backend that keeps data
+elsewhere). The work is in the dtype of the operands (float32 or float64);
+operands of two dtypes are cast to float64 first, and each gradient back to its
+input's dtype.
 
-Both kernels compute unflipped correlation. With ``reverse=False`` the window
+Both direct kernels compute unflipped correlation. With ``reverse=False`` the window
 starts at the output position and runs right / down (zeros past the far edges);
-with ``reverse=True`` it runs left / up from it (zeros before the near edges),
-which is exactly what the input gradient needs.
+with ``reverse=True`` it runs left / up from it (zeros before the near edges).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import prange
 
-from . import recording
 from .autodiff import Context
+from .fast_ops import PARALLEL_THRESHOLD, _launch, _matmul_into, _variant
 from .kernel_cache import njit
 from .tensor import Tensor
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, float64
-from .tensor_functions import Function, cast
+from .tensor_functions import Function, _needs_grad, cast
 
 
 @njit(parallel=True, cache=True)
@@ -139,48 +143,195 @@ def tensor_conv2d(
         out[b * os0 + o * os1 + y * os2 + x * os3] = acc
 
 
+# Convolution through the GEMM engine ---------------------------------------------
+#
+# Every convolution runs as a 2-D one (1-D is height 1). With R = Cin*KH*KW patch
+# rows and N = B*H*W positions, the patches are unrolled once (im2col) into
+#     cols (R, N):  cols[(c,i,j), (b,y,x)] = in[b,c,y+i,x+j]  (zero past the edges)
+# and every pass is one product through fast_ops' packed, register-blocked matmul:
+#     forward      out[b] = W (Cout, R) @ cols[:, b]      (batched, W shared)
+#     grad weight  dW = G (Cout, N) @ cols^T              (G: grad_output channel-major)
+#     grad input   dcols = W^T @ G, and each input element gathers its entries (col2im).
+# The unrolling kernels write every element they own from one task, and each sum
+# runs in a fixed order, so results do not depend on the thread count.
+
+
+def _im2col(cols, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
+    """Fill ``cols`` (R, N) from ``input`` (B, C, H, W at strides s0..s3)."""
+    positions = height * width
+    n = batch * positions
+    taps = kh * kw
+    zero = cols.dtype.type(0)
+    for t in prange(channels * taps * batch):
+        row = t // batch
+        b = t - row * batch
+        c = row // taps
+        i = (row - c * taps) // kw
+        j = row - c * taps - i * kw
+        dst = cols[row * n + b * positions : row * n + (b + 1) * positions]
+        base = b * s0 + c * s1 + j * s3
+        inside = width - j  # columns x with x + j < W
+        for y in range(height):
+            line = dst[y * width : (y + 1) * width]
+            if y + i < height:
+                src = base + (y + i) * s2
+                for x in range(inside):
+                    line[x] = input[src + x * s3]
+                for x in range(inside, width):
+                    line[x] = zero
+            else:
+                for x in range(width):
+                    line[x] = zero
+
+
+def _channel_major(dst, grad, batch, channels, height, width, s0, s1, s2, s3):  # noqa: ANN001
+    """``dst`` (C, N) = ``grad`` (B, C, H, W at strides s0..s3) with channels first."""
+    positions = height * width
+    n = batch * positions
+    for t in prange(channels * batch):
+        c = t // batch
+        b = t - c * batch
+        row = dst[c * n + b * positions : c * n + (b + 1) * positions]
+        base = b * s0 + c * s1
+        for y in range(height):
+            src = base + y * s2
+            for x in range(width):
+                row[y * width + x] = grad[src + x * s3]
+
+
+def _col2im(grad_in, dcols, batch, channels, height, width, kh, kw):  # noqa: ANN001
+    """``grad_in`` (B, C, H, W, contiguous): each element sums the ``dcols`` (R, N)
+    entries of the patches that read it, taps in order (a gather: no shared writes)."""
+    positions = height * width
+    n = batch * positions
+    zero = grad_in.dtype.type(0)
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        out = grad_in[t * positions : (t + 1) * positions]
+        for p in range(height):
+            for q in range(width):
+                acc = zero
+                for i in range(min(kh, p + 1)):
+                    at = ((c * kh + i) * kw) * n + b * positions + (p - i) * width + q
+                    for j in range(min(kw, q + 1)):
+                        acc += dcols[at + j * (n - 1)]
+                out[p * width + q] = acc
+
+
+_im2col_par = njit(parallel=True, cache=True)(_variant(_im2col, "_par"))
+_im2col_ser = njit(cache=True)(_variant(_im2col, "_ser"))
+_channel_major_par = njit(parallel=True, cache=True)(_variant(_channel_major, "_par"))
+_channel_major_ser = njit(cache=True)(_variant(_channel_major, "_ser"))
+_col2im_par = njit(parallel=True, cache=True)(_variant(_col2im, "_par"))
+_col2im_ser = njit(cache=True)(_variant(_col2im, "_ser"))
+
+
+def _as_2d(td: TensorData) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shape and strides of a (B, C, W) or (B, C, H, W) layout as (B, C, H, W)."""
+    if len(td.shape) == 3:
+        b, c, w = td.shape
+        s0, s1, s2 = td.strides
+        return (b, c, 1, w), (s0, s1, 0, s2)
+    return td.shape, td.strides
+
+
+def _matrix(
+    storage: Storage, shape: tuple[int, int, int], strides: tuple[int, int, int]
+) -> TensorData:
+    """A (batch, rows, cols) operand of the matmul engine over ``storage``."""
+    return TensorData._trusted(storage, shape, strides, shape[0] * shape[1] * shape[2])
+
+
+class _Unrolled:
+    """The sizes of one convolution and its unrolled patches ``cols`` (R, N)."""
+
+    def __init__(self, input: TensorData, weight: TensorData) -> None:
+        (self.batch, self.channels, self.height, self.width), _ = _as_2d(input)
+        _, _, self.kh, self.kw = _as_2d(weight)[0]
+        self.out_channels = weight.shape[0]
+        self.rows = self.channels * self.kh * self.kw
+        self.positions = self.height * self.width
+        self.n = self.batch * self.positions
+
+
+def _unroll(
+    backend: Any, input: TensorData, weight: TensorData, dtype: np.dtype
+) -> tuple[_Unrolled, Storage]:
+    """The patches of ``input`` as ``cols`` (R, N) in ``dtype``."""
+    u = _Unrolled(input, weight)
+    cols = np.empty(u.rows * u.n, dtype)
+    (b, c, h, w), strides = _as_2d(input)
+    kernel = _im2col_par if cols.size >= PARALLEL_THRESHOLD else _im2col_ser
+    _launch(kernel, (cols, backend.to_numpy(input._storage), b, c, h, w, u.kh, u.kw, *strides))
+    return u, cols
+
+
+def _gemm_forward(input: Tensor, weight: Tensor) -> tuple[Tensor, Storage]:
+    """``conv(input, weight)`` and the unrolled patches (kept for the weight gradient)."""
+    backend = input.backend
+    w = backend.to_numpy(weight._tensor._storage)
+    u, cols = _unroll(backend, input._tensor, weight._tensor, input.dtype)
+    out_shape = (u.batch, u.out_channels) + input.shape[2:]
+    out = np.empty(u.batch * u.out_channels * u.positions, input.dtype)
+    if out.size:
+        # out[b] (Cout, HW) = W (Cout, R) @ cols[:, b] (R, HW): cols' batch stride is HW.
+        _matmul_into(
+            out,
+            _matrix(w, (1, u.out_channels, u.rows), (0, u.rows, 1)),
+            _matrix(cols, (u.batch, u.rows, u.positions), (u.positions, u.n, 1)),
+            u.batch, u.out_channels, u.positions, u.rows,
+        )  # fmt: skip
+    return input._make_like(backend.from_numpy(out), out_shape, out.size), cols
+
+
+def _gemm_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    cols: Storage,
+    need_input: bool,
+    need_weight: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """The input and weight gradients (None where not needed)."""
+    backend = input.backend
+    u = _Unrolled(input._tensor, weight._tensor)
+    dtype = input.dtype
+    (b, c, h, w), strides = _as_2d(grad_output._tensor)
+    grad = np.empty(u.out_channels * u.n, dtype)
+    kernel = _channel_major_par if grad.size >= PARALLEL_THRESHOLD else _channel_major_ser
+    _launch(kernel, (grad, backend.to_numpy(grad_output._tensor._storage), b, c, h, w, *strides))
+    grad_input = grad_weight = None
+    if need_weight:
+        # dW (Cout, R) = G (Cout, N) @ cols^T (N, R).
+        dw = np.empty(u.out_channels * u.rows, dtype)
+        _matmul_into(
+            dw,
+            _matrix(grad, (1, u.out_channels, u.n), (0, u.n, 1)),
+            _matrix(cols, (1, u.n, u.rows), (0, 1, u.n)),
+            1, u.out_channels, u.rows, u.n,
+        )  # fmt: skip
+        grad_weight = weight._make_like(backend.from_numpy(dw), weight.shape, dw.size)
+    if need_input:
+        # dcols (R, N) = W^T (R, Cout) @ G (Cout, N), then gathered back to the input.
+        w_ = backend.to_numpy(weight._tensor._storage)
+        dcols = np.empty(u.rows * u.n, dtype)
+        _matmul_into(
+            dcols,
+            _matrix(w_, (1, u.rows, u.out_channels), (0, 1, u.rows)),
+            _matrix(grad, (1, u.out_channels, u.n), (0, u.n, 1)),
+            1, u.rows, u.n, u.out_channels,
+        )  # fmt: skip
+        gi = np.empty(u.batch * u.channels * u.positions, dtype)
+        kernel = _col2im_par if gi.size >= PARALLEL_THRESHOLD else _col2im_ser
+        _launch(kernel, (gi, dcols, u.batch, u.channels, u.height, u.width, u.kh, u.kw))
+        grad_input = input._make_like(backend.from_numpy(gi), input.shape, gi.size)
+    return grad_input, grad_weight
+
+
 # Autodiff ----------------------------------------------------------------------
 
-ConvKernel = Callable[..., None]
-
-# Swapping the first two dims turns (B, C, ...) into (C, B, ...): the layout
-# that makes each gradient another convolution.
-_SWAP = {3: (1, 0, 2), 4: (1, 0, 2, 3)}
 _LAYOUTS = {1: "(B, Cin, W) and (Cout, Cin, K)", 2: "(B, Cin, H, W) and (Cout, Cin, KH, KW)"}
-
-
-def _convolve(
-    kernel: ConvKernel,
-    like: Tensor,
-    out_shape: tuple[int, ...],
-    input: TensorData,
-    weight: TensorData,
-    reverse: bool,
-    swap_out: bool = False,
-) -> Tensor:
-    """Run ``kernel`` into a new contiguous tensor of ``out_shape`` on ``like``'s backend,
-    in ``like``'s dtype; ``input`` and ``weight`` are layouts over that backend's storages.
-
-    The one place convolution meets the backend: it hands its storages over as host
-    arrays and takes the result back. With ``swap_out`` the kernel writes through a
-    view with the first two dims swapped, so a gradient computed in (C, B, ...)
-    layout lands as (B, C, ...).
-    """
-    backend = like.backend
-    size = int(np.prod(out_shape))
-    result = TensorData(np.empty(size, like.dtype), out_shape)  # every element is written
-    target = result.permute(*_SWAP[len(out_shape)]) if swap_out else result
-    args = (
-        *target.tuple(),
-        size,
-        backend.to_numpy(input._storage), input._shape, input._strides,
-        backend.to_numpy(weight._storage), weight._shape, weight._strides,
-        reverse,
-    )  # fmt: skip
-    kernel(*args)
-    if recording.recorder is not None:
-        recording.recorder.launch(kernel, args)
-    return like._make_like(backend.from_numpy(result._storage), out_shape, size)
 
 
 def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
@@ -197,6 +348,11 @@ def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
             f"{name}: input has {input.shape[1]} channels but weight expects "
             f"{weight.shape[1]} (shapes {input.shape} and {weight.shape})."
         )
+    if input.shape[1] == 0 or weight.shape[0] == 0:
+        raise IndexingError(
+            f"{name} needs at least one input and one output channel "
+            f"(shapes {input.shape} and {weight.shape})."
+        )
     for size, k in zip(input.shape[2:], weight.shape[2:]):
         if not 1 <= k <= size:
             raise IndexingError(
@@ -205,43 +361,33 @@ def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
             )
 
 
-def _forward(ctx: Context, kernel: ConvKernel, input: Tensor, weight: Tensor) -> Tensor:
+def _forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
     """The convolution itself; output keeps the input's batch and spatial sizes.
 
     Operands of two dtypes meet in float64 (``backward`` casts each gradient back).
+    The weight is read as a row-major (Cout, R) matrix: a strided one is copied first.
     """
     dtypes = (input.dtype, weight.dtype)
     if input.dtype != weight.dtype:
         input, weight = cast(input, float64), cast(weight, float64)
-    ctx.save_for_backward(input, weight, dtypes)
-    out_shape = (input.shape[0], weight.shape[0]) + input.shape[2:]
-    return _convolve(kernel, input, out_shape, input._tensor, weight._tensor, False)
+    if not weight._tensor.is_row_major():
+        weight = weight.f.id_map(weight)
+    out, cols = _gemm_forward(input, weight)
+    ctx.save_for_backward(input, weight, cols, dtypes)
+    return out
 
 
-def _backward(ctx: Context, kernel: ConvKernel, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-    """Both gradients are convolutions of what is at hand.
-
-    ``d in[b,c,p] = sum_o sum_k w[o,c,k] g[b,o,p-k]``: a reversed convolution of
-    the output gradient with the weight's channels swapped.
-    ``d w[o,c,k] = sum_b sum_x g[b,o,x] in[b,c,x+k]``: a convolution of the input
-    with the output gradient, both with batch and channels swapped.
-    """
-    input, weight, (input_dtype, weight_dtype) = ctx.saved_values
+def _backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+    """Both gradients through the GEMM engine, each cast back to its input's dtype."""
+    input, weight, cols, (input_dtype, weight_dtype) = ctx.saved_values
     grad_output = cast(grad_output, input.dtype)
-    swap = _SWAP[input.dims]
-    grad_input = _convolve(
-        kernel, input, input.shape, grad_output._tensor, weight._tensor.permute(*swap), True
+    grad_input, grad_weight = _gemm_backward(
+        grad_output, input, weight, cols, _needs_grad(ctx, 0), _needs_grad(ctx, 1)
     )
-    grad_weight = _convolve(
-        kernel,
-        weight,
-        weight.shape,
-        input._tensor.permute(*swap),
-        grad_output._tensor.permute(*swap),
-        False,
-        swap_out=True,
+    return (
+        0.0 if grad_input is None else cast(grad_input, input_dtype),
+        0.0 if grad_weight is None else cast(grad_weight, weight_dtype),
     )
-    return cast(grad_input, input_dtype), cast(grad_weight, weight_dtype)
 
 
 class Conv1dFun(Function):
@@ -250,11 +396,11 @@ class Conv1dFun(Function):
     @staticmethod
     def forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
         _check(input, weight, 1)
-        return _forward(ctx, tensor_conv1d, input, weight)
+        return _forward(ctx, input, weight)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-        return _backward(ctx, tensor_conv1d, grad_output)
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+        return _backward(ctx, grad_output)
 
 
 class Conv2dFun(Function):
@@ -263,11 +409,11 @@ class Conv2dFun(Function):
     @staticmethod
     def forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
         _check(input, weight, 2)
-        return _forward(ctx, tensor_conv2d, input, weight)
+        return _forward(ctx, input, weight)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-        return _backward(ctx, tensor_conv2d, grad_output)
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+        return _backward(ctx, grad_output)
 
 
 conv1d = Conv1dFun.apply
