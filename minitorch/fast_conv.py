@@ -201,22 +201,23 @@ def _channel_major(dst, grad, batch, channels, height, width, s0, s1, s2, s3):  
 
 def _col2im(grad_in, dcols, batch, channels, height, width, kh, kw):  # noqa: ANN001
     """``grad_in`` (B, C, H, W, contiguous): each element sums the ``dcols`` (R, N)
-    entries of the patches that read it, taps in order (a gather: no shared writes)."""
+    entries of the patches that read it, taps in order (a gather: no shared writes).
+    Tap by tap, the rows of one tap add to shifted rows of the plane, unit-stride."""
     positions = height * width
     n = batch * positions
-    zero = grad_in.dtype.type(0)
     for t in prange(batch * channels):
         b = t // channels
         c = t - b * channels
-        out = grad_in[t * positions : (t + 1) * positions]
-        for p in range(height):
-            for q in range(width):
-                acc = zero
-                for i in range(min(kh, p + 1)):
-                    at = ((c * kh + i) * kw) * n + b * positions + (p - i) * width + q
-                    for j in range(min(kw, q + 1)):
-                        acc += dcols[at + j * (n - 1)]
-                out[p * width + q] = acc
+        plane = grad_in[t * positions : (t + 1) * positions]
+        plane[:] = 0
+        for i in range(kh):
+            for j in range(kw):
+                tap = ((c * kh + i) * kw + j) * n + b * positions
+                for y in range(height - i):
+                    src = dcols[tap + y * width : tap + y * width + width - j]
+                    dst = plane[(y + i) * width + j : (y + i + 1) * width]
+                    for x in range(width - j):
+                        dst[x] += src[x]
 
 
 _im2col_par = njit(parallel=True, cache=True)(_variant(_im2col, "_par"))
