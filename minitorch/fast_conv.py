@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from numba import prange
 
+from . import recording
 from .autodiff import Context
-from .fast_ops import PARALLEL_THRESHOLD, _launch, _matmul_into, _variant
-from .kernel_cache import njit
+from .kernel_cache import njit, variant
 from .tensor import Tensor
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, float64
 from .tensor_functions import Function, _needs_grad, cast
@@ -220,12 +220,28 @@ def _col2im(grad_in, dcols, batch, channels, height, width, kh, kw):  # noqa: AN
                         dst[x] += src[x]
 
 
-_im2col_par = njit(parallel=True, cache=True)(_variant(_im2col, "_par"))
-_im2col_ser = njit(cache=True)(_variant(_im2col, "_ser"))
-_channel_major_par = njit(parallel=True, cache=True)(_variant(_channel_major, "_par"))
-_channel_major_ser = njit(cache=True)(_variant(_channel_major, "_ser"))
-_col2im_par = njit(parallel=True, cache=True)(_variant(_col2im, "_par"))
-_col2im_ser = njit(cache=True)(_variant(_col2im, "_ser"))
+def kernel_pair(py: Any) -> tuple[Any, Any]:
+    """The parallel and the serial compile of a kernel (cached under their own names)."""
+    return (
+        njit(parallel=True, cache=True)(variant(py, "_par")),
+        njit(cache=True)(variant(py, "_ser")),
+    )
+
+
+_IM2COL = kernel_pair(_im2col)
+_CHANNEL_MAJOR = kernel_pair(_channel_major)
+_COL2IM = kernel_pair(_col2im)
+
+# Below this many elements written, a thread launch costs more than the loop.
+_PARALLEL_ELEMENTS = 1 << 15
+
+
+def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
+    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder."""
+    kernel = kernels[0] if out.size >= _PARALLEL_ELEMENTS else kernels[1]
+    kernel(out, *args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, (out, *args))
 
 
 def _as_2d(td: TensorData) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -238,14 +254,14 @@ def _as_2d(td: TensorData) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _matrix(
-    storage: Storage, shape: tuple[int, int, int], strides: tuple[int, int, int]
-) -> TensorData:
-    """A (batch, rows, cols) operand of the matmul engine over ``storage``."""
-    return TensorData._trusted(storage, shape, strides, shape[0] * shape[1] * shape[2])
+    like: Tensor, storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...]
+) -> Tensor:
+    """A matmul operand over ``storage`` (on ``like``'s backend), read at ``strides``."""
+    return like._new(TensorData._trusted(storage, shape, strides, int(np.prod(shape))))
 
 
-class _Unrolled:
-    """The sizes of one convolution and its unrolled patches ``cols`` (R, N)."""
+class _Sizes:
+    """The sizes of one convolution: patch rows R = Cin*KH*KW, positions N = B*H*W."""
 
     def __init__(self, input: TensorData, weight: TensorData) -> None:
         (self.batch, self.channels, self.height, self.width), _ = _as_2d(input)
@@ -256,76 +272,50 @@ class _Unrolled:
         self.n = self.batch * self.positions
 
 
-def _unroll(
-    backend: Any, input: TensorData, weight: TensorData, dtype: np.dtype
-) -> tuple[_Unrolled, Storage]:
-    """The patches of ``input`` as ``cols`` (R, N) in ``dtype``."""
-    u = _Unrolled(input, weight)
-    cols = np.empty(u.rows * u.n, dtype)
-    (b, c, h, w), strides = _as_2d(input)
-    kernel = _im2col_par if cols.size >= PARALLEL_THRESHOLD else _im2col_ser
-    _launch(kernel, (cols, backend.to_numpy(input._storage), b, c, h, w, u.kh, u.kw, *strides))
-    return u, cols
-
-
 def _gemm_forward(input: Tensor, weight: Tensor) -> tuple[Tensor, Storage]:
-    """``conv(input, weight)`` and the unrolled patches (kept for the weight gradient)."""
+    """``conv(input, weight)`` (weight row-major), and the storage of the unrolled
+    patches ``cols`` (kept for the weight gradient)."""
     backend = input.backend
-    w = backend.to_numpy(weight._tensor._storage)
-    u, cols = _unroll(backend, input._tensor, weight._tensor, input.dtype)
+    u = _Sizes(input._tensor, weight._tensor)
+    cols = np.empty(u.rows * u.n, input.dtype)
+    (b, c, h, w), strides = _as_2d(input._tensor)
+    source = backend.to_numpy(input._tensor._storage)
+    launch_into(_IM2COL, cols, source, b, c, h, w, u.kh, u.kw, *strides)
+    cols = backend.from_numpy(cols)
     out_shape = (u.batch, u.out_channels) + input.shape[2:]
-    out = np.empty(u.batch * u.out_channels * u.positions, input.dtype)
-    if out.size:
-        # out[b] (Cout, HW) = W (Cout, R) @ cols[:, b] (R, HW): cols' batch stride is HW.
-        _matmul_into(
-            out,
-            _matrix(w, (1, u.out_channels, u.rows), (0, u.rows, 1)),
-            _matrix(cols, (u.batch, u.rows, u.positions), (u.positions, u.n, 1)),
-            u.batch, u.out_channels, u.positions, u.rows,
-        )  # fmt: skip
-    return input._make_like(backend.from_numpy(out), out_shape, out.size), cols
+    if u.batch == 0:  # nothing to compute (and a batch of 1 against 0 trips SimpleOps' matmul)
+        return input._make_like(backend.empty(0, input.dtype), out_shape, 0), cols
+    # out[b] (Cout, HW) = W (Cout, R) @ cols[:, b] (R, HW): cols' batch stride is HW.
+    out = backend.matrix_multiply(
+        _matrix(weight, weight._tensor._storage, (1, u.out_channels, u.rows), (0, u.rows, 1)),
+        _matrix(input, cols, (u.batch, u.rows, u.positions), (u.positions, u.n, 1)),
+    )
+    return out._make_like(out._tensor._storage, out_shape, out.size), cols
 
 
 def _gemm_backward(
-    grad_output: Tensor,
-    input: Tensor,
-    weight: Tensor,
-    cols: Storage,
-    need_input: bool,
-    need_weight: bool,
+    grad_output: Tensor, input: Tensor, weight: Tensor, cols: Storage, need: tuple[bool, bool]
 ) -> tuple[Tensor | None, Tensor | None]:
-    """The input and weight gradients (None where not needed)."""
+    """The input and weight gradients (None where not ``need``-ed)."""
     backend = input.backend
-    u = _Unrolled(input._tensor, weight._tensor)
-    dtype = input.dtype
+    u = _Sizes(input._tensor, weight._tensor)
     (b, c, h, w), strides = _as_2d(grad_output._tensor)
-    grad = np.empty(u.out_channels * u.n, dtype)
-    kernel = _channel_major_par if grad.size >= PARALLEL_THRESHOLD else _channel_major_ser
-    _launch(kernel, (grad, backend.to_numpy(grad_output._tensor._storage), b, c, h, w, *strides))
+    grad = np.empty(u.out_channels * u.n, input.dtype)
+    source = backend.to_numpy(grad_output._tensor._storage)
+    launch_into(_CHANNEL_MAJOR, grad, source, b, c, h, w, *strides)
+    g = _matrix(input, backend.from_numpy(grad), (u.out_channels, u.n), (u.n, 1))
     grad_input = grad_weight = None
-    if need_weight:
+    if need[1]:
         # dW (Cout, R) = G (Cout, N) @ cols^T (N, R).
-        dw = np.empty(u.out_channels * u.rows, dtype)
-        _matmul_into(
-            dw,
-            _matrix(grad, (1, u.out_channels, u.n), (0, u.n, 1)),
-            _matrix(cols, (1, u.n, u.rows), (0, 1, u.n)),
-            1, u.out_channels, u.rows, u.n,
-        )  # fmt: skip
-        grad_weight = weight._make_like(backend.from_numpy(dw), weight.shape, dw.size)
-    if need_input:
+        dw = backend.matrix_multiply(g, _matrix(input, cols, (u.n, u.rows), (1, u.n)))
+        grad_weight = dw._make_like(dw._tensor._storage, weight.shape, dw.size)
+    if need[0]:
         # dcols (R, N) = W^T (R, Cout) @ G (Cout, N), then gathered back to the input.
-        w_ = backend.to_numpy(weight._tensor._storage)
-        dcols = np.empty(u.rows * u.n, dtype)
-        _matmul_into(
-            dcols,
-            _matrix(w_, (1, u.rows, u.out_channels), (0, 1, u.rows)),
-            _matrix(grad, (1, u.out_channels, u.n), (0, u.n, 1)),
-            1, u.rows, u.n, u.out_channels,
-        )  # fmt: skip
-        gi = np.empty(u.batch * u.channels * u.positions, dtype)
-        kernel = _col2im_par if gi.size >= PARALLEL_THRESHOLD else _col2im_ser
-        _launch(kernel, (gi, dcols, u.batch, u.channels, u.height, u.width, u.kh, u.kw))
+        w_t = _matrix(weight, weight._tensor._storage, (u.rows, u.out_channels), (1, u.rows))
+        dcols = backend.matrix_multiply(w_t, g)
+        gi = np.empty(u.batch * u.channels * u.positions, input.dtype)
+        source = backend.to_numpy(dcols._tensor._storage)
+        launch_into(_COL2IM, gi, source, u.batch, u.channels, u.height, u.width, u.kh, u.kw)
         grad_input = input._make_like(backend.from_numpy(gi), input.shape, gi.size)
     return grad_input, grad_weight
 
@@ -382,9 +372,8 @@ def _backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
     """Both gradients through the GEMM engine, each cast back to its input's dtype."""
     input, weight, cols, (input_dtype, weight_dtype) = ctx.saved_values
     grad_output = cast(grad_output, input.dtype)
-    grad_input, grad_weight = _gemm_backward(
-        grad_output, input, weight, cols, _needs_grad(ctx, 0), _needs_grad(ctx, 1)
-    )
+    need = (_needs_grad(ctx, 0), _needs_grad(ctx, 1))
+    grad_input, grad_weight = _gemm_backward(grad_output, input, weight, cols, need)
     return (
         0.0 if grad_input is None else cast(grad_input, input_dtype),
         0.0 if grad_weight is None else cast(grad_weight, weight_dtype),

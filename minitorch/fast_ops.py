@@ -8,7 +8,6 @@ and cached on disk (``kernel_cache``).
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_simd, operators, recording
-from .kernel_cache import ScalarCompileError, load_kernels, njit
+from .kernel_cache import ScalarCompileError, load_kernels, njit, variant
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -700,24 +699,16 @@ def _matmul_dots(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # no
             out[t * n + j] = acc
 
 
-def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
-    """A copy of ``py`` under its own name: numba's disk cache keys entries by name,
-    so a parallel and a serial compile of one function would overwrite each other."""
-    clone = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix)
-    clone.__qualname__ = py.__qualname__ + suffix
-    return clone
-
-
-_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_par"))
-_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm, "_ser"))
+_gemm_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(variant(_gemm, "_par"))
+_gemm_ser = njit(fastmath=_CONTRACT, cache=True)(variant(_gemm, "_ser"))
 _matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
-    _variant(_matmul_rows, "_par")
+    variant(_matmul_rows, "_par")
 )
-_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(variant(_matmul_rows, "_ser"))
 _matmul_dots_par = njit(parallel=True, fastmath=_DOTS_MATH, cache=True)(
-    _variant(_matmul_dots, "_par")
+    variant(_matmul_dots, "_par")
 )
-_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
+_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(variant(_matmul_dots, "_ser"))
 
 
 @njit(parallel=True, fastmath=True, cache=True)

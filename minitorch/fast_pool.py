@@ -21,8 +21,7 @@ import numpy as np
 from numba import prange
 
 from .autodiff import Context
-from .fast_ops import PARALLEL_THRESHOLD, _launch, _variant
-from .kernel_cache import njit
+from .fast_conv import kernel_pair, launch_into
 from .tensor import Tensor
 from .tensor_data import IndexingError, as_int
 from .tensor_functions import Function, cast
@@ -123,18 +122,10 @@ def _avg_pool_back(grad_in, grad, batch, channels, height, width, kh, kw, g0, g1
                 plane[p * width + x] = grad[g_row + (x // kw) * g3] / count
 
 
-def _pair(py: Any) -> tuple[Any, Any]:
-    """The parallel and the serial compile of a kernel (cached under their own names)."""
-    return (
-        njit(parallel=True, cache=True)(_variant(py, "_par")),
-        njit(cache=True)(_variant(py, "_ser")),
-    )
-
-
-_MAX_POOL = _pair(_max_pool)
-_MAX_POOL_BACK = _pair(_max_pool_back)
-_AVG_POOL = _pair(_avg_pool)
-_AVG_POOL_BACK = _pair(_avg_pool_back)
+_MAX_POOL = kernel_pair(_max_pool)
+_MAX_POOL_BACK = kernel_pair(_max_pool_back)
+_AVG_POOL = kernel_pair(_avg_pool)
+_AVG_POOL_BACK = kernel_pair(_avg_pool_back)
 
 
 def _run(kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: Any) -> Tensor:
@@ -143,7 +134,7 @@ def _run(kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: 
     size = int(np.prod(shape))
     out = np.empty(size, like.dtype)
     if size:
-        _launch(kernels[0] if size >= PARALLEL_THRESHOLD else kernels[1], (out, *args))
+        launch_into(kernels, out, *args)
     return like._make_like(like.backend.from_numpy(out), shape, size)
 
 
