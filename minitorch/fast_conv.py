@@ -148,7 +148,8 @@ def tensor_conv2d(
 # Every convolution runs as a 2-D one (1-D is height 1). With R = Cin*KH*KW patch
 # rows and N = B*H*W positions, the patches are unrolled once (im2col) into
 #     cols (R, N):  cols[(c,i,j), (b,y,x)] = in[b,c,y+i,x+j]  (zero past the edges)
-# and every pass is one product through fast_ops' packed, register-blocked matmul:
+# and every pass is one product through the backend's matrix multiply (on FastOps the
+# packed, register-blocked GEMM of fast_ops), over strided views of those storages:
 #     forward      out[b] = W (Cout, R) @ cols[:, b]      (batched, W shared)
 #     grad weight  dW = G (Cout, N) @ cols^T              (G: grad_output channel-major)
 #     grad input   dcols = W^T @ G, and each input element gathers its entries (col2im).
