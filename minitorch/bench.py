@@ -195,6 +195,62 @@ def matmul_cases(repeat: int, dtype: type = np.float64) -> list[Row]:
     return rows
 
 
+# Convolution: forward and both gradients at the digits CNN's sizes ------------------
+
+# (name, input (B, Cin, H, W), weight (Cout, Cin, KH, KW)): examples/digits_cnn.py's
+# two convolutions on a batch of 32.
+CONV_CASES = [
+    ("conv2d fwd+bwd, digits conv1 (32,1,8,8) * (16,1,3,3)", (32, 1, 8, 8), (16, 1, 3, 3)),
+    ("conv2d fwd+bwd, digits conv2 (32,16,4,4) * (32,16,3,3)", (32, 16, 4, 4), (32, 16, 3, 3)),
+]
+
+
+def conv_cases(repeat: int, dtype: type = np.float64) -> list[Row]:
+    """minitorch's conv2d forward and backward (input and weight gradients) against
+    PyTorch's (padded bottom and right by k - 1: the same output), in ``dtype``.
+    No rows without PyTorch."""
+    torch = _torch()
+    if torch is None:
+        return []
+    rng = np.random.default_rng(2)
+    suffix = "" if dtype is np.float64 else f", {_dtype_name(dtype)}"
+    rows = []
+    for name, x_shape, w_shape in CONV_CASES:
+        out_shape = (x_shape[0], w_shape[0], *x_shape[2:])
+        arrays = [rng.random(shape).astype(dtype) for shape in (x_shape, w_shape, out_shape)]
+        ours, theirs = _conv_steps(torch, *arrays)
+        t_ours, t_torch = best_time(ours, repeat), best_time(theirs, repeat)
+        ratio = t_ours / t_torch
+        rows.append(Row(name + suffix, t_ours, None, t_torch, "<= 1.0x PyTorch", ratio,
+                        ratio <= 1.0))  # fmt: skip
+    return rows
+
+
+def _conv_steps(
+    torch: Any, nx: np.ndarray, nw: np.ndarray, ng: np.ndarray
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One conv2d forward and backward (gradient ``ng``) on each side, gradients reset."""
+    import torch.nn.functional as F
+
+    x, w, g = (_fast(a) for a in (nx, nw, ng))
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    tx, tw, tg = (torch.from_numpy(a) for a in (nx, nw, ng))
+    tx.requires_grad_(True)
+    tw.requires_grad_(True)
+    kh, kw = nw.shape[2:]
+
+    def ours() -> None:
+        x.grad = w.grad = None
+        minitorch.conv2d(x, w).backward(g)
+
+    def theirs() -> None:
+        tx.grad = tw.grad = None
+        F.conv2d(F.pad(tx, (0, kw - 1, 0, kh - 1)), tw).backward(tg)
+
+    return ours, theirs
+
+
 # Training: the course's network and loop, on minitorch and on PyTorch -------------
 
 
@@ -804,6 +860,9 @@ def main(args: argparse.Namespace) -> int:
     say("[2/6] matrix multiply cases (float64, float32)")
     rows += matmul_cases(repeat)
     rows32 += matmul_cases(repeat, np.float32)
+    say("[+] conv2d forward and backward at the digits CNN's sizes (float64, float32)")
+    rows += conv_cases(repeat)
+    rows32 += conv_cases(repeat, np.float32)
     say("[3/6] training epochs (minitorch eager and compiled, PyTorch float64 and float32)")
     training = training_cases(args.quick)
     say("[4/6] SimpleOps -> FastOps ladder, per-op overhead")
@@ -830,7 +889,8 @@ def main(args: argparse.Namespace) -> int:
         "",
         "Each figure is the best of several repeats in one process, each side making a fresh",
         "output. Times in milliseconds; matmul rows in GFLOP/s (higher is better). Ratio is",
-        "minitorch / NumPy for times, minitorch / NumPy GFLOP/s for matmul.",
+        "minitorch / NumPy for times, minitorch / NumPy GFLOP/s for matmul, minitorch /",
+        "PyTorch for the conv2d rows.",
         "",
         "## FastOps targets (float64)",
         "",

@@ -1,31 +1,35 @@
-"""1-D and 2-D convolution: parallel numba kernels and their autodiff functions.
+"""1-D and 2-D convolution: the course's parallel numba kernels, and the autodiff
+functions, which run through the GEMM engine.
 
 Convolution is the one primitive that is not a map, zip or reduce: each output
-reads a window of the input. The kernels below run on the CPU for every backend:
-the backend hands over its storages as host arrays and takes the result back
-(``_convolve``; a copy each way only for a backend that keeps data elsewhere).
-They compute in the dtype of their operands (float32 or float64); operands of
-two dtypes are cast to float64 first, and each gradient back to its input's dtype.
+reads a window of the input. ``tensor_conv1d`` / ``tensor_conv2d`` are the course's
+direct kernels (contract section 8). ``Conv1dFun`` / ``Conv2dFun`` unroll the
+input's patches once (im2col) and run the forward pass and both gradients as
+products through ``fast_ops``' packed, register-blocked matmul. Everything runs on
+the CPU for every backend: the backend hands over its storages as host arrays and
+takes the results back (a copy each way only for a backend that keeps data
+elsewhere). The work is in the dtype of the operands (float32 or float64);
+operands of two dtypes are cast to float64 first, and each gradient back to its
+input's dtype.
 
-Both kernels compute unflipped correlation. With ``reverse=False`` the window
+Both direct kernels compute unflipped correlation. With ``reverse=False`` the window
 starts at the output position and runs right / down (zeros past the far edges);
-with ``reverse=True`` it runs left / up from it (zeros before the near edges),
-which is exactly what the input gradient needs.
+with ``reverse=True`` it runs left / up from it (zeros before the near edges).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import prange
 
 from . import recording
 from .autodiff import Context
-from .kernel_cache import njit
+from .kernel_cache import njit, variant
 from .tensor import Tensor
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, float64
-from .tensor_functions import Function, cast
+from .tensor_functions import Function, _needs_grad, cast
 
 
 @njit(parallel=True, cache=True)
@@ -139,48 +143,187 @@ def tensor_conv2d(
         out[b * os0 + o * os1 + y * os2 + x * os3] = acc
 
 
+# Convolution through the GEMM engine ---------------------------------------------
+#
+# Every convolution runs as a 2-D one (1-D is height 1). With R = Cin*KH*KW patch
+# rows and N = B*H*W positions, the patches are unrolled once (im2col) into
+#     cols (R, N):  cols[(c,i,j), (b,y,x)] = in[b,c,y+i,x+j]  (zero past the edges)
+# and every pass is one product through the backend's matrix multiply (on FastOps the
+# packed, register-blocked GEMM of fast_ops), over strided views of those storages:
+#     forward      out[b] = W (Cout, R) @ cols[:, b]      (batched, W shared)
+#     grad weight  dW = G (Cout, N) @ cols^T              (G: grad_output channel-major)
+#     grad input   dcols = W^T @ G, and each input element gathers its entries (col2im).
+# The unrolling kernels write every element they own from one task, and each sum
+# runs in a fixed order, so results do not depend on the thread count.
+
+
+def _im2col(cols, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
+    """Fill ``cols`` (R, N) from ``input`` (B, C, H, W at strides s0..s3)."""
+    positions = height * width
+    n = batch * positions
+    taps = kh * kw
+    zero = cols.dtype.type(0)
+    for t in prange(channels * taps * batch):
+        row = t // batch
+        b = t - row * batch
+        c = row // taps
+        i = (row - c * taps) // kw
+        j = row - c * taps - i * kw
+        dst = cols[row * n + b * positions : row * n + (b + 1) * positions]
+        base = b * s0 + c * s1 + j * s3
+        inside = width - j  # columns x with x + j < W
+        for y in range(height):
+            line = dst[y * width : (y + 1) * width]
+            if y + i < height:
+                src = base + (y + i) * s2
+                for x in range(inside):
+                    line[x] = input[src + x * s3]
+                for x in range(inside, width):
+                    line[x] = zero
+            else:
+                for x in range(width):
+                    line[x] = zero
+
+
+def _channel_major(dst, grad, batch, channels, height, width, s0, s1, s2, s3):  # noqa: ANN001
+    """``dst`` (C, N) = ``grad`` (B, C, H, W at strides s0..s3) with channels first."""
+    positions = height * width
+    n = batch * positions
+    for t in prange(channels * batch):
+        c = t // batch
+        b = t - c * batch
+        row = dst[c * n + b * positions : c * n + (b + 1) * positions]
+        base = b * s0 + c * s1
+        for y in range(height):
+            src = base + y * s2
+            for x in range(width):
+                row[y * width + x] = grad[src + x * s3]
+
+
+def _col2im(grad_in, dcols, batch, channels, height, width, kh, kw):  # noqa: ANN001
+    """``grad_in`` (B, C, H, W, contiguous): each element sums the ``dcols`` (R, N)
+    entries of the patches that read it, taps in order (a gather: no shared writes).
+    Tap by tap, the rows of one tap add to shifted rows of the plane, unit-stride."""
+    positions = height * width
+    n = batch * positions
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        plane = grad_in[t * positions : (t + 1) * positions]
+        plane[:] = 0
+        for i in range(kh):
+            for j in range(kw):
+                tap = ((c * kh + i) * kw + j) * n + b * positions
+                for y in range(height - i):
+                    src = dcols[tap + y * width : tap + y * width + width - j]
+                    dst = plane[(y + i) * width + j : (y + i + 1) * width]
+                    for x in range(width - j):
+                        dst[x] += src[x]
+
+
+def kernel_pair(py: Any) -> tuple[Any, Any]:
+    """The parallel and the serial compile of a kernel (cached under their own names)."""
+    return (
+        njit(parallel=True, cache=True)(variant(py, "_par")),
+        njit(cache=True)(variant(py, "_ser")),
+    )
+
+
+_IM2COL = kernel_pair(_im2col)
+_CHANNEL_MAJOR = kernel_pair(_channel_major)
+_COL2IM = kernel_pair(_col2im)
+
+# Below this many elements written, a thread launch costs more than the loop.
+_PARALLEL_ELEMENTS = 1 << 15
+
+
+def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
+    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder."""
+    kernel = kernels[0] if out.size >= _PARALLEL_ELEMENTS else kernels[1]
+    kernel(out, *args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, (out, *args))
+
+
+def _as_2d(td: TensorData) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shape and strides of a (B, C, W) or (B, C, H, W) layout as (B, C, H, W)."""
+    if len(td.shape) == 3:
+        b, c, w = td.shape
+        s0, s1, s2 = td.strides
+        return (b, c, 1, w), (s0, s1, 0, s2)
+    return td.shape, td.strides
+
+
+def _matrix(
+    like: Tensor, storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...]
+) -> Tensor:
+    """A matmul operand over ``storage`` (on ``like``'s backend), read at ``strides``."""
+    return like._new(TensorData._trusted(storage, shape, strides, int(np.prod(shape))))
+
+
+class _Sizes:
+    """The sizes of one convolution: patch rows R = Cin*KH*KW, positions N = B*H*W."""
+
+    def __init__(self, input: TensorData, weight: TensorData) -> None:
+        (self.batch, self.channels, self.height, self.width), _ = _as_2d(input)
+        _, _, self.kh, self.kw = _as_2d(weight)[0]
+        self.out_channels = weight.shape[0]
+        self.rows = self.channels * self.kh * self.kw
+        self.positions = self.height * self.width
+        self.n = self.batch * self.positions
+
+
+def _gemm_forward(input: Tensor, weight: Tensor) -> tuple[Tensor, Storage]:
+    """``conv(input, weight)`` (weight row-major), and the storage of the unrolled
+    patches ``cols`` (kept for the weight gradient)."""
+    backend = input.backend
+    u = _Sizes(input._tensor, weight._tensor)
+    cols = np.empty(u.rows * u.n, input.dtype)
+    (b, c, h, w), strides = _as_2d(input._tensor)
+    source = backend.to_numpy(input._tensor._storage)
+    launch_into(_IM2COL, cols, source, b, c, h, w, u.kh, u.kw, *strides)
+    cols = backend.from_numpy(cols)
+    out_shape = (u.batch, u.out_channels) + input.shape[2:]
+    if u.batch == 0:  # nothing to compute (and a batch of 1 against 0 trips SimpleOps' matmul)
+        return input._make_like(backend.empty(0, input.dtype), out_shape, 0), cols
+    # out[b] (Cout, HW) = W (Cout, R) @ cols[:, b] (R, HW): cols' batch stride is HW.
+    out = backend.matrix_multiply(
+        _matrix(weight, weight._tensor._storage, (1, u.out_channels, u.rows), (0, u.rows, 1)),
+        _matrix(input, cols, (u.batch, u.rows, u.positions), (u.positions, u.n, 1)),
+    )
+    return out._make_like(out._tensor._storage, out_shape, out.size), cols
+
+
+def _gemm_backward(
+    grad_output: Tensor, input: Tensor, weight: Tensor, cols: Storage, need: tuple[bool, bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """The input and weight gradients (None where not ``need``-ed)."""
+    backend = input.backend
+    u = _Sizes(input._tensor, weight._tensor)
+    (b, c, h, w), strides = _as_2d(grad_output._tensor)
+    grad = np.empty(u.out_channels * u.n, input.dtype)
+    source = backend.to_numpy(grad_output._tensor._storage)
+    launch_into(_CHANNEL_MAJOR, grad, source, b, c, h, w, *strides)
+    g = _matrix(input, backend.from_numpy(grad), (u.out_channels, u.n), (u.n, 1))
+    grad_input = grad_weight = None
+    if need[1]:
+        # dW (Cout, R) = G (Cout, N) @ cols^T (N, R).
+        dw = backend.matrix_multiply(g, _matrix(input, cols, (u.n, u.rows), (1, u.n)))
+        grad_weight = dw._make_like(dw._tensor._storage, weight.shape, dw.size)
+    if need[0]:
+        # dcols (R, N) = W^T (R, Cout) @ G (Cout, N), then gathered back to the input.
+        w_t = _matrix(weight, weight._tensor._storage, (u.rows, u.out_channels), (1, u.rows))
+        dcols = backend.matrix_multiply(w_t, g)
+        gi = np.empty(u.batch * u.channels * u.positions, input.dtype)
+        source = backend.to_numpy(dcols._tensor._storage)
+        launch_into(_COL2IM, gi, source, u.batch, u.channels, u.height, u.width, u.kh, u.kw)
+        grad_input = input._make_like(backend.from_numpy(gi), input.shape, gi.size)
+    return grad_input, grad_weight
+
+
 # Autodiff ----------------------------------------------------------------------
 
-ConvKernel = Callable[..., None]
-
-# Swapping the first two dims turns (B, C, ...) into (C, B, ...): the layout
-# that makes each gradient another convolution.
-_SWAP = {3: (1, 0, 2), 4: (1, 0, 2, 3)}
 _LAYOUTS = {1: "(B, Cin, W) and (Cout, Cin, K)", 2: "(B, Cin, H, W) and (Cout, Cin, KH, KW)"}
-
-
-def _convolve(
-    kernel: ConvKernel,
-    like: Tensor,
-    out_shape: tuple[int, ...],
-    input: TensorData,
-    weight: TensorData,
-    reverse: bool,
-    swap_out: bool = False,
-) -> Tensor:
-    """Run ``kernel`` into a new contiguous tensor of ``out_shape`` on ``like``'s backend,
-    in ``like``'s dtype; ``input`` and ``weight`` are layouts over that backend's storages.
-
-    The one place convolution meets the backend: it hands its storages over as host
-    arrays and takes the result back. With ``swap_out`` the kernel writes through a
-    view with the first two dims swapped, so a gradient computed in (C, B, ...)
-    layout lands as (B, C, ...).
-    """
-    backend = like.backend
-    size = int(np.prod(out_shape))
-    result = TensorData(np.empty(size, like.dtype), out_shape)  # every element is written
-    target = result.permute(*_SWAP[len(out_shape)]) if swap_out else result
-    args = (
-        *target.tuple(),
-        size,
-        backend.to_numpy(input._storage), input._shape, input._strides,
-        backend.to_numpy(weight._storage), weight._shape, weight._strides,
-        reverse,
-    )  # fmt: skip
-    kernel(*args)
-    if recording.recorder is not None:
-        recording.recorder.launch(kernel, args)
-    return like._make_like(backend.from_numpy(result._storage), out_shape, size)
 
 
 def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
@@ -197,6 +340,11 @@ def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
             f"{name}: input has {input.shape[1]} channels but weight expects "
             f"{weight.shape[1]} (shapes {input.shape} and {weight.shape})."
         )
+    if input.shape[1] == 0 or weight.shape[0] == 0:
+        raise IndexingError(
+            f"{name} needs at least one input and one output channel "
+            f"(shapes {input.shape} and {weight.shape})."
+        )
     for size, k in zip(input.shape[2:], weight.shape[2:]):
         if not 1 <= k <= size:
             raise IndexingError(
@@ -205,43 +353,32 @@ def _check(input: Tensor, weight: Tensor, spatial: int) -> None:
             )
 
 
-def _forward(ctx: Context, kernel: ConvKernel, input: Tensor, weight: Tensor) -> Tensor:
+def _forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
     """The convolution itself; output keeps the input's batch and spatial sizes.
 
     Operands of two dtypes meet in float64 (``backward`` casts each gradient back).
+    The weight is read as a row-major (Cout, R) matrix: a strided one is copied first.
     """
     dtypes = (input.dtype, weight.dtype)
     if input.dtype != weight.dtype:
         input, weight = cast(input, float64), cast(weight, float64)
-    ctx.save_for_backward(input, weight, dtypes)
-    out_shape = (input.shape[0], weight.shape[0]) + input.shape[2:]
-    return _convolve(kernel, input, out_shape, input._tensor, weight._tensor, False)
+    if not weight._tensor.is_row_major():
+        weight = weight.f.id_map(weight)
+    out, cols = _gemm_forward(input, weight)
+    ctx.save_for_backward(input, weight, cols, dtypes)
+    return out
 
 
-def _backward(ctx: Context, kernel: ConvKernel, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-    """Both gradients are convolutions of what is at hand.
-
-    ``d in[b,c,p] = sum_o sum_k w[o,c,k] g[b,o,p-k]``: a reversed convolution of
-    the output gradient with the weight's channels swapped.
-    ``d w[o,c,k] = sum_b sum_x g[b,o,x] in[b,c,x+k]``: a convolution of the input
-    with the output gradient, both with batch and channels swapped.
-    """
-    input, weight, (input_dtype, weight_dtype) = ctx.saved_values
+def _backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+    """Both gradients through the GEMM engine, each cast back to its input's dtype."""
+    input, weight, cols, (input_dtype, weight_dtype) = ctx.saved_values
     grad_output = cast(grad_output, input.dtype)
-    swap = _SWAP[input.dims]
-    grad_input = _convolve(
-        kernel, input, input.shape, grad_output._tensor, weight._tensor.permute(*swap), True
+    need = (_needs_grad(ctx, 0), _needs_grad(ctx, 1))
+    grad_input, grad_weight = _gemm_backward(grad_output, input, weight, cols, need)
+    return (
+        0.0 if grad_input is None else cast(grad_input, input_dtype),
+        0.0 if grad_weight is None else cast(grad_weight, weight_dtype),
     )
-    grad_weight = _convolve(
-        kernel,
-        weight,
-        weight.shape,
-        input._tensor.permute(*swap),
-        grad_output._tensor.permute(*swap),
-        False,
-        swap_out=True,
-    )
-    return cast(grad_input, input_dtype), cast(grad_weight, weight_dtype)
 
 
 class Conv1dFun(Function):
@@ -250,11 +387,11 @@ class Conv1dFun(Function):
     @staticmethod
     def forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
         _check(input, weight, 1)
-        return _forward(ctx, tensor_conv1d, input, weight)
+        return _forward(ctx, input, weight)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-        return _backward(ctx, tensor_conv1d, grad_output)
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+        return _backward(ctx, grad_output)
 
 
 class Conv2dFun(Function):
@@ -263,11 +400,11 @@ class Conv2dFun(Function):
     @staticmethod
     def forward(ctx: Context, input: Tensor, weight: Tensor) -> Tensor:
         _check(input, weight, 2)
-        return _forward(ctx, tensor_conv2d, input, weight)
+        return _forward(ctx, input, weight)
 
     @staticmethod
-    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-        return _backward(ctx, tensor_conv2d, grad_output)
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Any, Any]:
+        return _backward(ctx, grad_output)
 
 
 conv1d = Conv1dFun.apply

@@ -9,7 +9,6 @@ and cached on disk (``kernel_cache``).
 from __future__ import annotations
 
 import threading
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_simd, operators, recording
-from .kernel_cache import ScalarCompileError, load_kernels, njit
+from .kernel_cache import ScalarCompileError, load_kernels, njit, variant
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -766,21 +765,13 @@ def _matmul_dots(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # no
             out[t * n + j] = acc
 
 
-def _variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
-    """A copy of ``py`` under its own name: numba's disk cache keys entries by name,
-    so a parallel and a serial compile of one function would overwrite each other."""
-    clone = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix)
-    clone.__qualname__ = py.__qualname__ + suffix
-    return clone
-
-
 _gemm_into_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
-    _variant(_gemm_into, "_par")
+    variant(_gemm_into, "_par")
 )
-_gemm_into_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_gemm_into, "_ser"))
+_gemm_into_ser = njit(fastmath=_CONTRACT, cache=True)(variant(_gemm_into, "_ser"))
 
 
-_jit_pack_sizes = njit(cache=True)(_variant(_pack_sizes, "_jit"))
+_jit_pack_sizes = njit(cache=True)(variant(_pack_sizes, "_jit"))
 
 
 @njit(cache=True)
@@ -803,13 +794,13 @@ def _gemm_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa:
 
 
 _matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(
-    _variant(_matmul_rows, "_par")
+    variant(_matmul_rows, "_par")
 )
-_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(_variant(_matmul_rows, "_ser"))
+_matmul_rows_ser = njit(fastmath=_CONTRACT, cache=True)(variant(_matmul_rows, "_ser"))
 _matmul_dots_par = njit(parallel=True, fastmath=_DOTS_MATH, cache=True)(
-    _variant(_matmul_dots, "_par")
+    variant(_matmul_dots, "_par")
 )
-_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(_variant(_matmul_dots, "_ser"))
+_matmul_dots_ser = njit(fastmath=_DOTS_MATH, cache=True)(variant(_matmul_dots, "_ser"))
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -1,10 +1,10 @@
 """Neural-network functions built from the tensor primitives.
 
-Pooling, max, softmax, dropout and the losses are compositions of map, zip,
-reduce and movement ops (view / permute), so every backend runs them. The
-course's ``Max`` (whose backward routes the gradient to the argmax) and
-``max_reduce`` live in ``tensor_functions`` beside ``Tensor.max`` and are
-re-exported here.
+Max, softmax, dropout and the losses are compositions of map, zip, reduce and
+movement ops (view / permute), so every backend runs them; ``tile`` too. Pooling
+runs as kernels of its own (``fast_pool``). The course's ``Max`` (whose backward
+routes the gradient to the argmax) and ``max_reduce`` live in ``tensor_functions``
+beside ``Tensor.max`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import recording
+from .fast_pool import AvgPool2dFun, MaxPool2dFun, pool_sizes
 from .tensor import Tensor
-from .tensor_data import IndexingError, Storage, TensorData, as_int
+from .tensor_data import IndexingError, Storage, TensorData
 from .tensor_functions import Max, max_reduce, rand, tensor_from_numpy
 from .tensor_ops import check_reduce_dim
 
@@ -33,35 +34,31 @@ def tile(input: Tensor, kernel: tuple[int, int]) -> tuple[Tensor, int, int]:
     Returns ``(B, C, H/kh, W/kw, kh*kw)`` (each block flattened row by row, so a
     reduce over the last dim pools it), and the new height and width.
     """
-    if input.dims != 4:
-        raise IndexingError(f"tile needs a (B, C, H, W) tensor, not shape {input.shape}.")
-    kh, kw = (as_int(k, "A pooling kernel size") for k in kernel)
+    kh, kw = pool_sizes(input, kernel, "tile")
     batch, channel, height, width = input.shape
-    if kh < 1 or kw < 1 or height % kh or width % kw:
-        raise IndexingError(
-            f"Pooling kernel {(kh, kw)} must be positive and divide the input's "
-            f"height and width {(height, width)}."
-        )
     new_h, new_w = height // kh, width // kw
-    # Split W into (new_w, kw), bring H next to kw, then split H into (new_h, kh):
-    # the trailing (kh, kw) pair of each block lands contiguous as kh*kw.
-    t = _contiguous(input).view(batch, channel, height, new_w, kw)
-    t = t.permute(0, 1, 3, 2, 4).contiguous().view(batch, channel, new_w, new_h, kh * kw)
-    return t.permute(0, 1, 3, 2, 4).contiguous(), new_h, new_w
+    # Split H into (new_h, kh) and W into (new_w, kw), then bring kh next to kw: one
+    # copy lays each block's (kh, kw) pair out contiguous as kh*kw.
+    t = _contiguous(input).view(batch, channel, new_h, kh, new_w, kw)
+    t = t.permute(0, 1, 2, 4, 3, 5).contiguous()
+    return t.view(batch, channel, new_h, new_w, kh * kw), new_h, new_w
 
 
 def avgpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
-    """Mean over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``."""
-    batch, channel = input.shape[:2]
-    tiled, new_h, new_w = tile(input, kernel)
-    return tiled.mean(4).view(batch, channel, new_h, new_w)
+    """Mean over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``.
+
+    One kernel pass each way (``fast_pool``): the same values as ``tile`` and a mean.
+    """
+    return AvgPool2dFun.apply(input, *pool_sizes(input, kernel, "avgpool2d"))
 
 
 def maxpool2d(input: Tensor, kernel: tuple[int, int]) -> Tensor:
-    """Maximum over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``."""
-    batch, channel = input.shape[:2]
-    tiled, new_h, new_w = tile(input, kernel)
-    return max(tiled, 4).view(batch, channel, new_h, new_w)
+    """Maximum over each ``kh x kw`` block, starting top-left: ``(B, C, H/kh, W/kw)``.
+
+    One kernel pass each way (``fast_pool``): the values and gradient of ``tile`` and
+    ``max``, NaN-propagating.
+    """
+    return MaxPool2dFun.apply(input, *pool_sizes(input, kernel, "maxpool2d"))
 
 
 # Max, argmax, softmax ----------------------------------------------------------

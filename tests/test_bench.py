@@ -93,3 +93,13 @@ def test_training_table_has_eager_compiled_and_both_pytorch_columns() -> None:
 def test_compiled_training_epochs_run() -> None:
     times = bench._minitorch_epoch_times(20, 4, 10, 2, compiled=True)
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_rows_compare_with_pytorch(dtype: type) -> None:
+    pytest.importorskip("torch")
+    rows = bench.conv_cases(repeat=1, dtype=dtype)
+    assert [r.case.split(",")[1].strip() for r in rows] == ["digits conv1 (32", "digits conv2 (32"]
+    assert all(r.ours > 0 and r.torch > 0 and r.numpy is None for r in rows)
+    assert all(r.ratio == r.ours / r.torch for r in rows)
+    assert all(("float32" in r.case) == (dtype is np.float32) for r in rows)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,8 @@ from strategies import assert_close, assert_exact, tensor_arrays
 import minitorch
 from minitorch import IndexingError, Tensor, TensorBackend
 from minitorch.fast_conv import tensor_conv1d, tensor_conv2d
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # NumPy references ------------------------------------------------------------
 
@@ -218,6 +225,11 @@ def test_conv_gradients(
         (minitorch.conv2d, (1, 1, 3, 4), (1, 1, 4, 2), "kernel"),
         (minitorch.conv2d, (1, 1, 3, 4), (1, 1, 2, 5), "kernel"),
         (minitorch.conv2d, (1, 1, 4), (1, 1, 2, 2), "shaped"),
+        (minitorch.conv1d, (1, 0, 4), (1, 0, 2), "at least one"),
+        (minitorch.conv1d, (1, 2, 4), (0, 2, 2), "at least one"),
+        (minitorch.conv2d, (2, 0, 3, 3), (2, 0, 2, 2), "at least one"),
+        (minitorch.conv2d, (2, 1, 3, 3), (0, 1, 2, 2), "at least one"),
+        (minitorch.conv2d, (1, 1, 3, 4), (1, 1, 0, 2), "kernel"),
     ],
 )
 def test_conv_shape_errors(
@@ -231,3 +243,158 @@ def test_conv_shape_errors(
     w = minitorch.zeros(w_shape, backend=backend)
     with pytest.raises(IndexingError, match=message):
         conv(x, w)
+
+
+def test_conv_empty_batch(backend: TensorBackend) -> None:
+    """A batch of 0 images convolves to an empty output, and the weight gradient is 0."""
+    x = minitorch.zeros((0, 2, 3, 3), backend=backend)
+    w = minitorch.rand((4, 2, 2, 2), backend=backend, requires_grad=True)
+    out = minitorch.conv2d(x, w)
+    assert out.shape == (0, 4, 3, 3)
+    out.sum().backward()
+    assert_exact(w.grad, np.zeros((4, 2, 2, 2)))
+
+
+# The GEMM path: both dtypes, larger shapes, both gradients ------------------------
+
+
+def conv2d_grads_ref(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Gradients of ``sum(conv2d_ref(x, w) * g)`` written directly: each tap (i, j)
+    pairs the output gradient with the input shifted by (i, j)."""
+    batch, _, height, width = x.shape
+    kh, kw = w.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (0, kh - 1), (0, kw - 1)))
+    grad_padded = np.zeros_like(padded)
+    grad_w = np.zeros_like(w)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i : i + height, j : j + width]
+            grad_w[:, :, i, j] = np.einsum("boyx,bcyx->oc", g, window)
+            grad_padded[:, :, i : i + height, j : j + width] += np.einsum(
+                "boyx,oc->bcyx", g, w[:, :, i, j]
+            )
+    return grad_padded[:, :, :height, :width], grad_w
+
+
+def assert_close_in(
+    actual: Tensor, expected: np.ndarray, scale: np.ndarray, dtype: np.dtype
+) -> None:
+    """Close within the rounding of ``dtype`` on sums whose terms add up to ``scale``
+    in absolute value (the same sum over ``|x|`` and ``|w|``)."""
+    assert actual.dtype == dtype
+    assert actual.shape == expected.shape
+    tolerance = 64 * np.finfo(dtype).eps * (np.abs(scale) + 1.0)
+    assert np.all(np.abs(actual.to_numpy() - expected) <= tolerance), (actual.to_numpy(), expected)
+
+
+@st.composite
+def gemm_cases(
+    draw: st.DrawFn, spatial: int, small: bool
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Random batch, channels and sizes, kernels anywhere from 1 to the input size
+    (``small`` ones for the CUDA simulator, where each thread runs in Python)."""
+    most = (2, 2, 2, 4) if small else (3, 5, 7, 9)
+    batch, cin, cout = (draw(st.integers(1, n)) for n in most[:3])
+    sizes = [draw(st.integers(1, most[3])) for _ in range(spatial)]
+    kernel = [draw(st.integers(1, n)) for n in sizes]
+    return (batch, cin, *sizes), (cout, cin, *kernel)
+
+
+@pytest.mark.parametrize("spatial", [1, 2])
+def test_conv_forward_and_gradients_both_dtypes(
+    backend: TensorBackend, dtype: np.dtype, spatial: int
+) -> None:
+    """Output and both gradients in the input's dtype, against the NumPy reference, on
+    permuted (non-contiguous) inputs, weights and output gradients."""
+    conv = minitorch.conv1d if spatial == 1 else minitorch.conv2d
+
+    def as_2d(a: np.ndarray) -> np.ndarray:
+        return a[:, :, None, :] if spatial == 1 else a
+
+    def check(data: st.DataObject) -> None:
+        x_shape, w_shape = data.draw(gemm_cases(spatial, backend.cuda))
+        x, nx = data.draw(tensor_arrays(backend, x_shape, dtype=dtype))
+        w, nw = data.draw(tensor_arrays(backend, w_shape, dtype=dtype))
+        g, ng = data.draw(
+            tensor_arrays(backend, (x_shape[0], w_shape[0], *x_shape[2:]), dtype=dtype)
+        )
+        nx, nw, ng = (as_2d(a.astype(np.float64)) for a in (nx, nw, ng))
+        x.requires_grad_(True)
+        w.requires_grad_(True)
+        out = conv(x, w)
+        (out * g).sum().backward()
+        squeeze = (lambda a: a[:, :, 0]) if spatial == 1 else (lambda a: a)
+        expected = conv2d_ref(nx, nw)
+        assert_close_in(out, squeeze(expected), squeeze(conv2d_ref(abs(nx), abs(nw))), dtype)
+        grad_x, grad_w = conv2d_grads_ref(nx, nw, ng)
+        scale_x, scale_w = conv2d_grads_ref(abs(nx), abs(nw), abs(ng))
+        assert_close_in(x.grad, squeeze(grad_x), squeeze(scale_x), dtype)
+        assert_close_in(w.grad, squeeze(grad_w), squeeze(scale_w), dtype)
+
+    run(backend, check, st.data())
+
+
+@pytest.mark.parametrize("conv", [minitorch.conv1d, minitorch.conv2d], ids=["1d", "2d"])
+def test_conv_mixed_dtypes_meet_in_float64(
+    backend: TensorBackend, conv: Callable[[Tensor, Tensor], Tensor]
+) -> None:
+    shape = (2, 3, 5) if conv is minitorch.conv1d else (2, 3, 4, 5)
+    rng = np.random.default_rng(3)
+    nx, nw = rng.normal(size=shape), rng.normal(size=(2, 3) + (2,) * (len(shape) - 2))
+    x = minitorch.tensor_from_numpy(nx, backend=backend, dtype=minitorch.float32)
+    w = minitorch.tensor_from_numpy(nw, backend=backend, requires_grad=True)
+    x.requires_grad_(True)
+    out = conv(x, w)
+    assert out.dtype == minitorch.float64
+    out.sum().backward()
+    assert x.grad.dtype == minitorch.float32
+    assert w.grad.dtype == minitorch.float64
+
+
+# Determinism across thread counts -------------------------------------------------
+
+DETERMINISM_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+
+    import numpy as np
+
+    import minitorch
+
+    backend = minitorch.TensorBackend(minitorch.FastOps)
+    digest = hashlib.sha256()
+    rng = np.random.default_rng(0)
+    for dtype in (minitorch.float64, minitorch.float32):
+        # Big enough for the parallel unrolling, matmul and pooling kernels.
+        cases = [((16, 8, 16, 16), (32, 8, 3, 3)), ((16, 8, 300), (8, 8, 5))]
+        for x_shape, w_shape in cases:
+            x = minitorch.tensor_from_numpy(rng.normal(size=x_shape), backend=backend, dtype=dtype)
+            w = minitorch.tensor_from_numpy(rng.normal(size=w_shape), backend=backend, dtype=dtype)
+            x.requires_grad_(True)
+            w.requires_grad_(True)
+            if len(x_shape) == 4:
+                out = minitorch.conv2d(x, w)
+                out = minitorch.maxpool2d(out, (2, 2)) + minitorch.avgpool2d(out, (2, 2))
+            else:
+                out = minitorch.conv1d(x.permute(0, 2, 1).contiguous().permute(0, 2, 1), w)
+            (out * out).sum().backward()
+            for t in (out, x.grad, w.grad):
+                digest.update(t.to_numpy().tobytes())
+    print(digest.hexdigest())
+    """
+)
+
+
+@pytest.mark.kernels
+def test_conv_and_pooling_identical_for_any_thread_count() -> None:
+    """Forward and both gradients, bit for bit, on 1 and 2 threads (subprocesses)."""
+    digests = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads, PYTHONPATH=str(ROOT))
+        proc = subprocess.run(
+            [sys.executable, "-c", DETERMINISM_SCRIPT],
+            env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        digests.append(proc.stdout.split()[-1])
+    assert digests[0] == digests[1]

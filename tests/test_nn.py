@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import assert_close, assert_exact, inverse_permutation, tensor_arrays
+from strategies import (
+    assert_close,
+    assert_exact,
+    inverse_permutation,
+    small_floats,
+    small_ints,
+    tensor_arrays,
+)
 
 import minitorch
 from minitorch import IndexingError, Tensor, TensorBackend, nn
@@ -327,3 +334,59 @@ def test_binary_cross_entropy_shape_mismatch(backend: TensorBackend) -> None:
         nn.binary_cross_entropy(
             minitorch.zeros((2, 3), backend=backend), minitorch.zeros((3, 2), backend=backend)
         )
+
+
+# Pooling kernels against the composition they replace ----------------------------
+
+
+@pytest.mark.parametrize("which", ["avg", "max"])
+def test_pool_kernels_equal_tile_composition(
+    backend: TensorBackend, dtype: np.dtype, which: str
+) -> None:
+    """Values, dtype and gradient of the pooling kernels equal ``tile`` and a reduce
+    (``Max``'s gradient to every tie included: few distinct values make ties)."""
+
+    def composed(t: Tensor, kernel: tuple[int, int]) -> Tensor:
+        tiled, new_h, new_w = minitorch.tile(t, kernel)
+        pooled = tiled.mean(4) if which == "avg" else minitorch.max(tiled, 4)
+        return pooled.view(t.shape[0], t.shape[1], new_h, new_w)
+
+    pool = minitorch.avgpool2d if which == "avg" else minitorch.maxpool2d
+
+    def check(data: st.DataObject) -> None:
+        shape, kernel = data.draw(pool_inputs())
+        elements = data.draw(st.sampled_from([small_ints, small_floats]))
+        t, _ = data.draw(tensor_arrays(backend, shape, elements=elements, dtype=dtype))
+        g, _ = data.draw(tensor_arrays(backend, pool(t, kernel).shape, dtype=dtype))
+        grads = []
+        for fn in (pool, composed):
+            x = t.detach().requires_grad_(True)
+            out = fn(x, kernel)
+            assert out.dtype == dtype
+            (out * g).sum().backward()
+            grads.append((out.to_numpy(), x.grad.to_numpy()))
+        np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-5)
+
+    run(backend, check, st.data())
+
+
+def test_maxpool_propagates_nan_and_starts_at_minus_inf(backend: TensorBackend) -> None:
+    """A NaN makes its window's maximum NaN and passes no gradient; a window of -inf
+    pools to -inf; the other windows are unaffected."""
+    nan, inf = float("nan"), float("inf")
+    a = np.array(
+        [[[[1.0, nan, 3.0, 4.0], [-inf, -inf, 2.0, 5.0]], [[nan, 0, 7, 7], [-inf, 1, 7, 6]]]]
+    )
+    t = minitorch.tensor_from_numpy(a, backend=backend).permute(0, 1, 3, 2)
+    x = t.detach().requires_grad_(True)
+    out = minitorch.maxpool2d(x, (2, 2))
+    expected = np.array([[[[nan], [5.0]], [[nan], [7.0]]]])
+    np.testing.assert_array_equal(out.to_numpy(), expected)
+    minus_inf = minitorch.tensor_from_numpy(np.full((1, 1, 2, 2), -inf), backend=backend)
+    assert_exact(minitorch.maxpool2d(minus_inf, (2, 2)), [[[[-inf]]]])
+    out.sum().backward()
+    grad = np.zeros_like(a)
+    grad[0, 0, 1, 3] = 1.0  # the 5
+    grad[0, 1, 0, 2] = grad[0, 1, 0, 3] = grad[0, 1, 1, 2] = 1.0  # the three tied 7s
+    np.testing.assert_array_equal(x.grad.to_numpy(), grad.transpose(0, 1, 3, 2))

@@ -1,0 +1,217 @@
+"""2-D average and max pooling as parallel numba kernels, forward and backward.
+
+Each kernel reads the input where it lies (any strides) and writes a contiguous
+result, one window (forward) or one input element (backward) per step, so a
+pooling layer costs one pass each way: no tiled copies, no per-window Python.
+Like the convolutions they run on the CPU for every backend (the backend hands
+over its storages as host arrays and takes the result back) and compute in the
+input's dtype.
+
+Max follows ``operators.maximum``: the fold starts at -inf and a NaN in a window
+makes its maximum NaN. Its gradient goes to every element equal to the window's
+maximum (as ``Max`` sends it to every tie); a NaN maximum equals nothing and
+passes no gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from .autodiff import Context
+from .fast_conv import kernel_pair, launch_into
+from .tensor import Tensor
+from .tensor_data import IndexingError, as_int
+from .tensor_functions import Function, cast
+
+
+def pool_sizes(input: Tensor, kernel: tuple[int, int], what: str) -> tuple[int, int]:
+    """``kernel`` as two ints, after checking that it tiles ``input`` (B, C, H, W)."""
+    if input.dims != 4:
+        raise IndexingError(f"{what} needs a (B, C, H, W) tensor, not shape {input.shape}.")
+    kh, kw = (as_int(k, "A pooling kernel size") for k in kernel)
+    height, width = input.shape[2:]
+    if kh < 1 or kw < 1 or height % kh or width % kw:
+        raise IndexingError(
+            f"Pooling kernel {(kh, kw)} must be positive and divide the input's "
+            f"height and width {(height, width)}."
+        )
+    return kh, kw
+
+
+# Kernels: ``out`` is (B, C, H/kh, W/kw) contiguous, ``input`` (B, C, H, W) at
+# strides s0..s3; one task per (batch, channel) plane.
+
+
+def _max_pool(out, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
+    """``out`` = the maximum of each window (NaN if the window holds one)."""
+    rows, cols = height // kh, width // kw
+    lowest = out.dtype.type(-np.inf)
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        plane = out[t * rows * cols : (t + 1) * rows * cols]
+        base = b * s0 + c * s1
+        for r in range(rows):
+            for q in range(cols):
+                acc = lowest
+                corner = base + r * kh * s2 + q * kw * s3
+                for i in range(kh):
+                    for j in range(kw):
+                        v = input[corner + i * s2 + j * s3]
+                        if v > acc or v != v:  # a NaN stays: nothing compares greater
+                            acc = v
+                plane[r * cols + q] = acc
+
+
+def _max_pool_back(grad_in, grad, input, out, batch, channels, height, width, kh, kw,
+                   s0, s1, s2, s3, g0, g1, g2, g3):  # noqa: ANN001  # fmt: skip
+    """``grad_in`` (contiguous) = the window's gradient where the element equals the
+    window's maximum, else 0; ``grad`` at strides g0..g3, ``out`` contiguous."""
+    rows, cols = height // kh, width // kw
+    zero = grad_in.dtype.type(0)
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        plane = grad_in[t * height * width : (t + 1) * height * width]
+        maxima = out[t * rows * cols : (t + 1) * rows * cols]
+        base = b * s0 + c * s1
+        g_base = b * g0 + c * g1
+        for p in range(height):
+            r = p // kh
+            for x in range(width):
+                q = x // kw
+                v = input[base + p * s2 + x * s3]
+                hit = v == maxima[r * cols + q]
+                plane[p * width + x] = grad[g_base + r * g2 + q * g3] if hit else zero
+
+
+def _avg_pool(out, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
+    """``out`` = the mean of each window (its sum, row by row, over kh * kw)."""
+    rows, cols = height // kh, width // kw
+    count = out.dtype.type(kh * kw)
+    zero = out.dtype.type(0)
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        plane = out[t * rows * cols : (t + 1) * rows * cols]
+        base = b * s0 + c * s1
+        for r in range(rows):
+            for q in range(cols):
+                acc = zero
+                corner = base + r * kh * s2 + q * kw * s3
+                for i in range(kh):
+                    for j in range(kw):
+                        acc += input[corner + i * s2 + j * s3]
+                plane[r * cols + q] = acc / count
+
+
+def _avg_pool_back(grad_in, grad, batch, channels, height, width, kh, kw, g0, g1, g2, g3):  # noqa: ANN001
+    """``grad_in`` (contiguous) = the window's gradient over kh * kw."""
+    count = grad_in.dtype.type(kh * kw)
+    for t in prange(batch * channels):
+        b = t // channels
+        c = t - b * channels
+        plane = grad_in[t * height * width : (t + 1) * height * width]
+        g_base = b * g0 + c * g1
+        for p in range(height):
+            g_row = g_base + (p // kh) * g2
+            for x in range(width):
+                plane[p * width + x] = grad[g_row + (x // kw) * g3] / count
+
+
+_MAX_POOL = kernel_pair(_max_pool)
+_MAX_POOL_BACK = kernel_pair(_max_pool_back)
+_AVG_POOL = kernel_pair(_avg_pool)
+_AVG_POOL_BACK = kernel_pair(_avg_pool_back)
+
+
+def _run(kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: Any) -> Tensor:
+    """Launch ``kernels``' parallel or serial form into a new contiguous tensor of
+    ``shape`` on ``like``'s backend, in ``like``'s dtype (``args`` follow the output)."""
+    size = int(np.prod(shape))
+    out = np.empty(size, like.dtype)
+    if size:
+        launch_into(kernels, out, *args)
+    return like._make_like(like.backend.from_numpy(out), shape, size)
+
+
+class _Pool2d(Function):
+    """Shared forward for the pooling functions: ``(input, kh, kw)``."""
+
+    forward_kernels: tuple[Any, Any]
+
+    @classmethod
+    def _pool(cls, input: Tensor, kh: int, kw: int) -> Tensor:
+        batch, channels, height, width = input.shape
+        return _run(
+            cls.forward_kernels,
+            input,
+            (batch, channels, height // kh, width // kw),
+            input.backend.to_numpy(input._tensor._storage),
+            batch, channels, height, width, kh, kw,
+            *input._tensor.strides,
+        )  # fmt: skip
+
+
+class MaxPool2dFun(_Pool2d):
+    """Window maxima of ``(B, C, H, W)``; the gradient goes to each window's maxima."""
+
+    forward_kernels = _MAX_POOL
+
+    @staticmethod
+    def forward(ctx: Context, input: Tensor, kh: int, kw: int) -> Tensor:
+        out = MaxPool2dFun._pool(input, kh, kw)
+        ctx.save_for_backward(input, out, kh, kw)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float, float]:
+        input, out, kh, kw = ctx.saved_values
+        grad = cast(grad_output, input.dtype)
+        to_numpy = input.backend.to_numpy
+        return (
+            _run(
+                _MAX_POOL_BACK,
+                input,
+                input.shape,
+                to_numpy(grad._tensor._storage),
+                to_numpy(input._tensor._storage),
+                to_numpy(out._tensor._storage),
+                *input.shape, kh, kw,
+                *input._tensor.strides,
+                *grad._tensor.strides,
+            ),
+            0.0,
+            0.0,
+        )  # fmt: skip
+
+
+class AvgPool2dFun(_Pool2d):
+    """Window means of ``(B, C, H, W)``; each element gets its window's gradient / (kh kw)."""
+
+    forward_kernels = _AVG_POOL
+
+    @staticmethod
+    def forward(ctx: Context, input: Tensor, kh: int, kw: int) -> Tensor:
+        ctx.save_for_backward(input, kh, kw)
+        return AvgPool2dFun._pool(input, kh, kw)
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float, float]:
+        input, kh, kw = ctx.saved_values
+        grad = cast(grad_output, input.dtype)
+        return (
+            _run(
+                _AVG_POOL_BACK,
+                input,
+                input.shape,
+                input.backend.to_numpy(grad._tensor._storage),
+                *input.shape, kh, kw,
+                *grad._tensor.strides,
+            ),
+            0.0,
+            0.0,
+        )  # fmt: skip
