@@ -206,7 +206,8 @@ def test_conv_gradients(
         grad_x, grad_w = linear_grads(ref, nx, nw, ng)
         assert_close(x.grad, grad_x)
         assert_close(w.grad, grad_w)
-        minitorch.grad_check(conv, x, w)
+        if not backend.cuda:  # two simulated convolutions per element: minutes under the simulator
+            minitorch.grad_check(conv, x, w)
 
     run(backend, check, pair(backend, shapes), st.integers(0, 2**16))
 
