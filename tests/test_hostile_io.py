@@ -315,11 +315,15 @@ WORKLOAD = textwrap.dedent(
 
 
     def dispatchers():
+        seen = set()
         for name, module in list(sys.modules.items()):
             if name.startswith(("minitorch", "_minitorch_")):
                 for obj in list(vars(module).values()):
-                    if isinstance(obj, CPUDispatcher):
-                        yield obj
+                    # Kernels kept as module globals, alone or as (parallel, serial) pairs.
+                    for item in obj if isinstance(obj, tuple) else (obj,):
+                        if isinstance(item, CPUDispatcher) and id(item) not in seen:
+                            seen.add(id(item))
+                            yield item
 
 
     def bump(x):
@@ -347,8 +351,12 @@ WORKLOAD = textwrap.dedent(
         x, w = rng.standard_normal((2, 3, 6)), rng.standard_normal((4, 3, 2))
         padded = np.concatenate([x, np.zeros((2, 3, 1))], axis=2)
         windows = np.stack([padded[:, :, k : k + 6] for k in range(2)], axis=-1)
-        checks.append((minitorch.conv1d(t(x), t(w)).to_numpy(),
-                       np.einsum("ock,bcjk->boj", w, windows)))
+        expected = np.einsum("ock,bcjk->boj", w, windows)
+        checks.append((minitorch.conv1d(t(x), t(w)).to_numpy(), expected))
+        # The course's kernel itself (Conv1dFun takes the GEMM path).
+        out = minitorch.zeros((2, 4, 6), backend=fast)
+        fast_conv.tensor_conv1d(*out.tuple(), out.size, *t(x).tuple(), *t(w).tuple(), False)
+        checks.append((out.to_numpy(), expected))
         report = io.StringIO()
         with contextlib.redirect_stdout(report):
             fast_conv.tensor_conv1d.parallel_diagnostics(level=3)
@@ -381,10 +389,9 @@ def test_damaged_cache_entries_are_discarded_recompiled_and_reported_once(
     tmp_path: Path,
 ) -> None:
     cache = tmp_path / "cache"
-    first, err = run_workload(cache, {"DIAGNOSE": "1"})
-    assert first["misses"] >= 4 and first["diagnosed"] and "KernelCacheWarning" not in err
-    entries = sorted((cache / "kernels").glob("*.nbk"))
-    damaged = [e for e in entries if not e.name.startswith("tensor_conv1d-")]
+    first, err = run_workload(cache)
+    assert first["misses"] >= 3 and "KernelCacheWarning" not in err
+    damaged = sorted((cache / "kernels").glob("*.nbk"))  # every kernel the next run loads
     assert len(damaged) >= 3
     # Every kind of damage: truncation, zero length, flipped bytes, a stranger's file.
     for i, entry in enumerate(damaged):
@@ -403,10 +410,11 @@ def test_damaged_cache_entries_are_discarded_recompiled_and_reported_once(
     (cache / "kernels" / "stray.nbi").write_bytes(b"\x80\x04\x95")
     (cache / "kernels" / "stray.py").write_bytes(b"\xff\xff")
 
-    second, err = run_workload(cache)
+    second, err = run_workload(cache, {"DIAGNOSE": "1"})
     assert err.count("KernelCacheWarning:") == 1, err
     assert str(cache / "kernels") in err and "damaged" in err
-    assert second["misses"] >= len(damaged)
+    assert second["misses"] >= len(damaged) and second["diagnosed"]
+    entries = sorted((cache / "kernels").glob("*.nbk"))
 
     # Repaired: everything loads, nothing is said, and numba's parallel report still works
     # for a kernel loaded from disk (numba keeps it only for code it compiled itself).
