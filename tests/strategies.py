@@ -43,7 +43,7 @@ class Limits:
 CPU_LIMITS = Limits(max_size=60, max_dim=5, examples=25, heavy_examples=15)
 # The simulator starts a Python thread per GPU thread (1024 per reduce or matmul block).
 # Hypothesis tries the simplest example (all ones and zeros) first, so keep at least 2.
-CUDA_LIMITS = Limits(max_size=8, max_dim=3, examples=3, heavy_examples=2)
+CUDA_LIMITS = Limits(max_size=8, max_dim=3, examples=2, heavy_examples=2)
 
 
 def limits(backend: TensorBackend) -> Limits:

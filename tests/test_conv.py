@@ -96,7 +96,7 @@ def conv2d_shapes(
 def run(backend: TensorBackend, check: Callable[..., None], *strategies: object) -> None:
     """Run ``check`` as a small hypothesis property (fewer examples on CUDA)."""
     configured = settings(
-        max_examples=3 if backend.cuda else 15,
+        max_examples=2 if backend.cuda else 15,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
@@ -387,6 +387,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.kernels
+@pytest.mark.not_boundschecked
 def test_conv_and_pooling_identical_for_any_thread_count() -> None:
     """Forward and both gradients, bit for bit, on 1 and 2 threads (subprocesses)."""
     digests = []

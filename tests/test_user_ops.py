@@ -129,6 +129,8 @@ def test_unary_op_grad(backend: TensorBackend) -> None:
 
 
 def test_unary_op_trains(backend: TensorBackend) -> None:
+    if backend.cuda:
+        pytest.skip("30 simulated training steps; the CUDA user-op kernels are tested above")
     # Fit y = softplus(w * x) for a scalar w by gradient descent.
     x = make(np.array([-1.0, -0.5, 0.5, 1.0, 1.5]), backend)
     y = SOFTPLUS(x * 2.0).detach()
