@@ -44,6 +44,7 @@ from .tensor_ops import (
     check_broadcast_into,
     check_map_out,
     map_output,
+    matmul_batch,
     matmul_layout,
     new_output,
     reduce_output,
@@ -504,7 +505,7 @@ class CudaOps(TensorOps):
         # Views already are on the device; only merged batch dims (built on the host) move.
         _on_device(a3)
         _on_device(b3)
-        batch = max(a3.shape[0], b3.shape[0])
+        batch = matmul_batch(a3, b3)
         rows, cols = a3.shape[1], b3.shape[2]
         out = new_output(a, (batch, rows, cols), result_dtype(a, b))
         dtype = out.dtype

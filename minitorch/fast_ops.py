@@ -27,6 +27,7 @@ from .tensor_ops import (
     check_broadcast_into,
     check_map_out,
     map_output,
+    matmul_batch,
     matmul_layout,
     reduce_output,
     result_dtype,
@@ -323,7 +324,7 @@ class FastOps(TensorOps):
     def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
         """Batched matrix product; a batch of 1 broadcasts, operands may be strided."""
         a3, b3, out_shape = matmul_layout(a, b)
-        batch = max(a3.shape[0], b3.shape[0])
+        batch = matmul_batch(a3, b3)
         m, k = a3.shape[1], a3.shape[2]
         n = b3.shape[2]
         size = batch * m * n

@@ -293,6 +293,13 @@ def reduce_shape(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
     return shape[:dim] + (1,) + shape[dim + 1 :]
 
 
+def matmul_batch(a3: TensorData, b3: TensorData) -> int:
+    """The batch size of the product of two 3-D layouts from ``matmul_layout``: a batch of
+    1 broadcasts, so (1, m, k) @ (0, k, n) has 0 products (``max`` would give 1 and read
+    an empty operand)."""
+    return b3.shape[0] if a3.shape[0] == 1 else a3.shape[0]
+
+
 def matmul_layout(a: Tensor, b: Tensor) -> tuple[TensorData, TensorData, tuple[int, ...]]:
     """Check a matrix product and lift both operands to 3-D views.
 
@@ -406,7 +413,7 @@ class SimpleOps(TensorOps):
     @staticmethod
     def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
         a3, b3, out_shape = matmul_layout(a, b)
-        batch = max(a3.shape[0], b3.shape[0])
+        batch = matmul_batch(a3, b3)
         out = new_output(a, (batch, a3.shape[1], b3.shape[2]), result_dtype(a, b))
         with _ieee():
             tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())

@@ -626,3 +626,19 @@ def test_small_inputs_that_now_work(backend: TensorBackend) -> None:
     y = minitorch.tensor([1.0, 2.0], backend=backend).requires_grad_(True)
     (y * 3.0).backward(2.0)
     assert y.grad is not None and y.grad.to_numpy().tolist() == [6.0, 6.0]
+
+
+@pytest.mark.parametrize(("shape_a", "shape_b"), [((1, 4, 8), (0, 8, 9)), ((0, 4, 8), (1, 8, 9))])
+def test_matmul_with_an_empty_batch_broadcasts_to_no_products(
+    backend: minitorch.TensorBackend, shape_a: tuple[int, ...], shape_b: tuple[int, ...]
+) -> None:
+    # Regression: the batch was max(1, 0) = 1, so the kernels read an empty operand.
+    rng = np.random.default_rng(0)
+    a = minitorch.tensor_from_numpy(rng.standard_normal(shape_a), backend).requires_grad_(True)
+    b = minitorch.tensor_from_numpy(rng.standard_normal(shape_b), backend).requires_grad_(True)
+    out = a @ b
+    assert out.shape == (0, 4, 9) and out.to_numpy().shape == (0, 4, 9)
+    out.sum().backward()
+    assert a.grad is not None and b.grad is not None
+    np.testing.assert_array_equal(a.grad.to_numpy(), np.zeros(shape_a))
+    np.testing.assert_array_equal(b.grad.to_numpy(), np.zeros(shape_b))
