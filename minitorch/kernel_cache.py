@@ -24,6 +24,15 @@ the directory see whole files or none. An entry that fails its checksum or
 cannot be loaded is deleted and recompiled, and a directory that cannot be
 written makes kernels compile in memory; each case warns once
 (``KernelCacheWarning``, naming the directory).
+
+Numba names a compiled function's symbol after its qualified name and a
+per-process serial number, and a cached entry carries the code of every
+function its kernel calls under those names, as weak symbols: loaded into a
+process that already compiled a *different* function under the same name (two
+closures or lambdas of one qualified name, numbered alike by two processes),
+the kernel calls that other function. So this module makes numba number
+functions at random (``_RandomFunctionIds``), which keeps every process's
+names, forked ones included, apart from every other's.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import linecache
 import os
 import pickle
 import re
+import secrets
 import struct
 import sys
 import types
@@ -47,8 +57,8 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import bytecode, serialize, sigutils
 from numba.core import config as numba_config
-from numba.core import serialize, sigutils
 from numba.core.caching import _Cache
 from numba.core.compiler import CompileResult
 from numba.core.dispatcher import Dispatcher
@@ -74,6 +84,24 @@ def cache_dir() -> Path:
         return Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "minitorch" / f"numba-{numba.__version__}"
+
+
+class _RandomFunctionIds:
+    """Numba's source of function serial numbers (``FunctionIdentity._unique_ids``,
+    a counter from 1 in every process), made random: a 63-bit number drawn from
+    the OS for each function, so two processes never give one name to two
+    different functions whose code can meet in one process through the cache."""
+
+    def __iter__(self) -> _RandomFunctionIds:
+        return self
+
+    def __next__(self) -> int:
+        return secrets.randbits(63)
+
+
+# Set before any kernel compiles: this module is imported ahead of every kernel module.
+if hasattr(bytecode.FunctionIdentity, "_unique_ids"):
+    bytecode.FunctionIdentity._unique_ids = _RandomFunctionIds()
 
 
 # Compiling scalar functions --------------------------------------------------------

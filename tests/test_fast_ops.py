@@ -603,6 +603,59 @@ def test_kernels_cached_on_disk_across_processes(tmp_path: Path) -> None:
     assert second["hits"] >= 1 and second["misses"] == 0, second
 
 
+COLLISION_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import math
+    import sys
+
+    import numpy as np
+
+    import minitorch
+    from minitorch import kernel_cache
+
+    # Big enough that LLVM keeps each as a function the kernel calls by name.
+    def wavy(x):
+        y = x
+        for k in range(3):
+            y = math.sin(y) * math.exp(-y * y) + math.log1p(abs(y)) + math.tanh(y * k)
+        return y + 1.0
+
+    def other(x):
+        y = x
+        for k in range(3):
+            y = math.cos(y) * math.exp(-y) + math.sqrt(abs(y)) - math.atan(y * k)
+        return y * 100.0
+
+    t = minitorch.tensor_from_numpy(np.linspace(-1.0, 1.0, 8), backend=None)
+    if sys.argv[1:] == ["other-first"]:
+        minitorch.FastOps.map(other)(t)  # compiled first: numba's first scalar here
+    out = minitorch.FastOps.map(wavy)(t).to_numpy()
+    expected = [wavy(v) for v in np.linspace(-1.0, 1.0, 8)]
+    called = set()
+    for module in kernel_cache._loaded.values():
+        kernel = module.map_flat_ser
+        for sig in kernel.signatures:
+            linked = kernel.overloads[sig].library._get_module_for_linking()
+            called |= {f.name for f in linked.functions
+                       if not f.is_declaration and "lambda" in f.name}
+    print(json.dumps({"close": bool(np.allclose(out, expected)), "calls": len(called)}))
+    """
+)
+
+
+def test_cached_kernel_calls_its_own_scalar_not_a_namesake(tmp_path: Path) -> None:
+    """Regression: numba numbered functions 1, 2, ... in every process and a cached
+    kernel calls its scalar function by that name, so a kernel cached by one process
+    called, in another, whichever scalar that process had compiled under the same
+    number (wrong values, seen as sigmoid(0) == 1.0 in a compiled training step)."""
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path)}
+    first = json.loads(run_python(COLLISION_SCRIPT, env))
+    assert first == {"close": True, "calls": 1}  # the scalar is called, not inlined
+    code = COLLISION_SCRIPT.replace("sys.argv[1:]", '["other-first"]')
+    assert json.loads(run_python(code, env))["close"]
+
+
 def _code_fn(source: str, module: str = "user_mod") -> types.FunctionType:
     namespace: dict[str, Any] = {"__name__": module}
     exec(textwrap.dedent(source), namespace)
