@@ -497,6 +497,30 @@ _KEY_GLOBAL = "__minitorch_kernel_key__"
 _loaded: dict[str, types.ModuleType] = {}
 
 
+def _module_for(family: str, parts: list[str | None]) -> tuple[str, str | None]:
+    """The name of the module of ``family`` kernels keyed by ``parts`` (its source
+    first), and its digest: None (and one in-memory name) when a part has no key."""
+    if _ENGINE_KEY is None or any(part is None for part in parts):
+        return f"_minitorch_{family}_inmemory", None
+    text = "\0".join([*parts, _ENGINE_KEY])  # type: ignore[list-item]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    return f"_minitorch_{family}_{digest}", digest
+
+
+def _new_module(name: str, digest: str | None, code: types.CodeType,
+                names: dict[str, Any]) -> types.ModuleType:  # fmt: skip
+    """A module running ``code`` with ``names`` (and this module's ``njit``) as globals;
+    registered by name when it has a digest, as numba's cached code finds its
+    module's globals by importing the module by name."""
+    module = types.ModuleType(name)
+    module.__dict__.update({"njit": njit, _KEY_GLOBAL: digest, **names})
+    exec(code, module.__dict__)
+    if digest is not None:
+        sys.modules[name] = module
+        _loaded[name] = module
+    return module
+
+
 def load_kernels(
     family: str,
     source: str,
@@ -517,25 +541,12 @@ def load_kernels(
     key = function_key(fn) if cache and _ENGINE_KEY is not None else None
     if key is not None:
         key = _with_constants(key, constants)
-    if key is not None:
-        text = f"{source}\0{key}\0{_ENGINE_KEY}"
-        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-        name = f"_minitorch_{family}_{digest}"
-        module = _loaded.get(name)
-        if module is not None:
-            return module
-    else:
-        digest = None
-        name = f"_minitorch_{family}_inmemory"
-    module = types.ModuleType(name)
-    module.__dict__.update({"njit": njit, _KEY_GLOBAL: digest})
-    exec(_compiled_source(family, source), module.__dict__)
-    module.__dict__.update(constants)
-    module.fn = jit_scalar(fn)
-    if digest is not None:
-        # Numba's cached code finds its module's globals by importing the module by name.
-        sys.modules[name] = module
-        _loaded[name] = module
+    name, digest = _module_for(family, [source, key])
+    module = _loaded.get(name)
+    if module is None:
+        module = _new_module(name, digest, _compiled_source(family, source), {})
+        module.__dict__.update(constants)  # over the template's defaults
+        module.fn = jit_scalar(fn)
     return module
 
 
@@ -555,24 +566,12 @@ def load_generated(
     When every part has a key, the kernels are cached on disk under a hash of the
     source and those keys; otherwise they compile in memory.
     """
-    digest = None
-    if _ENGINE_KEY is not None and all(part is not None for part in parts):
-        text = "\0".join([source, *parts, _ENGINE_KEY])  # type: ignore[list-item]
-        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-        name = f"_minitorch_{family}_{digest}"
-        module = _loaded.get(name)
-        if module is not None:
-            return module
-    else:
-        name = f"_minitorch_{family}_inmemory"
-    module = types.ModuleType(name)
-    module.__dict__.update({"njit": njit, _KEY_GLOBAL: digest, **scalars})
-    filename = f"<minitorch {family} kernels {digest or id(module)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), module.__dict__)
-    if digest is not None:
-        sys.modules[name] = module
-        _loaded[name] = module
+    name, digest = _module_for(family, [source, *parts])
+    module = _loaded.get(name)
+    if module is None:
+        filename = f"<minitorch {family} kernels {digest or id(source)}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        module = _new_module(name, digest, compile(source, filename, "exec"), scalars)
     return module
 
 
