@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .autodiff import Context
 from .fast_conv import kernel_pair, launch_into
@@ -45,25 +45,45 @@ def pool_sizes(input: Tensor, kernel: tuple[int, int], what: str) -> tuple[int, 
 # strides s0..s3; one task per (batch, channel) plane.
 
 
-def _max_pool(out, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
-    """``out`` = the maximum of each window (NaN if the window holds one)."""
-    rows, cols = height // kh, width // kw
-    lowest = out.dtype.type(-np.inf)
-    for t in prange(batch * channels):
-        b = t // channels
-        c = t - b * channels
-        plane = out[t * rows * cols : (t + 1) * rows * cols]
-        base = b * s0 + c * s1
-        for r in range(rows):
-            for q in range(cols):
-                acc = lowest
-                corner = base + r * kh * s2 + q * kw * s3
-                for i in range(kh):
-                    for j in range(kw):
-                        v = input[corner + i * s2 + j * s3]
-                        if v > acc or v != v:  # a NaN stays: nothing compares greater
-                            acc = v
-                plane[r * cols + q] = acc
+@njit(inline="always")
+def _max_step(acc, v):  # noqa: ANN001, ANN202
+    return v if v > acc or v != v else acc  # a NaN stays: nothing compares greater
+
+
+@njit(inline="always")
+def _sum_step(acc, v):  # noqa: ANN001, ANN202
+    return acc + v
+
+
+def _window_fold(name: str, step: Any, start: float, mean: bool) -> Any:
+    """The forward kernel that folds each window with ``step`` from ``start``,
+    row by row (over kh * kw when ``mean``): one loop for every pooling."""
+
+    def pool(out, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001, ANN202
+        rows, cols = height // kh, width // kw
+        first = out.dtype.type(start)
+        count = out.dtype.type(kh * kw)
+        for t in prange(batch * channels):
+            b = t // channels
+            c = t - b * channels
+            plane = out[t * rows * cols : (t + 1) * rows * cols]
+            base = b * s0 + c * s1
+            for r in range(rows):
+                for q in range(cols):
+                    acc = first
+                    corner = base + r * kh * s2 + q * kw * s3
+                    for i in range(kh):
+                        for j in range(kw):
+                            acc = step(acc, input[corner + i * s2 + j * s3])
+                    plane[r * cols + q] = acc / count if mean else acc
+
+    pool.__name__ = pool.__qualname__ = name
+    return pool
+
+
+_max_pool = _window_fold("_max_pool", _max_step, -np.inf, mean=False)
+_avg_pool = _window_fold("_avg_pool", _sum_step, 0.0, mean=True)
+
 
 
 def _max_pool_back(grad_in, grad, input, out, batch, channels, height, width, kh, kw,
@@ -86,26 +106,6 @@ def _max_pool_back(grad_in, grad, input, out, batch, channels, height, width, kh
                 v = input[base + p * s2 + x * s3]
                 hit = v == maxima[r * cols + q]
                 plane[p * width + x] = grad[g_base + r * g2 + q * g3] if hit else zero
-
-
-def _avg_pool(out, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3):  # noqa: ANN001
-    """``out`` = the mean of each window (its sum, row by row, over kh * kw)."""
-    rows, cols = height // kh, width // kw
-    count = out.dtype.type(kh * kw)
-    zero = out.dtype.type(0)
-    for t in prange(batch * channels):
-        b = t // channels
-        c = t - b * channels
-        plane = out[t * rows * cols : (t + 1) * rows * cols]
-        base = b * s0 + c * s1
-        for r in range(rows):
-            for q in range(cols):
-                acc = zero
-                corner = base + r * kh * s2 + q * kw * s3
-                for i in range(kh):
-                    for j in range(kw):
-                        acc += input[corner + i * s2 + j * s3]
-                plane[r * cols + q] = acc / count
 
 
 def _avg_pool_back(grad_in, grad, batch, channels, height, width, kh, kw, g0, g1, g2, g3):  # noqa: ANN001

@@ -619,7 +619,9 @@ def njit(fn: Callable[..., Any] | None = None, *, cache: bool = False, **options
 def variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     """A copy of ``py`` under its own name: numba's disk cache keys entries by name,
     so a parallel and a serial compile of one function would overwrite each other."""
-    clone = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix)
+    clone = types.FunctionType(
+        py.__code__, py.__globals__, py.__name__ + suffix, py.__defaults__, py.__closure__
+    )
     clone.__qualname__ = py.__qualname__ + suffix
     return clone
 
