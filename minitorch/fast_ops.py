@@ -414,6 +414,12 @@ _pack_workspace = threading.local()
 
 # Below this many multiply-adds, or for thin operands, packing does not pay.
 _GEMM_WORK = 32**3
+# Up to this many multiply-adds, a product with fewer than two strips of rows
+# (< 2 * _MR) or a short k (<= _THIN_K) runs as fast or faster outside the GEMM
+# (measured: rows or dot products within noise of it or ahead; see _matmul_into),
+# so small models never compile the GEMM (about 6 s on a cold kernel cache).
+_THIN_WORK = 1 << 18
+_THIN_K = 16
 # Below this many (about 50 us of one thread's work), a second thread's start and
 # the waits at the end of each parallel loop cost more than they save.
 _PARALLEL_MATMUL_WORK = 1 << 20
@@ -433,10 +439,18 @@ def _matmul_into(
     strides = (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
                b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
     args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
-    if n <= 2:
+    small = work < _GEMM_WORK
+    few_rows = work < _THIN_WORK and m < 2 * _MR
+    row_major_b = strides[5] == 1
+    # (Below 4 steps of k, dot products lose to streaming strided rows of B.)
+    along_k = strides[2] == 1 and strides[4] == 1 and not row_major_b and k >= 4
+    if n <= 2 or (along_k and (small or few_rows)):
+        # One or two columns, or a row of A and a column of B both contiguous along k
+        # (B transposed, as in a backward pass): a dot product per element of C.
         kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    elif work < _GEMM_WORK or k < 8 or (m < _MR and strides[5] == 1):
-        # Small, short or single-row products: rows of B stream through (unit
+    elif (small or k < 8 or (m < _MR and row_major_b)
+          or (row_major_b and (few_rows or (work < _THIN_WORK and k <= _THIN_K)))):  # fmt: skip
+        # Small, short, single-row or thin products: rows of B stream through (unit
         # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
@@ -731,7 +745,24 @@ def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # no
         o_ = out[t * n : t * n + n]
         o_[:] = 0
         pa = p * sa0 + i * sa1
-        for kk in range(k):
+        k4 = 0
+        if sb2 == 1:
+            # Four rows of B per pass over the row of C: a quarter of its loads and
+            # stores. Each element still adds its k products in order, one at a time.
+            k4 = k - k % 4
+            for kk in range(0, k4, 4):
+                a0 = a[pa + kk * sa2]
+                a1 = a[pa + (kk + 1) * sa2]
+                a2 = a[pa + (kk + 2) * sa2]
+                a3 = a[pa + (kk + 3) * sa2]
+                pb = p * sb0 + kk * sb1
+                b0 = b[pb : pb + n]
+                b1 = b[pb + sb1 : pb + sb1 + n]
+                b2 = b[pb + 2 * sb1 : pb + 2 * sb1 + n]
+                b3 = b[pb + 3 * sb1 : pb + 3 * sb1 + n]
+                for j in range(n):
+                    o_[j] = o_[j] + a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
+        for kk in range(k4, k):
             aik = a[pa + kk * sa2]
             pb = p * sb0 + kk * sb1
             if sb2 == 1:
@@ -744,9 +775,9 @@ def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # no
 
 
 def _matmul_dots(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
-    """C = A @ B for one or two columns: a dot product per element of C, which
-    LLVM vectorises along k (in a fixed lane order) when both operands are
-    contiguous along k."""
+    """C = A @ B for one or two columns, or for small products whose A rows and B
+    columns are both contiguous along k (B transposed): a dot product per element
+    of C, which LLVM vectorises along k (in a fixed lane order) in that case."""
     zero = out.dtype.type(0)
     for t in prange(batch * m):
         p = t // m

@@ -473,6 +473,102 @@ def test_large_matmul_row_streaming_parallel(rng: np.random.Generator) -> None:
     assert_near(fast(xs) @ fast(v), xs @ v)
 
 
+# Thin products (few rows of A, or a short k) that route around the GEMM, near
+# each edge of the routing: rows 2 * _MR, k 4 / 8 / _THIN_K, work _GEMM_WORK / _THIN_WORK.
+ROUTING_SIZES = {
+    "mlp": (10, 100, 100),
+    "rows_edge": (2 * fast_ops._MR, 40, 70),
+    "rows_edge_below": (2 * fast_ops._MR - 1, 40, 70),
+    "short_k_edge": (40, fast_ops._THIN_K, 60),
+    "short_k_above": (40, fast_ops._THIN_K + 1, 60),
+    "dots_short_k": (9, 4, 40),
+    "rows_short_k": (9, 3, 40),
+    "thin_work_below": (11, 128, 186),  # 261888 < 2**18
+    "thin_work_above": (11, 128, 187),  # 263296 >= 2**18: back to the GEMM
+    "gemm_work_edge": (32, 32, 32),
+}
+ROUTING_LAYOUTS = ("row_major", "a_t", "b_t", "both_t", "batch_b_t", "bcast_a_t")
+
+
+def _routing_operands(
+    rng: np.random.Generator, m: int, k: int, n: int, layout: str, dtype: type
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Operands (views laid out as ``layout``) and the float64 NumPy product."""
+    batch = 2 if layout in ("batch_b_t", "bcast_a_t") else 1
+    x = rng.standard_normal((batch, m, k)).astype(dtype)
+    y = rng.standard_normal((batch, k, n)).astype(dtype)
+    if layout == "bcast_a_t":
+        x = x[:1]
+
+    def lay(v: np.ndarray, transposed: bool) -> Tensor:
+        if not transposed:
+            return minitorch.tensor_from_numpy(v, backend=FB)
+        t = minitorch.tensor_from_numpy(np.ascontiguousarray(v.transpose(0, 2, 1)), backend=FB)
+        return t.permute(0, 2, 1)
+
+    a = lay(x, layout in ("a_t", "both_t", "bcast_a_t"))
+    b = lay(y, layout in ("b_t", "both_t", "batch_b_t"))
+    return a, b, np.matmul(x.astype(np.float64), y.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ROUTING_LAYOUTS)
+@pytest.mark.parametrize("size", list(ROUTING_SIZES))
+def test_matmul_routing_edges_match_numpy(size: str, layout: str, dtype: type) -> None:
+    m, k, n = ROUTING_SIZES[size]
+    rng = np.random.default_rng([list(ROUTING_SIZES).index(size), ROUTING_LAYOUTS.index(layout)])
+    a, b, expected = _routing_operands(rng, m, k, n, layout, dtype)
+    out = a @ b
+    assert out._tensor._storage.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(out.to_numpy(), expected, rtol=tol * k, atol=tol * k)
+
+
+@st.composite
+def thin_matmul_cases(draw: st.DrawFn) -> tuple[int, int, int, str, type]:
+    """Products around the thin-product routing: rows of A near 2 * _MR, k near
+    4, 8 and _THIN_K, or about the MLP's size; any layout, either dtype."""
+    m = draw(st.sampled_from([1, 2, 5, 6, 7, 11, 12, 13]))
+    k = draw(st.sampled_from([1, 3, 4, 7, 8, 15, 16, 17, 64, 100]))
+    n = draw(st.sampled_from([1, 2, 3, 8, 9, 33, 100]))
+    return m, k, n, draw(st.sampled_from(ROUTING_LAYOUTS)), draw(st.sampled_from(DTYPES))
+
+
+DTYPES = (np.float64, np.float32)
+
+
+@settings(FUZZ, max_examples=40)
+@given(thin_matmul_cases(), st.integers(0, 2**32 - 1))
+def test_thin_matmul_fuzz(case: tuple[int, int, int, str, type], seed: int) -> None:
+    m, k, n, layout, dtype = case
+    a, b, expected = _routing_operands(np.random.default_rng(seed), m, k, n, layout, dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose((a @ b).to_numpy(), expected, rtol=tol * k, atol=tol * k)
+
+
+def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compiling the packed GEMM costs seconds on a cold kernel cache: the course MLP's
+    # products (forward, and backward with transposed operands) take the cheap kernels.
+    launched: list[str] = []
+    launch = fast_ops._launch
+
+    def spy(kernel: Callable[..., None], args: tuple[Any, ...]) -> None:
+        launched.append(kernel.__name__)
+        launch(kernel, args)
+
+    monkeypatch.setattr(fast_ops, "_launch", spy)
+    rng = np.random.default_rng(0)
+    x, h = fast(rng.standard_normal((10, 2))), fast(rng.standard_normal((10, 100)))
+    w1, w2 = fast(rng.standard_normal((2, 100))), fast(rng.standard_normal((100, 100)))
+    w3, g = fast(rng.standard_normal((100, 1))), fast(rng.standard_normal((10, 100)))
+    t = minitorch.tensor_functions._transpose
+    for a, b in ((x, w1), (h, w2), (h, w3), (g, t(w2)), (t(h), g), (g, t(w1)), (t(x), g)):
+        out = a @ b
+        assert_near(out, a.to_numpy() @ b.to_numpy())
+    assert len(launched) == 7
+    assert not [name for name in launched if "gemm" in name], launched
+
+
 # 3. Determinism across thread counts and runs ------------------------------------------
 
 DETERMINISM_SCRIPT = textwrap.dedent(
