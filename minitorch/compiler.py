@@ -56,7 +56,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 from numba.core.errors import NumbaError
 
-from . import autodiff, kernel_cache, recording
+from . import autodiff, fast_kernels, kernel_cache, recording
 from .module import Module, Parameter
 from .optim import Optimizer
 from .tensor import Tensor
@@ -676,8 +676,12 @@ def _entry_point(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[...,
 # stores it, so the results are bit for bit those of the separate launches.
 
 # Serial elementwise kernels of fast_kernels: (arity, whether it takes a 2-D layout).
-_ELEMENTWISE = {"map_flat_ser": (1, False), "zip_flat_ser": (2, False),
-                "map2d_ser": (1, True), "zip2d_ser": (2, True)}  # fmt: skip
+# The 2-D kernels (the general one and one per inner-stride pattern) share one signature.
+_ELEMENTWISE = {"map_flat_ser": (1, False), "zip_flat_ser": (2, False)} | {
+    fast_kernels.kernel_2d(kind, pattern, "ser"): (arity, True)
+    for kind, arity in (("map", 1), ("zip", 2))
+    for pattern in (None, *fast_kernels.patterns(arity))
+}
 _FUSED_DTYPES = {np.dtype(np.float64): "np.float64", np.dtype(np.float32): "np.float32"}
 
 

@@ -40,19 +40,75 @@ CHUNK = {chunk}
 '''
 
 
+# Inner-stride patterns of the 2-D kernels: per input, unit stride ("u") or
+# broadcast ("b"), the output at unit stride.
+UNIT, BROADCAST = "u", "b"
+
+
+def patterns(arity: int) -> list[str]:
+    """Every inner-stride pattern of ``arity`` inputs that has its own 2-D kernel."""
+    return ["".join(p) for p in itertools.product((UNIT, BROADCAST), repeat=arity)]
+
+
+def kernel_2d(kind: str, pattern: str | None, variant: str) -> str:
+    """The name of the 2-D kernel for ``pattern`` (None: the general, any-stride one)."""
+    return f"{kind}2d_{pattern}_{variant}" if pattern else f"{kind}2d_{variant}"
+
+
+def _two_d(kind: str, arity: int, pattern: str | None) -> list[str]:
+    """The 2-D kernel of ``pattern``: ``out[r, j] = fn(x0[r, j], ...)`` over (n0, n1).
+
+    All share one signature (storages, then n0, n1 and each operand's strides),
+    which ``compiler`` reads to fuse launches. With a pattern the inner strides
+    are taken to be the pattern's (the caller checks, the output's is 1): a
+    unit-stride input is sliced so LLVM sees plain ``x[j]`` (no wraparound
+    checks, so the loop vectorises), a broadcast one is read once per chunk.
+    The general kernel (no pattern) honours every stride.
+    """
+    name = kernel_2d(kind, pattern, "{variant}")
+    lines = [
+        "@njit({flags})",
+        f"def {name}(out, {', '.join(f'x{i}' for i in range(arity))}, n0, n1, so0, so1, "
+        + ", ".join(f"s{i}0, s{i}1" for i in range(arity))
+        + "):",
+        "    chunks = (n1 + CHUNK - 1) // CHUNK",
+        "    for t in {loop}(n0 * chunks):",
+        "        r = t // chunks",
+        "        j0 = (t - r * chunks) * CHUNK",
+        "        m = min(CHUNK, n1 - j0)",
+        "        po = r * so0 + j0 * so1",
+    ]
+    lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
+    if pattern is None:
+        general = ", ".join(f"x{i}[p{i} + j * s{i}1]" for i in range(arity))
+        return lines + ["        for j in range(m):",
+                        f"            out[po + j * so1] = fn({general})", "", ""]  # fmt: skip
+    lines.append("        o_ = out[po:po + m]")
+    args = []
+    for i, code in enumerate(pattern):
+        if code == UNIT:
+            lines.append(f"        v{i} = x{i}[p{i}:p{i} + m]")
+            args.append(f"v{i}[j]")
+        else:
+            lines.append(f"        v{i} = x{i}[p{i}]")
+            args.append(f"v{i}")
+    if UNIT in pattern:
+        lines += ["        for j in range(m):", f"            o_[j] = fn({', '.join(args)})"]
+    else:
+        lines += [f"        c = fn({', '.join(args)})", "        for j in range(m):",
+                  "            o_[j] = c"]  # fmt: skip
+    return lines + ["", ""]
+
+
 def elementwise_template(kind: str, arity: int) -> str:
-    """The elementwise engine for ``arity`` inputs: a flat, a 2-D and an N-D kernel.
+    """The elementwise engine for ``arity`` inputs: flat, 2-D and N-D kernels.
 
     One generator serves map (arity 1) and zip (arity 2). The flat kernel takes
     only storages of one length, all contiguous: the commonest call in training
-    costs the least to dispatch, and it compiles in a fraction of the time of
-    the 2-D kernel, which then compiles only for functions that meet a
-    broadcast or strided layout (numba compiles each kernel on its first call).
-    In the 2-D kernel
-    each combination of unit-stride (1) and broadcast (0) inputs gets its own
-    inner loop: unit-stride inputs are sliced so LLVM sees plain ``x[j]``
-    (no wraparound checks, so the loop vectorises), and broadcast inputs are
-    read once per chunk. Any other stride takes the general loop.
+    costs the least to dispatch and compile. The 2-D layout gets one kernel per
+    pattern of inner strides (see ``_two_d``), picked by the caller, so a
+    function compiles (numba compiles each kernel on its first call) only the
+    patterns it meets, not every loop at once.
     """
     xs = [f"x{i}" for i in range(arity)]
     lines = [
@@ -71,47 +127,7 @@ def elementwise_template(kind: str, arity: int) -> str:
         f"            o_[j] = fn({', '.join(f'v{i}[j]' for i in range(arity))})",
         "",
         "",
-        "@njit({flags})",
-        f"def {kind}2d_{{variant}}(out, {', '.join(xs)}, n0, n1, so0, so1, "
-        + ", ".join(f"s{i}0, s{i}1" for i in range(arity))
-        + "):",
-        "    chunks = (n1 + CHUNK - 1) // CHUNK",
-        "    for t in {loop}(n0 * chunks):",
-        "        r = t // chunks",
-        "        j0 = (t - r * chunks) * CHUNK",
-        "        m = min(CHUNK, n1 - j0)",
-        "        po = r * so0 + j0 * so1",
-    ]
-    lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
-    keyword = "if"
-    for pattern in itertools.product((1, 0), repeat=arity):
-        test = " and ".join(["so1 == 1"] + [f"s{i}1 == {u}" for i, u in enumerate(pattern)])
-        lines.append(f"        {keyword} {test}:")
-        keyword = "elif"
-        lines.append("            o_ = out[po:po + m]")
-        args = []
-        for i, unit in enumerate(pattern):
-            if unit:
-                lines.append(f"            v{i} = x{i}[p{i}:p{i} + m]")
-                args.append(f"v{i}[j]")
-            else:
-                lines.append(f"            v{i} = x{i}[p{i}]")
-                args.append(f"v{i}")
-        if any(pattern):
-            lines += [
-                "            for j in range(m):",
-                f"                o_[j] = fn({', '.join(args)})",
-            ]
-        else:
-            lines += [f"            c = fn({', '.join(args)})", "            for j in range(m):",
-                      "                o_[j] = c"]  # fmt: skip
-    general = ", ".join(f"x{i}[p{i} + j * s{i}1]" for i in range(arity))
-    lines += [
-        "        else:",
-        "            for j in range(m):",
-        f"                out[po + j * so1] = fn({general})",
-        "",
-        "",
+        *(line for pattern in (None, *patterns(arity)) for line in _two_d(kind, arity, pattern)),
         "@njit({flags})",
         f"def {kind}_nd_{{variant}}(out, out_shape, out_strides, "
         + ", ".join(f"x{i}, x{i}_shape, x{i}_strides" for i in range(arity))

@@ -46,6 +46,10 @@ _LANE_SAFE = {
     operators.maximum: fast_simd.maximum,
 }
 
+# Functions whose arguments may be swapped: IEEE addition and multiplication are
+# commutative bit for bit (bar which NaN's payload a pair of NaNs keeps).
+_COMMUTATIVE = (operators.add, operators.mul)
+
 # Below this many elements a thread launch costs more than the loop.
 PARALLEL_THRESHOLD = 1 << 15
 # The most inner positions one task of a reduction along a non-innermost dim
@@ -97,10 +101,15 @@ class _Elementwise:
 
     def __init__(self, fn: Callable[..., float], module: Any, kind: str) -> None:
         self.fn = fn
+        self.arity = 1 if kind == "map" else 2
         self.flat_ser = getattr(module, kind + "_flat_ser")
         self.flat_par = getattr(module, kind + "_flat_par")
-        self.d2_ser = getattr(module, kind + "2d_ser")
-        self.d2_par = getattr(module, kind + "2d_par")
+        # The 2-D kernels by (pattern, parallel); pattern None is the general one.
+        self.d2 = {
+            (pattern, par): getattr(module, fast_kernels.kernel_2d(kind, pattern, variant))
+            for pattern in (None, *fast_kernels.patterns(self.arity))
+            for par, variant in ((True, "par"), (False, "ser"))
+        }
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
 
@@ -121,7 +130,8 @@ class _Elementwise:
                 pairs: list[tuple[int, int] | None] = []  # None: contiguous like the output
                 for td in tds:
                     if td.size == 1:
-                        pairs.append((0, 0))
+                        # One value: read once, unless the output is one value too.
+                        pairs.append(None if size == 1 else (0, 0))
                     elif td.strides == otd.strides and td.shape == otd.shape:
                         pairs.append(None)
                     elif inner == 0 and _is_trailing_block(td, otd.shape):
@@ -142,12 +152,18 @@ class _Elementwise:
                             ),
                         )
                         return
+                    if self.fn is operators.id and inner == 0:
+                        # One value spread over the output (a gradient broadcast back):
+                        # no kernel to compile for it.
+                        out = otd._storage
+                        _launch(_spread, (out if len(out) == size else out[:size], tds[0]._storage))
+                        return
                     rows, cols = (1, size) if inner == 0 else (size // inner, inner)
                     args: list[Any] = [otd._storage, *(td._storage for td in tds)]
                     args.extend((rows, cols, cols, 1))
                     for pair in pairs:
                         args.extend(pair or (cols, 1))
-                    _launch(self.d2_par if par else self.d2_ser, tuple(args))
+                    self._launch_2d(par, tuple(args))
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -180,14 +196,37 @@ class _Elementwise:
                 shape = [1, shape[0]]
                 strides = [[0, s[0]] for s in strides]
             args = [x for s in strides for x in s]
-            kernel = self.d2_par if par else self.d2_ser
-            _launch(kernel, (*storages, shape[0], shape[1], *args))
+            self._launch_2d(par, (*storages, shape[0], shape[1], *args))
             return
         shape_arr = np.array(shape, dtype=np.int64)
         arrays = []
         for storage, s in zip(storages, strides):
             arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
         _launch(self.nd_par if par else self.nd_ser, tuple(arrays))
+
+    def _launch_2d(self, par: bool, args: tuple[Any, ...]) -> None:
+        """Run the 2-D kernel for the inner strides in ``args`` (``out, *xs, n0, n1,
+        so0, so1, s00, s01, ...``): each pattern compiles only when first met."""
+        arity = self.arity
+        n1, so1 = args[arity + 2], args[arity + 4]
+        inner = args[arity + 6 :: 2]
+        pattern: str | None
+        if n1 == 1:  # one column: every input is read once per row
+            pattern = fast_kernels.BROADCAST * arity
+        elif so1 == 1 and all(s in (0, 1) for s in inner):
+            pattern = "".join(fast_kernels.UNIT if s else fast_kernels.BROADCAST for s in inner)
+        else:
+            pattern = None
+        if pattern == "bu" and self.fn in _COMMUTATIVE:
+            # The same values from the kernel a function compiles anyway for ``x * c``.
+            out, x0, x1, n0, n1, so0, so1, s00, s01, s10, s11 = args
+            args, pattern = (out, x1, x0, n0, n1, so0, so1, s10, s11, s00, s01), "ub"
+        _launch(self.d2[pattern, par], args)
+
+
+def _spread(out: Storage, x: Storage) -> None:
+    """``out[:] = x[0]`` (NumPy casts to ``out``'s dtype as a kernel's store does)."""
+    out[:] = x[0]
 
 
 def _launch(kernel: Callable[..., None], args: tuple[Any, ...]) -> None:
