@@ -71,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
         ("REDUCE: minitorch.fast_ops.tensor_reduce (course signature)",
          tensor_reduce(njit()(operators.add)),
          lambda k, d: k(*_triple((4, 1), d), *_triple((4, 5), d), 1)),
-        ("ZIP (2-D fast path used by FastOps after layout simplification)", zips.zip2d_par,
+        ("ZIP (2-D fast path used by FastOps after layout simplification, here the kernel "
+         "for unit-stride inputs)", zips.zip2d_uu_par,
          lambda k, d: k(np.empty(20, d), _flat(20, d), _flat(20, d), 4, 5, 5, 1, 5, 1, 0, 1)),
         ("REDUCE (3-D fast path used by FastOps, SIMD lanes for sums)", reduces.reduce3_par,
          lambda k, d: k(np.zeros(4, d), _flat(20, d), 4, 5, 1, 5, 1, 1, 4096)),

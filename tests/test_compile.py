@@ -575,7 +575,7 @@ def _elementwise_ops(pool: dict[str, np.ndarray], spec: list[tuple]) -> list[tup
         else:  # "bcast": the second input is one value (a one-element view, or the output)
             n = len(pool[out])
             second = pool[ins[1]] if ins[1] == out else pool[ins[1]][0:1]
-            ops.append((zips[f].zip2d_ser, (pool[out], pool[ins[0]], second, 1, n, n, 1,
+            ops.append((zips[f].zip2d_ub_ser, (pool[out], pool[ins[0]], second, 1, n, n, 1,
                                             0, 1, 0, 0)))  # fmt: skip
     return ops
 

@@ -761,16 +761,18 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     x = np.linspace(-2, 2, 256).astype(F32)
     out = np.empty_like(x)
     maps = load_kernels("map", fast_kernels.MAP_SOURCE, operators.exp, cache=False)
-    maps.map2d_ser(out, x, 1, 256, 256, 1, 0, 1)
+    maps.map2d_u_ser(out, x, 1, 256, 256, 1, 0, 1)
     reduces = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, operators.add, cache=False)
     reduces.LANES, reduces.VFN = True, fast_simd.add
     reduces.reduce3_ser(np.zeros(2, F32), x, 2, 128, 1, 128, 1, 1, 4096)
     zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, _blend, cache=False)
-    zips.zip2d_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
+    zips.zip2d_uu_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 1)
+    zips.zip2d_ub_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 0)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
     packed = np.ones(8 * 16, F32)
     micro(packed, 0, 1, 6, 6, packed, 0, 16, 8, np.zeros(6 * 16, F32), 0, 16, True, 16)
-    for kernel in (maps.map2d_ser, reduces.reduce3_ser, zips.zip2d_ser, micro):
+    for kernel in (maps.map2d_u_ser, reduces.reduce3_ser, zips.zip2d_uu_ser, zips.zip2d_ub_ser,
+                   micro):
         ir = _ir(kernel, F32)
         assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
         assert "<8 x float>" in ir

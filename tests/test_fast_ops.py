@@ -569,6 +569,71 @@ def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch)
     assert not [name for name in launched if "gemm" in name], launched
 
 
+# Every 2-D kernel pattern (unit-stride, broadcast or general inner stride per input,
+# a unit or strided output) in both dtypes, serial and parallel, against NumPy.
+LAYOUTS_2D = ("unit", "column", "bias", "one", "strided")
+
+
+def _operand_2d(layout: str, n0: int, n1: int, dtype: type, rng: np.random.Generator
+                ) -> tuple[Tensor, np.ndarray]:  # fmt: skip
+    """An operand broadcasting to (n0, n1): contiguous, one value per row (inner stride 0),
+    one row repeated (row stride 0), a single value, or a transposed view."""
+    shape = {"unit": (n0, n1), "column": (n0, 1), "bias": (n1,), "one": (1,),
+             "strided": (n1, n0)}[layout]  # fmt: skip
+    base = rng.standard_normal(shape).astype(dtype)
+    t = minitorch.tensor_from_numpy(base, backend=FB)
+    return (t.permute(1, 0), base.T) if layout == "strided" else (t, base)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n0, n1", [(3, 7), (40, 1000)])
+def test_every_2d_pattern_matches_numpy(dtype: type, n0: int, n1: int) -> None:
+    rng = np.random.default_rng(n0)
+    for first in LAYOUTS_2D:
+        (a, na), (fn, ref) = _operand_2d(first, n0, n1, dtype, rng), (FB.neg_map, np.negative)
+        for op, expected in ((fn, ref(na)), (FB.id_map, na)):
+            full = np.broadcast_to(expected, (n0, n1))
+            out = minitorch.tensor_from_numpy(np.zeros((n0, n1), dtype), backend=FB)
+            got = op(a, out).to_numpy()
+            assert got.dtype == dtype and np.array_equal(got, full), (first, op)
+        for second in LAYOUTS_2D:
+            b, nb = _operand_2d(second, n0, n1, dtype, rng)
+            # sub is not commutative (operand order), add is (its swapped launch).
+            for op, ref in ((FB.zip_of(operators.sub), np.subtract), (FB.add_zip, np.add)):
+                got = op(a, b).to_numpy()
+                assert got.dtype == dtype and np.array_equal(got, ref(na, nb)), (first, second)
+                expected = np.broadcast_to(ref(na, nb), (n0, n1))
+                strided = minitorch.tensor_from_numpy(np.zeros((n1, n0), dtype),
+                                                      backend=FB).permute(1, 0)  # fmt: skip
+                got = op(a, b, strided).to_numpy()
+                assert np.array_equal(got, expected), (first, second, "strided out")
+
+
+def test_each_2d_pattern_kernel_compiles_only_when_met() -> None:
+    """A broadcast compiles the 2-D kernel of its own inner-stride pattern, no other."""
+    from minitorch import fast_kernels
+    from minitorch.kernel_cache import load_kernels
+
+    def scaled_diff(x: float, y: float) -> float:
+        return (x - y) * 0.25
+
+    op = minitorch.binary_op(scaled_diff)
+    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, scaled_diff)
+
+    def compiled() -> set[str]:
+        return {name for name in dir(zips) if "2d" in name and getattr(zips, name).signatures}
+
+    x = minitorch.tensor_from_numpy(np.arange(6.0).reshape(2, 3), backend=FB)
+    one = minitorch.tensor_from_numpy(np.array([2.0]), backend=FB)
+    assert op(x, one).to_numpy().tolist() == [[-0.5, -0.25, 0.0], [0.25, 0.5, 0.75]]
+    assert compiled() == {"zip2d_ub_ser"}
+    assert op(one, x).to_numpy().tolist() == [[0.5, 0.25, 0.0], [-0.25, -0.5, -0.75]]
+    assert compiled() == {"zip2d_ub_ser", "zip2d_bu_ser"}
+    assert op(x, x.permute(1, 0).contiguous().permute(1, 0)).to_numpy().tolist() == [
+        [0.0] * 3, [0.0] * 3]  # fmt: skip
+    assert compiled() == {"zip2d_ub_ser", "zip2d_bu_ser", "zip2d_ser"}
+
+
 # 3. Determinism across thread counts and runs ------------------------------------------
 
 DETERMINISM_SCRIPT = textwrap.dedent(
