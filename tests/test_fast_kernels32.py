@@ -775,7 +775,8 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
                    micro):
         ir = _ir(kernel, F32)
         assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
-        assert "<8 x float>" in ir
+        # Vectorised at 8 floats or wider (LLVM picks 16 for a lone exp loop on AVX-512).
+        assert re.search(r"<(8|16) x float>", ir), kernel
     assert "@llvm.fmuladd.v8f32" in _ir(micro, F32)
 
 
