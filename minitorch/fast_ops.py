@@ -110,6 +110,13 @@ class _Elementwise:
             for pattern in (None, *fast_kernels.patterns(self.arity))
             for par, variant in ((True, "par"), (False, "ser"))
         }
+        # Inner strides of the inputs (each 1 or 0) -> the pattern of their kernel.
+        self.patterns = {
+            tuple(int(c == fast_kernels.UNIT) for c in pattern): pattern
+            for pattern in fast_kernels.patterns(self.arity)
+        }
+        self.one_column = fast_kernels.BROADCAST * self.arity
+        self.swaps = fn in _COMMUTATIVE
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
 
@@ -208,16 +215,14 @@ class _Elementwise:
         """Run the 2-D kernel for the inner strides in ``args`` (``out, *xs, n0, n1,
         so0, so1, s00, s01, ...``): each pattern compiles only when first met."""
         arity = self.arity
-        n1, so1 = args[arity + 2], args[arity + 4]
-        inner = args[arity + 6 :: 2]
         pattern: str | None
-        if n1 == 1:  # one column: every input is read once per row
-            pattern = fast_kernels.BROADCAST * arity
-        elif so1 == 1 and all(s in (0, 1) for s in inner):
-            pattern = "".join(fast_kernels.UNIT if s else fast_kernels.BROADCAST for s in inner)
+        if args[arity + 2] == 1:  # one column: every input is read once per row
+            pattern = self.one_column
+        elif args[arity + 4] == 1:
+            pattern = self.patterns.get(args[arity + 6 :: 2])
         else:
             pattern = None
-        if pattern == "bu" and self.fn in _COMMUTATIVE:
+        if pattern == "bu" and self.swaps:
             # The same values from the kernel a function compiles anyway for ``x * c``.
             out, x0, x1, n0, n1, so0, so1, s00, s01, s10, s11 = args
             args, pattern = (out, x1, x0, n0, n1, so0, so1, s10, s11, s00, s01), "ub"
