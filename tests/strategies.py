@@ -178,8 +178,33 @@ def tensor_array_pairs(
 # Assertions ---------------------------------------------------------------------
 
 
-def assert_close(actual: Tensor | np.ndarray | float, expected: Any) -> None:
-    """Values (and shape, for tensors) close in the contract's sense."""
+# float32 results are compared with an oracle computed in float32 (NumPy's float32
+# arithmetic): relative 1e-5 (NumPy and the kernels may round inner steps differently,
+# e.g. sigmoid's formula), absolute 1e-6 (values near 0, e.g. log near 1), and for
+# values made of many terms (sums, means, matmul) ``count`` times 2 float32 ulps of
+# ``terms``, the sum of the terms' magnitudes: a bound on the rounding of a float32
+# sum taken in any order.
+F32_RTOL = 1e-5
+F32_ATOL = 1e-6
+
+
+def assert_close(
+    actual: Tensor | np.ndarray | float,
+    expected: Any,
+    dtype: np.dtype | None = None,
+    terms: Any = 0.0,
+    count: int = 0,
+) -> None:
+    """Values (and shape, for tensors) close in the contract's sense.
+
+    With ``dtype``, ``actual`` must be a tensor of that dtype, and float32 is held to
+    float32 tolerances (above) instead of the contract's ``rtol=1e-6, atol=1e-2``.
+    """
+    if dtype is not None:
+        assert_dtype(actual, dtype)
+        if np.dtype(dtype) == np.float32:
+            assert_close_float32(actual, expected, terms, count)  # type: ignore[arg-type]
+            return
     if isinstance(actual, Tensor):
         expected = np.asarray(expected, dtype=np.float64)
         assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
@@ -187,8 +212,34 @@ def assert_close(actual: Tensor | np.ndarray | float, expected: Any) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-2)
 
 
-def assert_exact(actual: Tensor, expected: Any) -> None:
-    expected = np.asarray(expected, dtype=np.float64)
+def assert_dtype(actual: Any, dtype: np.dtype) -> None:
+    """``actual`` is a tensor stored, and converted to NumPy, in ``dtype``."""
+    assert isinstance(actual, Tensor), type(actual)
+    assert actual.dtype == dtype, f"dtype {actual.dtype} != {np.dtype(dtype)}"
+    assert actual.to_numpy().dtype == dtype
+
+
+def assert_close_float32(actual: Tensor, expected: Any, terms: Any = 0.0, count: int = 0) -> None:
+    """``actual`` against a float32 oracle, within the float32 tolerances above."""
+    if isinstance(expected, np.ndarray):
+        assert expected.dtype == np.float32, f"the oracle ran in {expected.dtype}"
+    expected = np.asarray(expected, dtype=np.float32)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    values = actual.to_numpy().astype(np.float64)
+    wanted = expected.astype(np.float64)
+    eps = float(np.finfo(np.float32).eps)
+    tol = F32_RTOL * np.abs(wanted) + F32_ATOL + 2 * count * eps * np.abs(terms)
+    # Infinities (float32 overflow) must agree exactly; NaN only where NaN is expected.
+    same = (values == wanted) | (np.isnan(values) & np.isnan(wanted))
+    ok = same | (np.abs(values - wanted) <= tol)
+    assert ok.all(), f"{values[~ok]} != {wanted[~ok]} (float32)"
+
+
+def assert_exact(actual: Tensor, expected: Any, dtype: np.dtype | None = None) -> None:
+    """Exactly ``expected`` (and, with ``dtype``, stored in that dtype)."""
+    if dtype is not None:
+        assert_dtype(actual, dtype)
+    expected = np.asarray(expected, dtype=np.float64 if dtype is None else dtype)
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
     np.testing.assert_array_equal(actual.to_numpy(), expected)
 

@@ -1,7 +1,8 @@
 """The user-facing Tensor: construction, indexing, autodiff protocol, training idioms.
 
 Contract sections 6, 9, 10 and 12. Functions against NumPy live in
-``test_tensor_functions.py``.
+``test_tensor_functions.py``. Values (indexing, numbers on either side, expand) are
+also checked in float32, in which a number operand keeps the tensor's dtype.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from strategies import (
     NEAR_KINK,
     assert_close,
+    assert_dtype,
     assert_exact,
     backend_shapes,
     run_property,
@@ -69,17 +71,18 @@ def test_tensor_ragged_raises() -> None:
         minitorch.tensor([[1.0, 2.0], [3.0]])
 
 
-def test_tensor_round_trip_is_exact(backend: TensorBackend) -> None:
+def test_tensor_round_trip_is_exact(backend: TensorBackend, dtype: np.dtype) -> None:
     def check(pair: tuple[Tensor, np.ndarray]) -> None:
         t, a = pair
-        u = minitorch.tensor(t.to_numpy().tolist(), backend=backend)
+        u = minitorch.tensor(t.to_numpy().tolist(), backend=backend, dtype=dtype)
         assert u.shape == t.shape
         for idx in t._tensor.indices():
             assert u[idx] == t[idx]
-        np.testing.assert_array_equal(u.to_numpy(), a)
+        assert_exact(u, a, dtype)
 
-    values = st.floats(allow_nan=False, allow_infinity=False)
-    run_property(backend, check, tensor_arrays(backend, elements=values))
+    width = np.finfo(dtype).bits
+    values = st.floats(allow_nan=False, allow_infinity=False, width=width)
+    run_property(backend, check, tensor_arrays(backend, elements=values, dtype=dtype))
 
 
 def test_tensor_from_numpy_and_to_numpy(backend: TensorBackend) -> None:
@@ -155,20 +158,24 @@ def test_repr_with_nan_and_inf() -> None:
 # Indexing -------------------------------------------------------------------------
 
 
-def test_getitem_setitem(backend: TensorBackend) -> None:
-    t = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend)
+def test_getitem_setitem(backend: TensorBackend, dtype: np.dtype) -> None:
+    t = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend, dtype=dtype)
     assert t[0, 1] == 2.0
-    assert isinstance(t[0, 1], float)
+    assert type(t[0, 1]) is float
     assert t[np.int64(1), np.int32(2)] == 6.0
     assert t[(1, 0)] == 4.0
     t[1, 1] = 50.0
     t[np.int64(0), np.int64(0)] = -1.0
-    assert_exact(t, [[-1.0, 2.0, 3.0], [4.0, 50.0, 6.0]])
-    v = minitorch.tensor([7.0, 8.0, 9.0], backend=backend)
+    assert_exact(t, [[-1.0, 2.0, 3.0], [4.0, 50.0, 6.0]], dtype)
+    v = minitorch.tensor([7.0, 8.0, 9.0], backend=backend, dtype=dtype)
     assert v[2] == 9.0
     assert v[np.int64(1)] == 8.0
     v[0] = 1.5
     assert v[0] == 1.5
+    # A written number is rounded to the tensor's dtype, and read back as that value.
+    v[1] = 0.1
+    assert v[1] == float(dtype.type(0.1))
+    assert_dtype(v, dtype)
     # Indexing a permuted view goes through its strides.
     assert t.permute(1, 0)[2, 0] == 3.0
 
@@ -191,12 +198,13 @@ def test_bad_keys_raise_1d(key: Any) -> None:
         v[key]
 
 
-def test_item(backend: TensorBackend) -> None:
-    assert minitorch.tensor([2.5], backend=backend).item() == 2.5
-    assert minitorch.tensor([[[4.0]]], backend=backend).item() == 4.0
-    t = minitorch.tensor([1.0, 2.0, 3.0], backend=backend)
+def test_item(backend: TensorBackend, dtype: np.dtype) -> None:
+    assert minitorch.tensor([2.5], backend=backend, dtype=dtype).item() == 2.5
+    assert minitorch.tensor([[[4.0]]], backend=backend, dtype=dtype).item() == 4.0
+    assert minitorch.tensor([0.1], backend=backend, dtype=dtype).item() == float(dtype.type(0.1))
+    t = minitorch.tensor([1.0, 2.0, 3.0], backend=backend, dtype=dtype)
     assert t.sum().item() == 6.0
-    assert isinstance(t.sum().item(), float)
+    assert type(t.sum().item()) is float
     with pytest.raises(ValueError):
         t.item()
 
@@ -214,14 +222,19 @@ NUMBER_OPS: dict[str, tuple[Callable[[Any], Any], Callable[[np.ndarray], np.ndar
     "1.0/(t+200)": (lambda t: 1.0 / (t + 200), lambda a: 1.0 / (a + 200)),
     "-t": (lambda t: -t, lambda a: -a),
     "t*np.float64": (lambda t: t * np.float64(3.0), lambda a: a * 3.0),
-    "t<1": (lambda t: t < 1, lambda a: (a < 1).astype(float)),
-    "t>1": (lambda t: t > 1, lambda a: (a > 1).astype(float)),
-    "t==0": (lambda t: t == 0, lambda a: (a == 0).astype(float)),
+    "t<1": (lambda t: t < 1, lambda a: (a < 1).astype(a.dtype)),
+    "t>1": (lambda t: t > 1, lambda a: (a > 1).astype(a.dtype)),
+    "t==0": (lambda t: t == 0, lambda a: (a == 0).astype(a.dtype)),
 }
+# The simulator runs few float32 cases: a number on the left, a NumPy float64 number
+# (which must not promote a float32 tensor), and a comparison.
+CUDA_FLOAT32_NUMBER_OPS = {"1.0/(t+200)", "t*np.float64", "t<1"}
 
 
 @pytest.mark.parametrize("name", list(NUMBER_OPS))
-def test_number_on_either_side(backend: TensorBackend, name: str) -> None:
+def test_number_on_either_side(backend: TensorBackend, dtype: np.dtype, name: str) -> None:
+    if backend.cuda and dtype == minitorch.float32 and name not in CUDA_FLOAT32_NUMBER_OPS:
+        pytest.skip("float32 on the CUDA simulator: representative cases only")
     fn, ref = NUMBER_OPS[name]
 
     def check(pair: tuple[Tensor, np.ndarray]) -> None:
@@ -229,9 +242,12 @@ def test_number_on_either_side(backend: TensorBackend, name: str) -> None:
         out = fn(t)
         assert isinstance(out, Tensor)
         assert out.backend is backend
-        assert_close(out, ref(a))
+        # NumPy, like PyTorch, keeps an array's float32 with a Python number.
+        expected = ref(a)
+        assert expected.dtype == dtype
+        assert_close(out, expected, dtype)
 
-    run_property(backend, check, tensor_arrays(backend))
+    run_property(backend, check, tensor_arrays(backend, dtype=dtype))
 
 
 def test_number_arithmetic_is_differentiable(backend: TensorBackend) -> None:
@@ -402,17 +418,20 @@ def test_grad_central_difference(backend: TensorBackend) -> None:
     assert abs(d - 27.0) < 1e-2
 
 
-def test_ensure_tensor_and_expand(backend: TensorBackend) -> None:
-    t = minitorch.tensor([[1.0, 2.0, 3.0]], backend=backend)
+def test_ensure_tensor_and_expand(backend: TensorBackend, dtype: np.dtype) -> None:
+    t = minitorch.tensor([[1.0, 2.0, 3.0]], backend=backend, dtype=dtype)
     n = t._ensure_tensor(3)
     assert isinstance(n, Tensor) and n.shape == (1,) and n.item() == 3.0
+    assert_dtype(n, dtype)
     assert t._ensure_tensor(t) is t
-    g = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend)
-    assert_exact(t.expand(g), [[5.0, 7.0, 9.0]])
-    col = minitorch.tensor([[1.0], [2.0]], backend=backend)
-    assert_exact(col.expand(g), [[6.0], [15.0]])
-    one = minitorch.tensor([1.0], backend=backend)
-    assert_exact(one.expand(g), [21.0])
+    g = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend, dtype=dtype)
+    assert_exact(t.expand(g), [[5.0, 7.0, 9.0]], dtype)
+    col = minitorch.tensor([[1.0], [2.0]], backend=backend, dtype=dtype)
+    assert_exact(col.expand(g), [[6.0], [15.0]], dtype)
+    one = minitorch.tensor([1.0], backend=backend, dtype=dtype)
+    assert_exact(one.expand(g), [21.0], dtype)
+    # A gradient with fewer dims is broadcast up, in the gradient's dtype.
+    assert_exact(g.expand(t.view(3)), [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], dtype)
 
 
 # MathTestVariable: tensors against the float references --------------------------------

@@ -2,6 +2,12 @@
 
 Contract sections 6, 7 and 11. Inputs are usually permuted (non-contiguous)
 views, and binary operands usually broadcast, often across different ranks.
+
+Forward values run in float64 and float32 (the ``dtype`` fixture) where float32 adds to
+tests/test_dtype.py, against NumPy in the same dtype and with float32 tolerances
+(``strategies.assert_close``); results keep the inputs' dtype. Gradients are checked
+against central differences in float64, and float32 gradients against the float64
+gradients of the same inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import pytest
 from hypothesis import strategies as st
 from strategies import (
     assert_close,
+    assert_dtype,
     assert_exact,
     positive_floats,
     run_property,
@@ -27,6 +34,8 @@ import minitorch
 from minitorch import IndexingError, Tensor, TensorBackend, grad_check
 from minitorch.tensor_functions import Permute, Sum, View
 
+F32, F64 = minitorch.float32, minitorch.float64
+
 # Values away from 0, where relu has its kink and division blows up.
 away_from_zero = st.one_of(positive_floats, positive_floats.map(lambda x: -x))
 # exp of large values swamps the sum that grad_check differentiates.
@@ -36,6 +45,20 @@ moderate_floats = st.floats(min_value=-5, max_value=5)
 def np_sigmoid(a: np.ndarray) -> np.ndarray:
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def with_float32(names: list[str], float32_names: list[str]) -> list[Any]:
+    """``(name, dtype)`` cases: every name in float64, ``float32_names`` also in float32
+    (the others' float32 forms are in tests/test_dtype.py)."""
+    cases = [pytest.param(n, F64, id=n) for n in names]
+    return cases + [pytest.param(n, F32, id=f"{n}-float32") for n in float32_names]
+
+
+def few_float32_on_cuda(backend: TensorBackend, dtype: np.dtype, keep: bool = False) -> None:
+    """The CUDA simulator runs a Python thread per GPU thread: float32 runs there only for
+    the ``keep`` cases (the kernels are dtype-generic; the CPU backends run every case)."""
+    if backend.cuda and dtype == F32 and not keep:
+        pytest.skip("float32 on the CUDA simulator: representative cases only")
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -65,22 +88,26 @@ UNARY: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[np.ndarray], Any], 
 }
 
 
-@pytest.mark.parametrize("name", list(UNARY))
-def test_unary_forward(backend: TensorBackend, name: str) -> None:
+@pytest.mark.parametrize("name, dtype", with_float32(list(UNARY), ["log", "inv", "contiguous"]))
+def test_unary_forward(backend: TensorBackend, name: str, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype, keep=name == "log")
     fn, ref, elements = UNARY[name]
 
     def check(pair: tuple[Tensor, np.ndarray]) -> None:
         t, a = pair
         out = fn(t)
-        assert_close(out, ref(a))
+        assert_close(out, ref(a), dtype)
         assert_new_contiguous(out)
 
-    run_property(backend, check, tensor_arrays(backend, elements=elements))
+    run_property(backend, check, tensor_arrays(backend, elements=elements, dtype=dtype))
 
 
-def test_relu_is_exactly_zero_below(backend: TensorBackend) -> None:
-    t = minitorch.tensor([-3.0, -0.0, 0.0, 2.5], backend=backend)
-    assert t.relu().to_numpy().tolist() == [0.0, 0.0, 0.0, 2.5]
+def test_relu_is_exactly_zero_below(backend: TensorBackend, dtype: np.dtype) -> None:
+    t = minitorch.tensor([-3.0, -0.0, 0.0, 2.5], backend=backend, dtype=dtype)
+    out = t.relu()
+    assert_dtype(out, dtype)
+    assert out.to_numpy().tolist() == [0.0, 0.0, 0.0, 2.5]
+    assert not np.signbit(out.to_numpy()).any()
 
 
 BINARY: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[..., Any]]] = {
@@ -91,18 +118,39 @@ BINARY: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[..., Any]]]
 }
 
 
-@pytest.mark.parametrize("name", list(BINARY))
-def test_binary_forward_broadcast(backend: TensorBackend, name: str) -> None:
+@pytest.mark.parametrize("name, dtype", with_float32(list(BINARY), ["div"]))
+def test_binary_forward_broadcast(backend: TensorBackend, name: str, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype)
     fn, ref = BINARY[name]
     elements_b = away_from_zero if name == "div" else small_floats
 
     def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
         ta, na, tb, nb = quad
         out = fn(ta, tb)
-        assert_close(out, ref(na, nb))
+        assert_close(out, ref(na, nb), dtype)
         assert_new_contiguous(out)
 
-    run_property(backend, check, tensor_array_pairs(backend, elements_b=elements_b))
+    pairs = tensor_array_pairs(backend, elements_b=elements_b, dtype=dtype)
+    run_property(backend, check, pairs)
+
+
+@pytest.mark.parametrize("name", list(BINARY))
+def test_binary_forward_mixed_dtypes(backend: TensorBackend, name: str) -> None:
+    """float32 with float64, either way round and broadcast, computes in float64 (as
+    PyTorch promotes) on the float32 operand's exact values."""
+    few_float32_on_cuda(backend, F32, keep=name == "div")
+    fn, ref = BINARY[name]
+    elements_b = away_from_zero if name == "div" else small_floats
+
+    def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray], a_is_f32: bool) -> None:
+        ta, na, tb, nb = quad
+        ta, tb = (ta.to(F32), tb) if a_is_f32 else (ta, tb.to(F32))
+        na, nb = ta.to_numpy().astype(F64), tb.to_numpy().astype(F64)
+        out = fn(ta, tb)
+        assert_close(out, ref(na, nb), F64)
+
+    pairs = tensor_array_pairs(backend, elements_b=elements_b)
+    run_property(backend, check, pairs, st.booleans())
 
 
 COMPARE: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[..., Any]]] = {
@@ -112,32 +160,37 @@ COMPARE: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[..., Any]]
 }
 
 
-@pytest.mark.parametrize("name", list(COMPARE))
-def test_compare_forward_exact(backend: TensorBackend, name: str) -> None:
+@pytest.mark.parametrize("name, dtype", with_float32(list(COMPARE), ["gt"]))
+def test_compare_forward_exact(backend: TensorBackend, name: str, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype, keep=True)
     fn, ref = COMPARE[name]
 
     def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
         ta, na, tb, nb = quad
         out = fn(ta, tb)
-        assert_exact(out, ref(na, nb).astype(np.float64))
+        assert_exact(out, ref(na, nb).astype(dtype), dtype)
 
     # Few distinct values, so ties are common.
-    run_property(backend, check, tensor_array_pairs(backend, elements=small_ints))
+    pairs = tensor_array_pairs(backend, elements=small_ints, dtype=dtype)
+    run_property(backend, check, pairs)
 
 
-def test_is_close_forward(backend: TensorBackend) -> None:
+def test_is_close_forward(backend: TensorBackend, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype)
+    # Offsets of +-0.005 lie well inside is_close's 1e-2 in float32 too.
     offsets = st.tuples(small_ints, st.sampled_from([0.0, 0.005, -0.005, 0.5])).map(sum)
 
     def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
         ta, na, tb, nb = quad
         out = ta.is_close(tb)
-        assert_exact(out, (np.abs(na - nb) < 1e-2).astype(np.float64))
-        expected_all = float(np.all(np.abs(na - nb) < 1e-2))
-        assert out.all().item() == expected_all
+        close = np.abs(na - nb) < 1e-2
+        assert_exact(out, close.astype(dtype), dtype)
+        all_close = out.all()
+        assert_dtype(all_close, dtype)
+        assert all_close.item() == float(np.all(close))
 
-    run_property(
-        backend, check, tensor_array_pairs(backend, elements=small_ints, elements_b=offsets)
-    )
+    pairs = tensor_array_pairs(backend, elements=small_ints, elements_b=offsets, dtype=dtype)
+    run_property(backend, check, pairs)
 
 
 # Forward: reductions -------------------------------------------------------------
@@ -150,40 +203,50 @@ REDUCE: dict[str, tuple[Callable[..., Tensor], Callable[..., Any], Any]] = {
 
 
 @pytest.mark.parametrize("name", list(REDUCE))
-def test_reduce_forward(backend: TensorBackend, name: str) -> None:
+def test_reduce_forward(backend: TensorBackend, dtype: np.dtype, name: str) -> None:
+    few_float32_on_cuda(backend, dtype, keep=name == "mean")
     method, ref, elements = REDUCE[name]
 
     def check(pair: tuple[Tensor, np.ndarray], data: st.DataObject) -> None:
         t, a = pair
         dim = data.draw(st.none() | st.integers(min_value=-t.dims, max_value=t.dims - 1))
+        # float32 rounding: a sum or mean is off by a few ulps of its terms per term;
+        # ``all`` multiplies 0, +-1, 2 and 0.5, which float32 holds exactly.
+        exact = name == "all"
         if dim is None:
             out = method(t)
             assert out.shape == (1,)
-            assert_close(out, np.array([ref(a)]))
+            terms, count = np.abs(a).sum() / (a.size if name == "mean" else 1), a.size
+            assert_close(out, np.array([ref(a)]), dtype, terms, count * (not exact))
         else:
             expected = ref(a, axis=dim, keepdims=True)
-            assert_close(method(t, dim), expected)
-            assert_close(method(t, dim=dim), expected)
+            count = a.shape[dim] * (not exact)
+            terms = np.abs(a).sum(axis=dim, keepdims=True) / (a.shape[dim] if name == "mean" else 1)
+            assert_close(method(t, dim), expected, dtype, terms, count)
+            assert_close(method(t, dim=dim), expected, dtype, terms, count)
             out = method(t, dim)
         assert_new_contiguous(out)
 
-    run_property(backend, check, tensor_arrays(backend, elements=elements), st.data())
+    arrays = tensor_arrays(backend, elements=elements, dtype=dtype)
+    run_property(backend, check, arrays, st.data())
 
 
-def test_reduce_keeps_dim_examples(backend: TensorBackend) -> None:
-    t = minitorch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], backend=backend)
+def test_reduce_keeps_dim_examples(backend: TensorBackend, dtype: np.dtype) -> None:
+    t = minitorch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], backend=backend, dtype=dtype)
     assert t.sum(0).shape == (1, 2)
     assert t.sum(1).shape == (3, 1)
     assert t.sum(-1).shape == (3, 1)
     assert t.sum().shape == (1,)
-    assert_exact(t.sum(0), [[9.0, 12.0]])
-    assert_exact(t.sum(1), [[3.0], [7.0], [11.0]])
-    assert_exact(t.mean(0), [[3.0, 4.0]])
-    assert_exact(t.mean(), [3.5])
-    assert_exact(t.all(), [720.0])
-    assert_exact(t.all(1), [[2.0], [12.0], [30.0]])
-    # The course passes dims as tensors.
-    assert_exact(Sum.apply(t, minitorch.tensor([1.0], backend=backend)), [[3.0], [7.0], [11.0]])
+    assert_exact(t.sum(0), [[9.0, 12.0]], dtype)
+    assert_exact(t.sum(1), [[3.0], [7.0], [11.0]], dtype)
+    assert_exact(t.mean(0), [[3.0, 4.0]], dtype)
+    assert_exact(t.mean(), [3.5], dtype)
+    assert_exact(t.all(), [720.0], dtype)
+    assert_exact(t.all(1), [[2.0], [12.0], [30.0]], dtype)
+    # The course passes dims as tensors (of any dtype).
+    for dim_dtype in (F64, F32):
+        dims = minitorch.tensor([1.0], backend=backend, dtype=dim_dtype)
+        assert_exact(Sum.apply(t, dims), [[3.0], [7.0], [11.0]], dtype)
     assert t.sum(0).view(2).shape == (2,)
 
 
@@ -199,41 +262,43 @@ def test_reduce_bad_dim_raises(backend: TensorBackend) -> None:
 # Forward: movement ----------------------------------------------------------------
 
 
-def test_permute_forward(backend: TensorBackend) -> None:
+def test_permute_forward(backend: TensorBackend, dtype: np.dtype) -> None:
     def check(pair: tuple[Tensor, np.ndarray], data: st.DataObject) -> None:
         t, a = pair
         order = data.draw(st.permutations(range(t.dims)))
-        assert_exact(t.permute(*order), a.transpose(order))
-        assert_exact(t.permute(order), a.transpose(order))
+        assert_exact(t.permute(*order), a.transpose(order), dtype)
+        assert_exact(t.permute(order), a.transpose(order), dtype)
 
-    run_property(backend, check, tensor_arrays(backend), st.data())
+    run_property(backend, check, tensor_arrays(backend, dtype=dtype), st.data())
 
 
-def test_contiguous_copies(backend: TensorBackend) -> None:
+def test_contiguous_copies(backend: TensorBackend, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype, keep=True)
+
     def check(pair: tuple[Tensor, np.ndarray]) -> None:
         t, a = pair
         c = t.contiguous()
-        assert_exact(c, a)
+        assert_exact(c, a, dtype)
         assert c._tensor.is_contiguous()
         c[tuple(0 for _ in c.shape)] = 1e6
-        assert_exact(t, a)
+        assert_exact(t, a, dtype)
 
-    run_property(backend, check, tensor_arrays(backend))
+    run_property(backend, check, tensor_arrays(backend, dtype=dtype))
 
 
-def test_view_forward(backend: TensorBackend) -> None:
+def test_view_forward(backend: TensorBackend, dtype: np.dtype) -> None:
     def check(pair: tuple[Tensor, np.ndarray], data: st.DataObject) -> None:
         t, a = pair
         c = t.contiguous()
         flat = a.reshape(-1)
-        assert_exact(c.view(c.size), flat)
-        assert_exact(c.view(-1), flat)
+        assert_exact(c.view(c.size), flat, dtype)
+        assert_exact(c.view(-1), flat, dtype)
         split = data.draw(st.sampled_from([d for d in range(1, c.size + 1) if c.size % d == 0]))
-        assert_exact(c.view(split, -1), flat.reshape(split, -1))
-        assert_exact(c.view(-1, split), flat.reshape(-1, split))
-        assert_exact(c.view((1, c.size)), flat.reshape(1, -1))
+        assert_exact(c.view(split, -1), flat.reshape(split, -1), dtype)
+        assert_exact(c.view(-1, split), flat.reshape(-1, split), dtype)
+        assert_exact(c.view((1, c.size)), flat.reshape(1, -1), dtype)
 
-    run_property(backend, check, tensor_arrays(backend), st.data())
+    run_property(backend, check, tensor_arrays(backend, dtype=dtype), st.data())
 
 
 def test_view_errors(backend: TensorBackend) -> None:
@@ -263,29 +328,42 @@ MATMUL_LAYOUTS = {
 }
 
 
-def matmul_operands(backend: TensorBackend, layout: str) -> st.SearchStrategy[Any]:
+def matmul_operands(
+    backend: TensorBackend,
+    layout: str,
+    dtype: np.dtype = F64,
+    elements: st.SearchStrategy[float] = moderate_floats,
+) -> st.SearchStrategy[Any]:
     cap = 2 if backend.cuda else 4
 
     @st.composite
     def operands(draw: st.DrawFn) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
         d, a, b, c = (draw(st.integers(min_value=1, max_value=cap)) for _ in range(4))
         shape_a, shape_b = MATMUL_LAYOUTS[layout](d, a, b, c)
-        ta, na = draw(tensor_arrays(backend, shape_a, moderate_floats))
-        tb, nb = draw(tensor_arrays(backend, shape_b, moderate_floats))
+        ta, na = draw(tensor_arrays(backend, shape_a, elements, dtype=dtype))
+        tb, nb = draw(tensor_arrays(backend, shape_b, elements, dtype=dtype))
         return ta, na, tb, nb
 
     return operands()
 
 
-@pytest.mark.parametrize("layout", list(MATMUL_LAYOUTS))
-def test_matmul_forward(backend: TensorBackend, layout: str) -> None:
+# tests/test_dtype.py multiplies 2-d float32 matrices; here the batched layouts.
+@pytest.mark.parametrize(
+    "layout, dtype", with_float32(list(MATMUL_LAYOUTS), [n for n in MATMUL_LAYOUTS if n != "2d"])
+)
+def test_matmul_forward(backend: TensorBackend, layout: str, dtype: np.dtype) -> None:
+    few_float32_on_cuda(backend, dtype, keep=layout == "batch_b1")
+
     def check(quad: tuple[Tensor, np.ndarray, Tensor, np.ndarray]) -> None:
         ta, na, tb, nb = quad
         out = ta @ tb
-        assert_close(out, na @ nb)
+        # The float32 oracle: float64 products of the float32 values, rounded once.
+        expected = (na.astype(F64) @ nb.astype(F64)).astype(dtype)
+        terms = np.abs(na).astype(F64) @ np.abs(nb).astype(F64)
+        assert_close(out, expected, dtype, terms, na.shape[-1])
         assert_new_contiguous(out)
 
-    run_property(backend, check, matmul_operands(backend, layout), heavy=True)
+    run_property(backend, check, matmul_operands(backend, layout, dtype), heavy=True)
 
 
 def test_matmul_example(backend: TensorBackend) -> None:
@@ -465,3 +543,70 @@ def test_compare_grads_are_zero(backend: TensorBackend, name: str) -> None:
             assert_exact(x.grad, np.zeros(x.shape))
 
     run_property(backend, check, tensor_array_pairs(backend, elements=small_ints))
+
+
+# float32 gradients against the float64 gradients of the same inputs -------------------
+# Central differences in float32 are noise; the float64 gradient of the same (float32)
+# values is the oracle. Inputs are positive where a gradient sums broadcast terms, so
+# the sums do not cancel and the float32 tolerance holds relative to them.
+
+positive_moderate = st.floats(min_value=0.1, max_value=5)
+
+
+def reverse_square(t: Tensor) -> Tensor:
+    flat = t.permute(*reversed(range(t.dims))).contiguous().view(-1)
+    return flat * flat
+
+
+GRAD_FLOAT32: dict[str, tuple[Callable[..., Tensor], Callable[[TensorBackend], Any], bool]] = {
+    # name: (function, strategy of (tensor, array) pairs, exact)
+    "sigmoid": (lambda t: t.sigmoid(), lambda be: st.tuples(tensor_arrays(be, dtype=F32)), False),
+    "log": (
+        lambda t: t.log(),
+        lambda be: st.tuples(tensor_arrays(be, elements=positive_floats, dtype=F32)),
+        False,
+    ),
+    "div_broadcast": (
+        lambda a, b: a / b,
+        lambda be: tensor_array_pairs(be, elements=positive_moderate, dtype=F32).map(
+            lambda q: ((q[0], q[1]), (q[2], q[3]))
+        ),
+        False,
+    ),
+    "mean_dim": (lambda t: t.mean(-1), lambda be: st.tuples(tensor_arrays(be, dtype=F32)), False),
+    "matmul_batch_b1": (
+        lambda a, b: a @ b,
+        lambda be: matmul_operands(be, "batch_b1", F32, positive_moderate).map(
+            lambda q: ((q[0], q[1]), (q[2], q[3]))
+        ),
+        False,
+    ),
+    "permute_view": (reverse_square, lambda be: st.tuples(tensor_arrays(be, dtype=F32)), True),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_FLOAT32))
+def test_float32_grad_matches_float64(backend: TensorBackend, name: str) -> None:
+    few_float32_on_cuda(backend, F32, keep=name in ("div_broadcast", "permute_view"))
+    fn, inputs, exact = GRAD_FLOAT32[name]
+
+    def check(pairs: tuple[tuple[Tensor, np.ndarray], ...]) -> None:
+        x32 = [t.requires_grad_(True) for t, _ in pairs]
+        x64 = [
+            minitorch.tensor_from_numpy(a.astype(F64), backend=backend).requires_grad_(True)
+            for _, a in pairs
+        ]
+        out32, out64 = fn(*x32), fn(*x64)
+        assert_dtype(out32, F32)
+        out32.sum().backward()
+        out64.sum().backward()
+        for a, b in zip(x32, x64):
+            assert a.grad is not None and b.grad is not None
+            want = b.grad.to_numpy()
+            if exact:
+                assert_exact(a.grad, want.astype(F32), F32)
+            else:
+                # Each entry sums at most out.size same-signed terms.
+                assert_close(a.grad, want.astype(F32), F32, want, out32.size)
+
+    run_property(backend, check, inputs(backend))
