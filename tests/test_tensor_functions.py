@@ -147,7 +147,9 @@ def test_binary_forward_mixed_dtypes(backend: TensorBackend, name: str) -> None:
         ta, tb = (ta.to(F32), tb) if a_is_f32 else (ta, tb.to(F32))
         na, nb = ta.to_numpy().astype(F64), tb.to_numpy().astype(F64)
         out = fn(ta, tb)
-        assert_close(out, ref(na, nb), F64)
+        assert_dtype(out, F64)
+        # Tighter than the contract's atol: a float32 round trip would pass that.
+        np.testing.assert_allclose(out.to_numpy(), ref(na, nb), rtol=1e-14, atol=0)
 
     pairs = tensor_array_pairs(backend, elements_b=elements_b)
     run_property(backend, check, pairs, st.booleans())
@@ -587,7 +589,7 @@ GRAD_FLOAT32: dict[str, tuple[Callable[..., Tensor], Callable[[TensorBackend], A
 
 @pytest.mark.parametrize("name", list(GRAD_FLOAT32))
 def test_float32_grad_matches_float64(backend: TensorBackend, name: str) -> None:
-    few_float32_on_cuda(backend, F32, keep=name in ("div_broadcast", "permute_view"))
+    few_float32_on_cuda(backend, F32, keep=name == "div_broadcast")
     fn, inputs, exact = GRAD_FLOAT32[name]
 
     def check(pairs: tuple[tuple[Tensor, np.ndarray], ...]) -> None:
