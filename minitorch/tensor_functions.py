@@ -1244,13 +1244,16 @@ def _perturbed_sums(
     f: Any, vals: Sequence[Tensor], arg: int, ind: tuple[int, ...], epsilon: float
 ) -> tuple[float, float]:
     """``f(*vals).sum()`` with element ``ind`` of argument ``arg`` moved up, and down,
-    by ``epsilon``."""
+    by ``epsilon``. A float32 argument is moved in float64: a step of 1e-6 is a few
+    float32 ulps, so its difference would be mostly rounding (2x at 1 gave 1.97)."""
     x = vals[arg]
+    if x.dtype != np.float64:
+        x = x.detach().double()
     step = x.zeros(x.shape)
     step[ind] = epsilon
-    up = f(*[v if j != arg else v + step for j, v in enumerate(vals)]).sum()
-    down = f(*[v if j != arg else v - step for j, v in enumerate(vals)]).sum()
-    return up[0], down[0]
+    up = f(*[v if j != arg else x + step for j, v in enumerate(vals)]).sum()
+    down = f(*[v if j != arg else x - step for j, v in enumerate(vals)]).sum()
+    return float(up[0]), float(down[0])
 
 
 # Indices grad_check tries per input before saying the function is not differentiable.
@@ -1298,7 +1301,8 @@ but was expecting derivative %f from central difference.
             check = (up - down) / (2.0 * epsilon)
             if _close(x.grad[ind], check):
                 break
-            left, right = (total[0] - down) / epsilon, (up - total[0]) / epsilon
+            center = _perturbed_sums(f, vals, i, ind, 0.0)[0]  # in up and down's dtype
+            left, right = (center - down) / epsilon, (up - center) / epsilon
             if _close(left, right):  # differentiable here: a real mismatch
                 np.testing.assert_allclose(
                     x.grad[ind],

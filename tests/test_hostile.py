@@ -501,6 +501,25 @@ def test_grad_check_still_catches_wrong_gradients() -> None:
         minitorch.grad_check(_WrongBackward.apply, minitorch.tensor([3.0, 4.0, 5.0]))
 
 
+def test_central_differences_of_float32_are_taken_in_float64() -> None:
+    # Regression: a step of 1e-6 is a few float32 ulps; d(x^2)/dx at 1 came out 1.907.
+    x = minitorch.tensor([1.0, 3.0, 0.25], dtype=minitorch.float32)
+    for i, value in enumerate([1.0, 3.0, 0.25]):
+        slope = minitorch.grad_central_difference(lambda t: t * t * t, x, arg=0, ind=(i,))
+        assert slope == pytest.approx(3 * value**2, rel=1e-6)
+    assert x.dtype == minitorch.float32  # the argument itself is untouched
+
+
+def test_grad_check_in_float32_passes_right_and_catches_wrong_gradients() -> None:
+    x = minitorch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=minitorch.float32)
+    y = minitorch.tensor([[0.3, -0.7], [0.2, 0.4]], dtype=minitorch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # smooth everywhere: no index is skipped
+        minitorch.grad_check(lambda a, b: (a @ b).sigmoid().log() * a, x, y)
+    with pytest.raises(AssertionError, match="Gradient check error"):
+        minitorch.grad_check(_WrongBackward.apply, x)
+
+
 def test_grad_check_keeps_the_contract_sampling() -> None:
     # At a differentiable point: seed 10, then one sampled index per input, as before.
     x = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
