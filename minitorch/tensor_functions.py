@@ -1244,16 +1244,24 @@ def _perturbed_sums(
     f: Any, vals: Sequence[Tensor], arg: int, ind: tuple[int, ...], epsilon: float
 ) -> tuple[float, float]:
     """``f(*vals).sum()`` with element ``ind`` of argument ``arg`` moved up, and down,
-    by ``epsilon``. A float32 argument is moved in float64: a step of 1e-6 is a few
-    float32 ulps, so its difference would be mostly rounding (2x at 1 gave 1.97)."""
+    by ``epsilon``."""
+    return _moved_sum(f, vals, arg, ind, epsilon), _moved_sum(f, vals, arg, ind, epsilon, up=False)
+
+
+def _moved_sum(
+    f: Any, vals: Sequence[Tensor], arg: int, ind: tuple[int, ...], epsilon: float,
+    up: bool = True,
+) -> float:  # fmt: skip
+    """``f(*vals).sum()`` with element ``ind`` of argument ``arg`` moved by ``epsilon``,
+    up or down. A float32 argument is moved in float64: a step of 1e-6 is a few float32
+    ulps, so a difference of two sums would be mostly rounding (2x at 1 gave 1.97)."""
     x = vals[arg]
     if x.dtype != np.float64:
         x = x.detach().double()
     step = x.zeros(x.shape)
     step[ind] = epsilon
-    up = f(*[v if j != arg else x + step for j, v in enumerate(vals)]).sum()
-    down = f(*[v if j != arg else x - step for j, v in enumerate(vals)]).sum()
-    return float(up[0]), float(down[0])
+    moved = x + step if up else x - step
+    return float(f(*[v if j != arg else moved for j, v in enumerate(vals)]).sum()[0])
 
 
 # Indices grad_check tries per input before saying the function is not differentiable.
@@ -1301,7 +1309,7 @@ but was expecting derivative %f from central difference.
             check = (up - down) / (2.0 * epsilon)
             if _close(x.grad[ind], check):
                 break
-            center = _perturbed_sums(f, vals, i, ind, 0.0)[0]  # in up and down's dtype
+            center = _moved_sum(f, vals, i, ind, 0.0)  # in up and down's dtype
             left, right = (center - down) / epsilon, (up - center) / epsilon
             if _close(left, right):  # differentiable here: a real mismatch
                 np.testing.assert_allclose(
