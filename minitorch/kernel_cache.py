@@ -474,9 +474,10 @@ _ENGINE_KEY = _engine_key()
 
 
 @functools.cache
-def _compiled_source(family: str, source: str) -> types.CodeType:
-    """A template's bytecode, compiled once per process for all the modules made from it."""
-    filename = f"<minitorch {family} kernels>"
+def _compiled_source(label: str, source: str) -> types.CodeType:
+    """Kernel source's bytecode, compiled once per process for all the modules made from
+    it, under the file name ``<minitorch {label}>``."""
+    filename = f"<minitorch {label}>"
     # Registered with linecache so numba's reports can show the kernel source.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     return compile(source, filename, "exec")
@@ -544,7 +545,7 @@ def load_kernels(
     name, digest = _module_for(family, [source, key])
     module = _loaded.get(name)
     if module is None:
-        module = _new_module(name, digest, _compiled_source(family, source), {})
+        module = _new_module(name, digest, _compiled_source(f"{family} kernels", source), {})
         module.__dict__.update(constants)  # over the template's defaults
         module.fn = jit_scalar(fn)
     return module
@@ -569,9 +570,9 @@ def load_generated(
     name, digest = _module_for(family, [source, *parts])
     module = _loaded.get(name)
     if module is None:
-        filename = f"<minitorch {family} kernels {digest or id(source)}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        module = _new_module(name, digest, compile(source, filename, "exec"), scalars)
+        # Its own file name: reports must show this module's source, not another's.
+        label = f"{family} kernels {digest or id(source)}"
+        module = _new_module(name, digest, _compiled_source(label, source), scalars)
     return module
 
 
