@@ -245,6 +245,18 @@ def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
         recording.recorder.launch(kernel, (out, *args))
 
 
+def launch_new(
+    kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: Any
+) -> Tensor:
+    """Launch ``kernels``' parallel or serial form into a new contiguous tensor of
+    ``shape`` on ``like``'s backend, in ``like``'s dtype (``args`` follow the output)."""
+    size = int(np.prod(shape))
+    out = np.empty(size, like.dtype)
+    if size:
+        launch_into(kernels, out, *args)
+    return like._make_like(like.backend.from_numpy(out), shape, size)
+
+
 def _as_2d(td: TensorData) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Shape and strides of a (B, C, W) or (B, C, H, W) layout as (B, C, H, W)."""
     if len(td.shape) == 3:
@@ -314,10 +326,9 @@ def _gemm_backward(
         # dcols (R, N) = W^T (R, Cout) @ G (Cout, N), then gathered back to the input.
         w_t = _matrix(weight, weight._tensor._storage, (u.rows, u.out_channels), (1, u.rows))
         dcols = backend.matrix_multiply(w_t, g)
-        gi = np.empty(u.batch * u.channels * u.positions, input.dtype)
         source = backend.to_numpy(dcols._tensor._storage)
-        launch_into(_COL2IM, gi, source, u.batch, u.channels, u.height, u.width, u.kh, u.kw)
-        grad_input = input._make_like(backend.from_numpy(gi), input.shape, gi.size)
+        grad_input = launch_new(_COL2IM, input, input.shape, source, u.batch, u.channels,
+                                u.height, u.width, u.kh, u.kw)  # fmt: skip
     return grad_input, grad_weight
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from .autodiff import Context
-from .fast_conv import kernel_pair, launch_into
+from .fast_conv import kernel_pair, launch_new
 from .tensor import Tensor
 from .tensor_data import IndexingError, as_int
 from .tensor_functions import Function, cast
@@ -85,7 +85,6 @@ _max_pool = _window_fold("_max_pool", _max_step, -np.inf, mean=False)
 _avg_pool = _window_fold("_avg_pool", _sum_step, 0.0, mean=True)
 
 
-
 def _max_pool_back(grad_in, grad, input, out, batch, channels, height, width, kh, kw,
                    s0, s1, s2, s3, g0, g1, g2, g3):  # noqa: ANN001  # fmt: skip
     """``grad_in`` (contiguous) = the window's gradient where the element equals the
@@ -128,16 +127,6 @@ _AVG_POOL = kernel_pair(_avg_pool)
 _AVG_POOL_BACK = kernel_pair(_avg_pool_back)
 
 
-def _run(kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: Any) -> Tensor:
-    """Launch ``kernels``' parallel or serial form into a new contiguous tensor of
-    ``shape`` on ``like``'s backend, in ``like``'s dtype (``args`` follow the output)."""
-    size = int(np.prod(shape))
-    out = np.empty(size, like.dtype)
-    if size:
-        launch_into(kernels, out, *args)
-    return like._make_like(like.backend.from_numpy(out), shape, size)
-
-
 class _Pool2d(Function):
     """Shared forward for the pooling functions: ``(input, kh, kw)``."""
 
@@ -146,7 +135,7 @@ class _Pool2d(Function):
     @classmethod
     def _pool(cls, input: Tensor, kh: int, kw: int) -> Tensor:
         batch, channels, height, width = input.shape
-        return _run(
+        return launch_new(
             cls.forward_kernels,
             input,
             (batch, channels, height // kh, width // kw),
@@ -173,7 +162,7 @@ class MaxPool2dFun(_Pool2d):
         grad = cast(grad_output, input.dtype)
         to_numpy = input.backend.to_numpy
         return (
-            _run(
+            launch_new(
                 _MAX_POOL_BACK,
                 input,
                 input.shape,
@@ -204,7 +193,7 @@ class AvgPool2dFun(_Pool2d):
         input, kh, kw = ctx.saved_values
         grad = cast(grad_output, input.dtype)
         return (
-            _run(
+            launch_new(
                 _AVG_POOL_BACK,
                 input,
                 input.shape,
