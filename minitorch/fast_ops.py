@@ -492,8 +492,9 @@ def _matmul_into(
         # One or two columns, or a row of A and a column of B both contiguous along k
         # (B transposed, as in a backward pass): a dot product per element of C.
         kernel = _matmul_dots_par if parallel else _matmul_dots_ser
-    elif (small or k < 8 or (m < _MR and row_major_b)
-          or (row_major_b and (few_rows or (work < _THIN_WORK and k <= _THIN_K)))):  # fmt: skip
+    elif small or k < 8 or (
+        row_major_b and (m < _MR or few_rows or (work < _THIN_WORK and k <= _THIN_K))
+    ):
         # Small, short, single-row or thin products: rows of B stream through (unit
         # stride when B is row-major); otherwise packing pays for itself.
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
