@@ -259,8 +259,9 @@ def _minitorch_epoch_times(
 ) -> list[float]:
     """Seconds of each epoch after a warm-up one (which compiles kernels, and records
     the step when ``compiled``)."""
-    data, step = _minitorch_training(points, hidden, batch, backend, compiled)
-    return _epochs(data, batch, epochs, step)
+    times = _taking_turns([_minitorch_training(points, hidden, batch, backend, compiled)],
+                          batch, epochs)  # fmt: skip
+    return times[0] or []
 
 
 def _minitorch_training(
@@ -357,9 +358,10 @@ def _taking_turns(
 ) -> list[list[float] | None]:
     """Seconds of each of ``epochs`` epochs of every side (None: not measured).
 
-    After a warm-up epoch each, the sides take turns, a block of epochs at a time
-    (``SETTLE`` before each block), so that a slow spell of the shared machine falls
-    on all of them alike rather than on whichever side ran then.
+    After a warm-up epoch each (which compiles kernels, and records a compiled step),
+    the sides take turns, a block of epochs at a time (``SETTLE`` before each block when
+    there are several), so that a slow spell of the shared machine falls on all of
+    them alike rather than on whichever side ran then.
     """
     for side in sides:
         if side is not None:
@@ -371,22 +373,13 @@ def _taking_turns(
         for side, side_times in zip(sides, times):
             if side is None or side_times is None:
                 continue
-            time.sleep(SETTLE)
+            if len(sides) > 1:
+                time.sleep(SETTLE)
             for _ in range(block):
                 start = time.perf_counter()
                 _epoch(side[0], batch, side[1])
                 side_times.append(time.perf_counter() - start)
     return times
-
-
-def _epochs(data: Any, batch: int, epochs: int, step: Callable[[Any, Any], None]) -> list[float]:
-    """Epoch times after a warm-up epoch (which compiles kernels)."""
-    times = []
-    for _ in range(epochs + 1):
-        start = time.perf_counter()
-        _epoch(data, batch, step)
-        times.append(time.perf_counter() - start)
-    return times[1:]
 
 
 def _epoch(data: Any, batch: int, step: Callable[[Any, Any], None]) -> None:
