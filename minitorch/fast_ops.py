@@ -548,7 +548,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
     columns) are copied into contiguous panels, k-major, read from any strides,
     in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``); then tasks of up
-    to _MC rows by _NB_STRIPS strips of C run the micro-kernel over them. A small
+    to _MC rows by about _NB_STRIPS strips of C run the micro-kernel over them. A small
     row-major B in whole strips, and then A, are read where they lie instead.
     """
     nr = 2 * fast_simd.lanes(out)
@@ -557,7 +557,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
     if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
         b_strips = n // nr
-        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        col_blocks = _col_blocks(batch * row_blocks, b_strips)
         for t in prange(batch * row_blocks * col_blocks):
             _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
                        k, True, mc, row_blocks, col_blocks, b_strips, False)  # fmt: skip
@@ -570,7 +570,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
-        col_blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+        col_blocks = _col_blocks(batch * row_blocks, b_strips)
         # A packed B that fits in L2 needs no prefetching.
         prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
         for k0 in range(0, k, _KC):
@@ -588,6 +588,23 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
                 _gemm_task(t, out, a_pack, 0, a_batch, _MR * kb, 1, _MR,
                            b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0,
                            kc, k0 == 0, mc, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
+
+
+@njit(cache=True)
+def _col_blocks(row_tasks, b_strips):  # noqa: ANN001, ANN202
+    """How many blocks the strips of B are cut into (about _NB_STRIPS strips each).
+
+    A parallel loop hands each thread an equal run of tasks, so the task count is
+    rounded up to a multiple of the thread count (and the strips dealt out evenly,
+    see ``_gemm_task``): 25 strips in 7 blocks of up to 4 gave two threads 16 and
+    9 strips; 8 blocks of 3 or 4 give 13 and 12. Only the division of C into tasks
+    changes, never the arithmetic of an element.
+    """
+    blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
+    threads = numba.get_num_threads()
+    while (row_tasks * blocks) % threads != 0 and blocks < b_strips:
+        blocks += 1
+    return blocks
 
 
 @njit(cache=True)
@@ -611,7 +628,7 @@ def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strip
 def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
                b, b_base, b_batch, b_strip, sb_k, m, n, nc, j0,
                kc, first, mc, row_blocks, col_blocks, b_strips, prefetch):  # noqa: ANN001  # fmt: skip
-    """Task ``t``: a block of ``mc`` rows by _NB_STRIPS strips of C, in one batch.
+    """Task ``t``: a block of ``mc`` rows by about _NB_STRIPS strips of C, in one batch.
     Each strip of B meets every strip of A of the block while in L1.
 
     Strip ``i`` of A starts at ``a_base + p * a_batch + i * a_strip`` in batch ``p``,
@@ -623,11 +640,14 @@ def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
     p = t // per_batch
     q = t - p * per_batch
     i0 = (q // col_blocks) * mc
-    s0 = (q % col_blocks) * _NB_STRIPS
+    block = q % col_blocks
+    # Blocks of strips differ in size by at most one.
+    s0 = block * b_strips // col_blocks
+    s1 = (block + 1) * b_strips // col_blocks
     i1 = min(m, i0 + mc)
     calls = (i1 - i0 + _MR - 1) // _MR
     line = 64 // out.itemsize
-    for s in range(s0, min(b_strips, s0 + _NB_STRIPS)):
+    for s in range(s0, s1):
         j = s * nr
         pb = b_base + p * b_batch + s * b_strip
         # While this packed strip of B is in use, the next one is fetched towards

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -457,6 +458,23 @@ def test_large_matmul_odd_sizes_and_long_k(rng: np.random.Generator) -> None:
     assert_near(view_of(p, (0, 2, 1))[0] @ view_of(q, (1, 0))[0], p @ q)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_matmul_deals_every_strip_of_b_once(rng: np.random.Generator, threads: int) -> None:
+    # One block of rows (m <= _MC): the strips of B (8 columns in float64) are cut into a
+    # multiple of the thread count of blocks that differ by one strip; every strip count
+    # from 1 to 33, and partial last strips, must come out whole.
+    x = rng.standard_normal((100, 400))  # above the parallel threshold from n = 27
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for n in [*range(8, 8 * 34, 8), 13, 199, 201]:
+            y = rng.standard_normal((400, n))
+            assert_near(fast(x) @ fast(y), x @ y)
+            assert_near(fast(x) @ view_of(y, (1, 0))[0], x @ y)
+    finally:
+        numba.set_num_threads(previous)
+
+
 def test_large_matmul_row_streaming_parallel(rng: np.random.Generator) -> None:
     # Above the parallel threshold with a short k and row-major B: the row-streaming
     # kernel runs in parallel.
@@ -683,6 +701,10 @@ DETERMINISM_SCRIPT = textwrap.dedent(
         q = t(rng.standard_normal((1, 64, 64)))
         outs += [mm(p, q), mm(q.permute(0, 2, 1), p), mm(p.permute(0, 2, 1), p), mm(p, p)]
         outs.append(mm(t(rng.standard_normal((500, 700))), t(rng.standard_normal((700, 2)))))
+        # One block of rows: the strips of B are dealt out per thread count.
+        h = t(rng.standard_normal((100, 200)))
+        w = t(rng.standard_normal((200, 200)))
+        outs += [mm(h, w), mm(h, w.permute(1, 0)), mm(t(rng.standard_normal((30, 64))), w[:64])]
         return outs
     """
 )
@@ -707,10 +729,11 @@ def test_results_identical_for_any_thread_count() -> None:
     code = DETERMINISM_SCRIPT + "\nprint(digest())\n"
     one = run_python(code, {"NUMBA_NUM_THREADS": "1"})
     two = run_python(code, {"NUMBA_NUM_THREADS": "2"})
+    three = run_python(code, {"NUMBA_NUM_THREADS": "3"})  # an odd count splits work unevenly
     namespace: dict[str, Any] = {"__name__": "determinism"}
     exec(DETERMINISM_SCRIPT, namespace)
     here = namespace["digest"]()
-    assert one == two == here
+    assert one == two == three == here
     assert namespace["digest"]() == here  # and across runs in one process
 
 
