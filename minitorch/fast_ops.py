@@ -176,6 +176,21 @@ class _Elementwise:
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
 
+    def run_with_value(self, out: Storage, x0: Storage, x1: Storage, value_first: bool) -> None:
+        """``out[i] = fn(x0[i], x1[0])`` (``fn(x0[0], x1[i])`` when ``value_first``) over a
+        contiguous operand of ``out``'s length and one value: ``run``'s answer for
+        ``x * 0.5`` or ``1.0 - x``, without its layout work."""
+        size = len(out)
+        if size == 0:
+            return
+        whole, value = (size, 1), (0, 0)
+        args = (out, x0, x1, 1, size, size, 1,
+                *(value if value_first else whole), *(whole if value_first else value))  # fmt: skip
+        try:
+            self._launch_2d(size >= PARALLEL_THRESHOLD, args)
+        except NumbaError as e:
+            raise _compile_error(self.fn, e) from None
+
     def run_flat(self, out: Storage, *storages: Storage) -> None:
         """``out[i] = fn(x[i], ...)`` over contiguous storages of ``out``'s length."""
         size = len(out)
@@ -324,6 +339,15 @@ class FastOps(TensorOps):
                 out = np.empty(ta.size, result_dtype(a, b))
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
+            if (ta.size == 1) != (tb.size == 1):
+                # Next commonest: a contiguous tensor with one value (``x * 0.5``), whose
+                # shape has no more dims (so it is the output's shape).
+                big, one = (ta, tb) if tb.size == 1 else (tb, ta)
+                contiguous = big.strides == strides_from_shape(big.shape)
+                if contiguous and len(one.shape) <= len(big.shape):
+                    out = np.empty(big.size, result_dtype(a, b))
+                    engine.run_with_value(out, ta._storage, tb._storage, one is ta)
+                    return a._make_like(out, big.shape, big.size)
             out = zip_output(a, b)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out

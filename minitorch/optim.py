@@ -82,17 +82,27 @@ class Optimizer:
         # ``Module.to`` must not promote it).
         p.update(Scalar(new) if hasattr(target, "derivative") else new.to(target.dtype))
 
-    @staticmethod
-    def _coefficients(like: Any, compute: Callable[[], tuple[float, ...]]) -> tuple[Any, ...]:
+    def _coefficients(self, like: Any, compute: Callable[[], tuple[float, ...]]) -> tuple[Any, ...]:
         """``compute()``'s numbers as one-element tensors on ``like``'s backend (floats for
         Scalars). While a step is recorded, the recorder gets ``compute`` to refill them
-        before every replay (it must also advance any step count, as the call here did)."""
+        before every replay (it must also advance any step count, as the call here did);
+        otherwise the tensors of the last call are reused while the numbers stay the same
+        (the kernels only read them: one allocation per step, not per parameter)."""
         values = compute()
         if not isinstance(like, Tensor):
             return values
-        tensors = tuple(like._ensure_tensor(v) for v in values)
         recorder = recording.recorder
-        if recorder is not None:
+        # The last coefficient tensors per (backend, dtype), with their numbers.
+        constants = self.__dict__.setdefault("_constants", {})
+        key = (like.backend, like._tensor._storage.dtype)
+        if recorder is None:
+            kept = constants.get(key)
+            if kept is not None and _same_numbers(kept[0], values):
+                return kept[1]
+        tensors = tuple(like._ensure_tensor(v) for v in values)
+        if recorder is None:
+            constants[key] = (values, tensors)
+        else:
             storages = [t._tensor._storage for t in tensors]
 
             def refill() -> None:
@@ -101,6 +111,11 @@ class Optimizer:
 
             recorder.refresh(refill, storages)
         return tensors
+
+
+def _same_numbers(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Equal, zeros of one sign included (``x - 0.0 * g`` and ``x - -0.0 * g`` differ at -0)."""
+    return a == b and all(math.copysign(1.0, x) == math.copysign(1.0, y) for x, y in zip(a, b))
 
 
 def _accumulate(state: Any, decayed: Any, term: Any) -> Any:

@@ -233,3 +233,35 @@ def test_in_place_updates_equal_the_out_of_place_formulas(backend: minitorch.Ten
     for p, original, expected in zip((sgd, momentum, adam), originals, (w_sgd, w_mom, w_adam)):
         assert p.value is original
         assert np.array_equal(p.value.to_numpy(), expected.to_numpy())
+
+
+def test_changed_hyperparameters_and_dtypes_take_effect_at_the_next_step() -> None:
+    """The coefficient tensors are reused while the numbers stay the same: a new ``lr``
+    (even -0.0 after 0.0, which differ at a -0.0 parameter), a cast of the parameters
+    and a new backend must each be seen by the very next step."""
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    w = np.array([[-0.0, 1.0], [2.0, -3.0]])
+    g = np.array([[0.0, 0.5], [0.25, 2.0]])  # -0.0 - 0.0 * lr is +0.0 only for lr = -0.0
+    p = tensor_param(w, fast)
+    optim = SGD([p], lr=0.5)
+    expected = w.copy()
+    for lr in (0.5, 0.5, 0.25, 0.0, -0.0):
+        optim.lr = lr
+        set_grad(p, g)
+        optim.step()
+        expected = expected - g * lr
+        got = p.value.to_numpy()
+        assert np.array_equal(got, expected)
+        assert np.array_equal(np.signbit(got), np.signbit(expected))
+    p.update(p.value.to(minitorch.float32))
+    set_grad(p, g.astype(np.float32))
+    optim.lr = 0.1
+    optim.step()
+    assert p.value.dtype == minitorch.float32
+    expected32 = expected.astype(np.float32) - g.astype(np.float32) * np.float32(0.1)
+    assert np.array_equal(p.value.to_numpy(), expected32)
+    p.update(tensor_from_numpy(expected, backend=minitorch.SimpleBackend))
+    set_grad(p, g)
+    optim.step()
+    assert p.value.backend is minitorch.SimpleBackend
+    assert np.array_equal(p.value.to_numpy(), expected - g * 0.1)
