@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         ("MATRIX MULTIPLY (packed panels and register-blocked micro-kernel used by FastOps)",
          _in_memory(fast_ops._gemm_into, fastmath=fast_ops._CONTRACT),
          lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides,
-                        *_pack_buffers(d, 2, 4, 3, 5, strides))),
+                        *_pack_buffers(d, 2, 4, 3, 5, strides), 2)),
         ("MATRIX MULTIPLY (row-streaming kernel used by FastOps for small products)",
          _in_memory(fast_ops._matmul_rows, fastmath=fast_ops._CONTRACT),
          lambda k, d: k(np.empty(24, d), _flat(40, d), _flat(30, d), 2, 4, 3, 5, *strides)),

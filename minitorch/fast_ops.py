@@ -525,7 +525,9 @@ def _matmul_into(
     else:
         itemsize = out.itemsize
         a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
-        args += _pack_buffers(out.dtype, a_size, b_size)
+        # The thread count comes from here: a kernel that asks numba for it cannot be
+        # cached on disk (the call is a run-time address), and the GEMM takes seconds.
+        args += (*_pack_buffers(out.dtype, a_size, b_size), numba.get_num_threads())
         kernel = _gemm_into_par if parallel else _gemm_into_ser
     _launch(kernel, args)
 
@@ -566,7 +568,7 @@ def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN20
     return a_size, b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb
 
 
-def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack):  # noqa: ANN001
+def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack, threads):  # noqa: ANN001, E501
     """C = A @ B through a register-blocked micro-kernel, over packed panels.
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
@@ -574,6 +576,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``); then tasks of up
     to _MC rows by about _NB_STRIPS strips of C run the micro-kernel over them. A small
     row-major B in whole strips, and then A, are read where they lie instead.
+    ``threads`` (numba's thread count) only sets how C is cut into tasks.
     """
     nr = 2 * fast_simd.lanes(out)
     row_blocks = (m + _MC - 1) // _MC
@@ -581,7 +584,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
     if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
         b_strips = n // nr
-        col_blocks = _col_blocks(batch * row_blocks, b_strips)
+        col_blocks = _col_blocks(batch * row_blocks, b_strips, threads)
         for t in prange(batch * row_blocks * col_blocks):
             _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
                        k, True, mc, row_blocks, col_blocks, b_strips, False)  # fmt: skip
@@ -594,7 +597,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
-        col_blocks = _col_blocks(batch * row_blocks, b_strips)
+        col_blocks = _col_blocks(batch * row_blocks, b_strips, threads)
         # A packed B that fits in L2 needs no prefetching.
         prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
         for k0 in range(0, k, _KC):
@@ -615,7 +618,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
 
 
 @njit(cache=True)
-def _col_blocks(row_tasks, b_strips):  # noqa: ANN001, ANN202
+def _col_blocks(row_tasks, b_strips, threads):  # noqa: ANN001, ANN202
     """How many blocks the strips of B are cut into (about _NB_STRIPS strips each).
 
     A parallel loop hands each thread an equal run of tasks, so the task count is
@@ -625,7 +628,6 @@ def _col_blocks(row_tasks, b_strips):  # noqa: ANN001, ANN202
     changes, never the arithmetic of an element.
     """
     blocks = (b_strips + _NB_STRIPS - 1) // _NB_STRIPS
-    threads = numba.get_num_threads()
     while (row_tasks * blocks) % threads != 0 and blocks < b_strips:
         blocks += 1
     return blocks
@@ -901,17 +903,22 @@ def _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noq
     return np.empty(a_size, out.dtype), np.empty(b_size, out.dtype)
 
 
-# The entry points on operands and strides alone, which allocate their own buffers.
+# The entry points on operands and strides alone, which allocate their own buffers
+# (for tests and reports; the parallel one cuts C for two threads).
+_ENTRY_THREADS = 2
+
+
 @njit(cache=True)
 def _gemm_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
     a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
-    _gemm_into_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+    _gemm_into_par(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack,
+                   _ENTRY_THREADS)
 
 
 @njit(cache=True)
 def _gemm_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
     a_pack, b_pack = _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
-    _gemm_into_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack)
+    _gemm_into_ser(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack, 1)
 
 
 _matmul_rows_par = njit(parallel=True, fastmath=_CONTRACT, cache=True)(

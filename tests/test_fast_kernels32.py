@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from unittest import mock
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -535,7 +536,7 @@ def _with_kept_buffers(gemm_into: Callable[..., None]) -> Callable[..., None]:
         sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, strides[0], strides[3],
                                      strides[5])  # fmt: skip
         buffers = fast_ops._pack_buffers(out.dtype, *sizes)
-        gemm_into(out, a, b, batch, m, n, k, *strides, *buffers)
+        gemm_into(out, a, b, batch, m, n, k, *strides, *buffers, numba.get_num_threads())
 
     return run
 
