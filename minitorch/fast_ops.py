@@ -176,16 +176,15 @@ class _Elementwise:
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
 
-    def run_with_value(self, out: Storage, x0: Storage, x1: Storage, value_first: bool) -> None:
-        """``out[i] = fn(x0[i], x1[0])`` (``fn(x0[0], x1[i])`` when ``value_first``) over a
-        contiguous operand of ``out``'s length and one value: ``run``'s answer for
-        ``x * 0.5`` or ``1.0 - x``, without its layout work."""
+    def run_rows(self, out: Storage, x0: Storage, x1: Storage, cols: int, first: bool) -> None:
+        """``out`` (contiguous, rows of ``cols``) from a contiguous operand of its size and a
+        repeated one (``x0`` when ``first``): one value when ``cols`` is the whole length,
+        else one row (a bias). ``run``'s answer for these, without its layout work."""
         size = len(out)
-        if size == 0:
-            return
-        whole, value = (size, 1), (0, 0)
-        args = (out, x0, x1, 1, size, size, 1,
-                *(value if value_first else whole), *(whole if value_first else value))  # fmt: skip
+        whole = (cols, 1)
+        repeated = (0, 0) if cols == size else (0, 1)
+        args = (out, x0, x1, size // cols, cols, cols, 1,
+                *(repeated if first else whole), *(whole if first else repeated))  # fmt: skip
         try:
             self._launch_2d(size >= PARALLEL_THRESHOLD, args)
         except NumbaError as e:
@@ -242,6 +241,23 @@ class _Elementwise:
             out, x0, x1, n0, n1, so0, so1, s00, s01, s10, s11 = args
             args, pattern = (out, x1, x0, n0, n1, so0, so1, s10, s11, s00, s01), "ub"
         _launch(self.d2[pattern, par], args)
+
+
+def _rows_layout(ta: TensorData, tb: TensorData) -> tuple[bool, int] | None:
+    """``(first, cols)`` when one operand is contiguous and has the output's shape and the
+    other (the first operand when ``first``) is one value or a contiguous row of ``cols``
+    (its shape ends the first one's, with fewer dims); else None."""
+    for big, small, first in ((ta, tb, False), (tb, ta, True)):
+        if not 0 < small.size < big.size:
+            continue
+        sg, ss = big.shape, small.shape
+        if big.strides != strides_from_shape(sg):
+            return None
+        if small.size == 1:
+            return (first, big.size) if len(ss) <= len(sg) else None
+        trailing = len(ss) < len(sg) and sg[len(sg) - len(ss) :] == ss
+        return (first, small.size) if trailing and small.strides == strides_from_shape(ss) else None
+    return None
 
 
 def _spread(out: Storage, x: Storage) -> None:
@@ -339,15 +355,14 @@ class FastOps(TensorOps):
                 out = np.empty(ta.size, result_dtype(a, b))
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size)
-            if (ta.size == 1) != (tb.size == 1):
-                # Next commonest: a contiguous tensor with one value (``x * 0.5``), whose
-                # shape has no more dims (so it is the output's shape).
-                big, one = (ta, tb) if tb.size == 1 else (tb, ta)
-                contiguous = big.strides == strides_from_shape(big.shape)
-                if contiguous and len(one.shape) <= len(big.shape):
-                    out = np.empty(big.size, result_dtype(a, b))
-                    engine.run_with_value(out, ta._storage, tb._storage, one is ta)
-                    return a._make_like(out, big.shape, big.size)
+            rows = _rows_layout(ta, tb)
+            if rows is not None:
+                # Next commonest: ``x * 0.5`` and a bias, with no layout work.
+                first, cols = rows
+                big = tb if first else ta
+                out = np.empty(big.size, result_dtype(a, b))
+                engine.run_rows(out, ta._storage, tb._storage, cols, first)
+                return a._make_like(out, big.shape, big.size)
             out = zip_output(a, b)
             engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
             return out

@@ -652,12 +652,43 @@ def test_one_value_operand_matches_numpy_without_layout_work(
                 got = op(first, second)
                 assert got.shape == expected.shape and got.dtype == expected.dtype
                 assert np.array_equal(got.to_numpy(), expected)
-                assert bool(general) == (len(one_shape) > len(big_shape))
+                assert bool(general) == (len(one_shape) > len(big_shape) or 0 in big_shape)
         if len(big_shape) > 1:
             general.clear()
             xt = x.permute(*reversed(range(len(big_shape))))
             assert np.array_equal(sub(xt, c).to_numpy(), np.subtract(nx.T, nc))
             assert general
+
+
+@pytest.mark.parametrize(
+    "big_shape, row_shape, layout_free",
+    [((10, 100), (100,), True), ((2, 3, 4), (3, 4), True), ((2, 3, 4), (4,), True),
+     ((3, 4), (1, 4), False), ((0, 4), (4,), False),
+     ((3, 1), (1,), True), ((4, 3), (3,), True), ((5, 4, 3), (4, 3), True)],
+)  # fmt: skip
+def test_repeated_row_operand_matches_numpy_without_layout_work(
+    big_shape: tuple[int, ...], row_shape: tuple[int, ...], layout_free: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A bias (a contiguous row whose shape ends a contiguous tensor's) in either operand
+    skips the layout path; a row with leading 1s, a transposed row or an empty tensor do not.
+    (2-D rows are also tried as transposed views: not contiguous, so laid out.)"""
+    rng = np.random.default_rng(sum(big_shape) + 7 * sum(row_shape))
+    sub = FB.zip_of(operators.sub)
+    general: list[int] = []
+    monkeypatch.setattr(fast_ops, "zip_output", lambda *a: general.append(1) or zip_output(*a))
+    for dtype in (np.float64, np.float32):
+        nx = rng.standard_normal(big_shape).astype(dtype)
+        nr = rng.standard_normal(row_shape).astype(dtype)
+        x, r = (minitorch.tensor_from_numpy(v, backend=FB) for v in (nx, nr))
+        transposed = minitorch.tensor_from_numpy(np.ascontiguousarray(nr.T), backend=FB)
+        views = [r, transposed.permute(1, 0)] if len(row_shape) == 2 else [r]
+        for row in views:
+            for first, second, expected in ((x, row, nx - nr), (row, x, nr - nx)):
+                general.clear()
+                got = sub(first, second)
+                assert got.shape == expected.shape and np.array_equal(got.to_numpy(), expected)
+                assert bool(general) == (not layout_free or row is not r)
 
 
 def test_each_2d_pattern_kernel_compiles_only_when_met() -> None:
