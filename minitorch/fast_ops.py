@@ -542,7 +542,9 @@ def _matmul_into(
         a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
         # The thread count comes from here: a kernel that asks numba for it cannot be
         # cached on disk (the call is a run-time address), and the GEMM takes seconds.
-        args += (*_pack_buffers(out.dtype, a_size, b_size), numba.get_num_threads())
+        # (Asking costs about 1 us, so only a parallel product does.)
+        threads = numba.get_num_threads() if parallel else 1
+        args += (*_pack_buffers(out.dtype, a_size, b_size), threads)
         kernel = _gemm_into_par if parallel else _gemm_into_ser
     _launch(kernel, args)
 
