@@ -504,8 +504,12 @@ _GEMM_WORK = 32**3
 _THIN_WORK = 1 << 18
 _THIN_K = 16
 # Below this many (about 50 us of one thread's work), a second thread's start and
-# the waits at the end of each parallel loop cost more than they save.
+# the waits at the end of each parallel loop cost more than they save in the row and
+# dot kernels. The GEMM gains from a second thread from about 2^17 (its serial run is
+# slower per multiply-add there: measured 64^3 float64 22 -> 13 us, (32, 16, 64) x 9
+# 49 -> 26 us; break-even near 2^17, 40^3 and 32x64x32 lose 10%).
 _PARALLEL_MATMUL_WORK = 1 << 20
+_PARALLEL_GEMM_WORK = 1 << 17
 
 
 def _matmul_into(
@@ -527,7 +531,13 @@ def _matmul_into(
     row_major_b = strides[5] == 1
     # (Below 4 steps of k, dot products lose to streaming strided rows of B.)
     along_k = strides[2] == 1 and strides[4] == 1 and not row_major_b and k >= 4
-    if n <= 2 or (along_k and (small or few_rows)):
+    # Under three strips of rows by under two strips of columns, up to the parallel
+    # size: dots beat the GEMM, which computes the padding of a part strip and packs
+    # every block of k (16 x 9 x 2048, the digits CNN's first weight gradient: 96 ->
+    # 36 us float64, 55 -> 19 us float32; at 17 x 15 x 4096 the GEMM is 15% ahead).
+    narrow = (m < 3 * _MR and n < 4 * fast_simd.VECTOR_BYTES // out.itemsize
+              and work < _PARALLEL_MATMUL_WORK)  # fmt: skip
+    if n <= 2 or (along_k and (small or few_rows or narrow)):
         # One or two columns, or a row of A and a column of B both contiguous along k
         # (B transposed, as in a backward pass): a dot product per element of C.
         kernel = _matmul_dots_par if parallel else _matmul_dots_ser
@@ -543,6 +553,7 @@ def _matmul_into(
         # The thread count comes from here: a kernel that asks numba for it cannot be
         # cached on disk (the call is a run-time address), and the GEMM takes seconds.
         # (Asking costs about 1 us, so only a parallel product does.)
+        parallel = work >= _PARALLEL_GEMM_WORK
         threads = numba.get_num_threads() if parallel else 1
         args += (*_pack_buffers(out.dtype, a_size, b_size), threads)
         kernel = _gemm_into_par if parallel else _gemm_into_ser

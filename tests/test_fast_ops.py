@@ -505,6 +505,11 @@ ROUTING_SIZES = {
     "thin_work_below": (11, 128, 186),  # 261888 < 2**18
     "thin_work_above": (11, 128, 187),  # 263296 >= 2**18: back to the GEMM
     "gemm_work_edge": (32, 32, 32),
+    "narrow_long_k": (3 * fast_ops._MR - 1, 2048, 9),  # dots when along k
+    "narrow_rows_edge": (3 * fast_ops._MR, 2048, 9),  # GEMM
+    "narrow_cols_edge": (3 * fast_ops._MR - 1, 300, 32),  # GEMM in either dtype
+    "gemm_parallel_edge": (32, 64, 64),  # 2^17: the parallel GEMM
+    "gemm_parallel_below": (31, 64, 64),
 }
 ROUTING_LAYOUTS = ("row_major", "a_t", "b_t", "both_t", "batch_b_t", "bcast_a_t")
 
@@ -586,6 +591,37 @@ def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch)
         assert_near(out, a.to_numpy() @ b.to_numpy())
     assert len(launched) == 7
     assert not [name for name in launched if "gemm" in name], launched
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "m, k, n, layout, kernel",
+    [(16, 2048, 9, "b_t", "_matmul_dots_ser"),  # the digits CNN's conv1 weight gradient
+     (17, 256, 15, "b_t", "_matmul_dots_ser"),
+     (18, 512, 15, "b_t", "_gemm_into_par"),  # three strips of rows: the GEMM
+     (17, 4200, 15, "b_t", "_gemm_into_par"),  # 2^20 and more: the GEMM
+     (17, 256, 15, "row_major", "_gemm_into_ser"),  # not along k
+     (32, 64, 64, "row_major", "_gemm_into_par"),  # 2^17 multiply-adds
+     (31, 64, 64, "row_major", "_gemm_into_ser"),
+     (32, 9, 16 * 32, "batch_b_t", "_gemm_into_par")],
+)  # fmt: skip
+def test_matmul_routing_picks_the_measured_kernel(
+    m: int, k: int, n: int, layout: str, kernel: str, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The routing rules of ``_matmul_into`` that timing chose (narrow products along k
+    as dot products, the GEMM parallel from 2^17 multiply-adds), and their results."""
+    if kernel == "_matmul_dots_ser" and dtype == np.float32:
+        n = 2 * n + 1  # "under two strips of columns" is twice as wide in float32
+    launched: list[str] = []
+    launch = fast_ops._launch
+    monkeypatch.setattr(
+        fast_ops, "_launch", lambda f, args: launched.append(f.__name__) or launch(f, args)
+    )
+    a, b, expected = _routing_operands(np.random.default_rng(m + k + n), m, k, n, layout, dtype)
+    out = a @ b
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(out.to_numpy(), expected, rtol=tol * k, atol=tol * k)
+    assert launched == [kernel]
 
 
 # Every 2-D kernel pattern (unit-stride, broadcast or general inner stride per input,
