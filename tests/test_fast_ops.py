@@ -1303,3 +1303,21 @@ def test_fast_matches_simple_composite() -> None:
     s_out.backward()
     f_out.backward()
     _check_same(s_in.grad, f_in.grad)
+
+
+def test_matmul_kernels_tool_times_every_kernel_and_names_the_pick() -> None:
+    """``tools/matmul_kernels.py``, the command behind the routing figures, runs."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "matmul_kernels.py"
+    spec = importlib.util.spec_from_file_location("matmul_kernels", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    line = tool.time_kernels("12x16x9t", np.float64, rounds=2)
+    assert "picks dots_ser" in line
+    for kernel in ("gemm_ser", "gemm_par", "rows_ser", "rows_par", "dots_ser", "dots_par"):
+        assert kernel in line
+    assert tool.parse("b3x4x5x6t") == (3, 4, 5, 6, True)
+    with pytest.raises(SystemExit, match="not a product"):
+        tool.parse("4x5")
