@@ -346,9 +346,18 @@ class FastOps(TensorOps):
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
             if out is not None:
+                to = out._tensor
+                if sa == sb == to.shape and ta.strides == tb.strides == to.strides and (
+                    to.strides == strides_from_shape(sa)
+                ):
+                    # An in-place update (an optimiser's): all contiguous alike.
+                    size = to.size
+                    engine.run_flat(*(x if len(x) == size else x[:size] for x in
+                                      (to._storage, ta._storage, tb._storage)))  # fmt: skip
+                    return out
                 check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
                                      out.shape)  # fmt: skip
-                engine.run(out._tensor, ta, tb)
+                engine.run(to, ta, tb)
                 return out
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.

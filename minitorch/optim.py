@@ -113,6 +113,15 @@ class Optimizer:
         return tensors
 
 
+def _product(x: Any, y: Any) -> Any:
+    """``x * y``; for two tensors of one dtype and backend, the backend's kernel itself
+    (the same kernel and values, without an autodiff function around it)."""
+    if (isinstance(x, Tensor) and isinstance(y, Tensor) and x.backend is y.backend
+            and x._tensor._storage.dtype == y._tensor._storage.dtype):  # fmt: skip
+        return x.f.mul_zip(x, y)
+    return x * y
+
+
 def _same_numbers(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """Equal, zeros of one sign included (``x - 0.0 * g`` and ``x - -0.0 * g`` differ at -0)."""
     return a == b and all(math.copysign(1.0, x) == math.copysign(1.0, y) for x, y in zip(a, b))
@@ -172,11 +181,11 @@ class SGD(Optimizer):
                 if b is None:
                     b = _persistent(grad)
                 else:
-                    b = _accumulate(b, b * momentum, grad)
+                    b = _accumulate(b, _product(b, momentum), grad)
                 grad = self.velocity[i] = b
             else:
                 (lr,) = self._coefficients(value, lambda: (self.lr,))
-            self._move(p, value, grad * lr)
+            self._move(p, value, _product(grad, lr))
 
 
 class Adam(Optimizer):
@@ -226,15 +235,15 @@ class Adam(Optimizer):
                 value, lambda i=i: self._advance(i)
             )
             t, m, v = self.state[i]
-            sq = grad * grad
+            sq = _product(grad, grad)
             if first:
-                m, v = _persistent(grad * c1), _persistent(sq * c2)
+                m, v = _persistent(_product(grad, c1)), _persistent(_product(sq, c2))
             else:
-                m = _accumulate(m, m * b1, grad * c1)
-                v = _accumulate(v, v * b2, sq * c2)
+                m = _accumulate(m, _product(m, b1), _product(grad, c1))
+                v = _accumulate(v, _product(v, b2), _product(sq, c2))
             self.state[i] = (t, m, v)
-            denom = _sqrt(v) * v_scale + eps
-            self._move(p, value, m / denom * step_size)
+            denom = _product(_sqrt(v), v_scale) + eps
+            self._move(p, value, _product(m / denom, step_size))
 
 
 def _sqrt(x: Any) -> Any:

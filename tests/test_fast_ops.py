@@ -1321,3 +1321,24 @@ def test_matmul_kernels_tool_times_every_kernel_and_names_the_pick() -> None:
     assert tool.parse("b3x4x5x6t") == (3, 4, 5, 6, True)
     with pytest.raises(SystemExit, match="not a product"):
         tool.parse("4x5")
+
+
+def test_zip_into_contiguous_out_writes_only_its_elements_and_may_alias() -> None:
+    """``zip(fn)(a, b, out=)`` with all three contiguous alike takes the flat kernel (the
+    optimisers' in-place update): a prefix view writes only its own elements, and ``out``
+    may be one of the inputs."""
+    sub = FB.zip_of(operators.sub)
+    rng = np.random.default_rng(5)
+    for dtype in (np.float64, np.float32):
+        na, nb = rng.standard_normal((2, 6)).astype(dtype)
+        base = minitorch.tensor_from_numpy(np.full(10, 7.0, dtype), backend=FB)
+        out = base[0:6]
+        a, b = (minitorch.tensor_from_numpy(v, backend=FB) for v in (na, nb))
+        assert sub(a, b, out=out) is out
+        assert np.array_equal(base.to_numpy(), np.concatenate([na - nb, np.full(4, 7.0, dtype)]))
+        assert sub(a, b, out=a) is a  # in place, as SGD writes its parameter
+        assert np.array_equal(a.to_numpy(), na - nb)
+        long_a = minitorch.tensor_from_numpy(np.concatenate([na, na]), backend=FB)[0:6]
+        target = minitorch.tensor_from_numpy(np.zeros(6, dtype), backend=FB)
+        sub(long_a, b, out=target)
+        assert np.array_equal(target.to_numpy(), na - nb)
