@@ -771,7 +771,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     zips.zip2d_ub_ser(out, x, x, 1, 256, 256, 1, 0, 1, 0, 0)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
     packed = np.ones(8 * 16, F32)
-    micro(packed, 0, 1, 6, 6, packed, 0, 16, 8, np.zeros(6 * 16, F32), 0, 16, True, 16)
+    micro(packed, 0, 48, 1, 6, 6, packed, 0, 16, 8, np.zeros(6 * 16, F32), 0, 16, True, 16, 0, 0)
     for kernel in (maps.map2d_u_ser, reduces.reduce3_ser, zips.zip2d_uu_ser, zips.zip2d_ub_ser,
                    micro):
         ir = _ir(kernel, F32)
