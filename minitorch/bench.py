@@ -366,10 +366,9 @@ def _taking_turns(
     for side in sides:
         if side is not None:
             _epoch(side[0], batch, side[1])
-    rounds = min(epochs, 12)
     times: list[list[float] | None] = [[] if side else None for side in sides]
-    for r in range(rounds):
-        block = epochs // rounds + (r < epochs % rounds)
+    for start, stop in _blocks(epochs):
+        block = stop - start
         for side, side_times in zip(sides, times):
             if side is None or side_times is None:
                 continue
@@ -401,20 +400,44 @@ class TrainingRow:
     torch64: list[float] | None
     torch32: list[float] | None
     limit: float
+    # The sides took turns (``_taking_turns``): ratios pair each side's blocks.
+    paired: bool = False
 
     @property
     def ratio(self) -> float:
-        """Compiled minitorch over PyTorch's eager float64, median epochs."""
-        if not self.torch64:
-            return float("nan")
-        return statistics.median(self.compiled) / statistics.median(self.torch64)
+        """Compiled minitorch over PyTorch's eager float64."""
+        return _ratio(self.compiled, self.torch64, self.paired)
 
     @property
     def eager_ratio(self) -> float:
-        """Eager minitorch over PyTorch's eager float64, median epochs (target 1.0x)."""
-        if not self.torch64:
-            return float("nan")
-        return statistics.median(self.eager) / statistics.median(self.torch64)
+        """Eager minitorch over PyTorch's eager float64 (target 1.0x)."""
+        return _ratio(self.eager, self.torch64, self.paired)
+
+
+def _ratio(ours: list[float], theirs: list[float] | None, paired: bool) -> float:
+    """``ours`` over ``theirs``: the ratio of the median epochs, or when the epochs were
+    taken in turns (``paired``, same count each), the median over the turns of the
+    ratio of that turn's blocks. A slow spell of the shared machine that spans a turn
+    then slows both of its blocks and leaves their ratio alone."""
+    if not theirs:
+        return float("nan")
+    if not paired or len(ours) != len(theirs):
+        return statistics.median(ours) / statistics.median(theirs)
+    ratios = []
+    for start, stop in _blocks(len(ours)):
+        ratios.append(statistics.median(ours[start:stop]) / statistics.median(theirs[start:stop]))
+    return statistics.median(ratios)
+
+
+def _blocks(epochs: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` epochs of each turn of ``_taking_turns``."""
+    rounds = min(epochs, 12)
+    bounds, start = [], 0
+    for r in range(rounds):
+        stop = start + epochs // rounds + (r < epochs % rounds)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 # (case, points, hidden, batch, epochs, quick epochs, compiled / PyTorch float64 target)
@@ -436,7 +459,7 @@ def training_cases(quick: bool) -> list[TrainingRow]:
             _torch_training(points, hidden, batch, "float32"),
         ]
         times = _taking_turns(sides, batch, quick_epochs if quick else epochs)
-        rows.append(TrainingRow(name, *times, limit))  # type: ignore[arg-type]
+        rows.append(TrainingRow(name, *times, limit, paired=True))  # type: ignore[arg-type]
     return rows
 
 
@@ -482,7 +505,8 @@ def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | Non
         "The course's network and SGD loop (each batch made from Python lists in the loop).",
         "ms per epoch: the median over the epochs after a warm-up one, and their range in",
         "brackets. The sides take turns, a block of epochs each, so a slow spell of the",
-        "shared machine falls on all of them alike. Targets: eager <= 1.0x",
+        "shared machine falls on all of them alike; the ratios are the median over the",
+        "turns of each turn's ratio (the digits CNN: of the medians). Targets: eager <= 1.0x",
         "and compiled <= 0.5x (the digits CNN: 1.0x) PyTorch's eager float64 step (minitorch",
         "runs float64 here). The digits CNN runs `examples/digits_cnn.py` (with `--torch`,",
         "`--compile`, `--torch --dtype float32`) in a fresh process each; its figures are",

@@ -90,6 +90,20 @@ def test_training_table_has_eager_compiled_and_both_pytorch_columns() -> None:
     assert "first call 1.50 s, second 1.00 ms" in table and "first call 0.25 s" in table
 
 
+def test_paired_ratio_takes_the_median_over_turns_so_a_slow_turn_cancels() -> None:
+    # Three turns of one epoch while the machine slows down (1x, 2x, 4x): ours take 0.9 of
+    # theirs each turn, but one of their epochs hit a spike (2 -> 5). The ratio of the
+    # medians (1.8 / 4) says 0.45; the median of the turns' ratios (0.9, 0.36, 0.9) 0.9.
+    ours, theirs = [0.9, 1.8, 3.6], [1.0, 5.0, 4.0]
+    row = bench.TrainingRow("mlp", ours, ours, theirs, None, 0.5, paired=True)
+    assert row.eager_ratio == pytest.approx(0.9) and row.ratio == pytest.approx(0.9)
+    unpaired = bench.TrainingRow("mlp", ours, ours, theirs, None, 0.5)
+    assert unpaired.eager_ratio == pytest.approx(1.8 / 4.0)
+    assert bench._blocks(60) == [(5 * i, 5 * i + 5) for i in range(12)]
+    assert bench._blocks(7) == [(i, i + 1) for i in range(7)]
+    assert [stop - start for start, stop in bench._blocks(26)] == [3, 3] + [2] * 10
+
+
 def test_digits_run_times_each_library_after_its_first_epoch() -> None:
     if bench._digits_unavailable():
         pytest.skip(str(bench._digits_unavailable()))
