@@ -531,6 +531,17 @@ class Tensor:
         return Mul.apply(y, x)
 
     def __truediv__(self, b: Any) -> Tensor:
+        if isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, bool):
+            # ``x / 10``: the reciprocal of a number in the tensor's dtype, as the Inv
+            # kernel would make it (one IEEE division), so one kernel and no Inv node.
+            dtype = self._tensor._storage.dtype.type
+            try:
+                with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                    inverse = dtype(1) / dtype(b)
+            except OverflowError:  # an int beyond the dtype: as a tensor it fails alike
+                inverse = None
+            if inverse is not None:
+                return Mul.apply(self, self._ensure_tensor(inverse))
         x, y = self._operands(b)
         return Mul.apply(x, Inv.apply(y))
 

@@ -402,6 +402,33 @@ def test_division_by_zero_is_inf(backend: TensorBackend, n: int) -> None:
         assert math.isnan(minitorch.zeros((0,), backend=backend).mean().item())
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_division_by_a_number_equals_times_its_inverse_kernel(
+    backend: TensorBackend, dtype: type
+) -> None:
+    """``x / n`` takes the reciprocal of the number in the tensor's dtype instead of an
+    Inv kernel: the very same values and gradients, NaN, signed zeros, infinities and
+    a reciprocal past the dtype's range included."""
+    from minitorch.tensor_functions import Inv, Mul
+
+    values = np.array([1.0, -2.5, 0.0, -0.0, 3e-39, 7.0, np.inf, np.nan], dtype)
+    for n in (3, 10, 0.0, -0.0, 1e-310, 3e-39, math.inf, -math.inf, math.nan, np.float32(0.1),
+              np.int64(7), np.float64(-1.5), 2**60):  # fmt: skip
+        x = minitorch.tensor_from_numpy(values, backend=backend).requires_grad_(True)
+        reference = minitorch.tensor_from_numpy(values, backend=backend).requires_grad_(True)
+        with no_runtime_warnings(backend):
+            got = x / n
+            expected = Mul.apply(reference, Inv.apply(reference._ensure_tensor(n)))
+            got.sum().backward()
+            expected.sum().backward()
+        assert got.dtype == expected.dtype == np.dtype(dtype)
+        assert got.to_numpy().tobytes() == expected.to_numpy().tobytes(), n
+        assert x.grad is not None and reference.grad is not None
+        assert x.grad.to_numpy().tobytes() == reference.grad.to_numpy().tobytes(), n
+    with pytest.raises(OverflowError):
+        minitorch.tensor([1.0], backend=backend) / 10**400
+
+
 def test_log_and_exp_at_their_limits(backend: TensorBackend) -> None:
     x = minitorch.tensor([-operators.EPS, -1.0, 1000.0, float("nan"), -math.inf], backend=backend)
     with no_runtime_warnings(backend):
