@@ -513,12 +513,12 @@ _GEMM_WORK = 32**3
 _THIN_WORK = 1 << 18
 _THIN_K = 16
 # Below this many (about 50 us of one thread's work), a second thread's start and
-# the waits at the end of each parallel loop cost more than they save in the row and
-# dot kernels. The GEMM gains from a second thread from about 2^17 (its serial run is
-# slower per multiply-add there: measured 64^3 float64 22 -> 13 us, (32, 16, 64) x 9
-# 49 -> 26 us; break-even near 2^17, 40^3 and 32x64x32 lose 10%).
+# the waits at the end of each parallel loop cost more than they save. (On a quiet
+# machine the GEMM gains from a second thread from about 2^17: 64^3 float64 22 -> 13
+# us. But a two-thread kernel stalls whenever another process holds a core, and on
+# this shared machine `make bench` then measured 64^3 float32 at 39-47% of NumPy in
+# parallel against 44-59% serial: the threshold stays.)
 _PARALLEL_MATMUL_WORK = 1 << 20
-_PARALLEL_GEMM_WORK = 1 << 17
 
 
 def _matmul_into(
@@ -562,7 +562,6 @@ def _matmul_into(
         # The thread count comes from here: a kernel that asks numba for it cannot be
         # cached on disk (the call is a run-time address), and the GEMM takes seconds.
         # (Asking costs about 1 us, so only a parallel product does.)
-        parallel = work >= _PARALLEL_GEMM_WORK
         threads = numba.get_num_threads() if parallel else 1
         args += (*_pack_buffers(out.dtype, a_size, b_size), threads)
         kernel = _gemm_into_par if parallel else _gemm_into_ser

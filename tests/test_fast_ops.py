@@ -508,8 +508,8 @@ ROUTING_SIZES = {
     "narrow_long_k": (3 * fast_ops._MR - 1, 2048, 9),  # dots when along k
     "narrow_rows_edge": (3 * fast_ops._MR, 2048, 9),  # GEMM
     "narrow_cols_edge": (3 * fast_ops._MR - 1, 300, 32),  # GEMM in either dtype
-    "gemm_parallel_edge": (32, 64, 64),  # 2^17: the parallel GEMM
-    "gemm_parallel_below": (31, 64, 64),
+    "gemm_parallel_edge": (64, 256, 64),  # 2^20: the parallel GEMM
+    "gemm_parallel_below": (63, 256, 64),
 }
 ROUTING_LAYOUTS = ("row_major", "a_t", "b_t", "both_t", "batch_b_t", "bcast_a_t")
 
@@ -598,18 +598,18 @@ def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch)
     "m, k, n, layout, kernel",
     [(16, 2048, 9, "b_t", "_matmul_dots_ser"),  # the digits CNN's conv1 weight gradient
      (17, 256, 15, "b_t", "_matmul_dots_ser"),
-     (18, 512, 15, "b_t", "_gemm_into_par"),  # three strips of rows: the GEMM
+     (18, 512, 15, "b_t", "_gemm_into_ser"),  # three strips of rows: the GEMM
      (17, 4200, 15, "b_t", "_gemm_into_par"),  # 2^20 and more: the GEMM
      (17, 256, 15, "row_major", "_gemm_into_ser"),  # not along k
-     (32, 64, 64, "row_major", "_gemm_into_par"),  # 2^17 multiply-adds
-     (31, 64, 64, "row_major", "_gemm_into_ser"),
-     (32, 9, 16 * 32, "batch_b_t", "_gemm_into_par")],
+     (64, 256, 64, "row_major", "_gemm_into_par"),  # 2^20 multiply-adds
+     (63, 256, 64, "row_major", "_gemm_into_ser"),
+     (32, 9, 16 * 32, "batch_b_t", "_gemm_into_ser")],
 )  # fmt: skip
 def test_matmul_routing_picks_the_measured_kernel(
     m: int, k: int, n: int, layout: str, kernel: str, dtype: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The routing rules of ``_matmul_into`` that timing chose (narrow products along k
-    as dot products, the GEMM parallel from 2^17 multiply-adds), and their results."""
+    as dot products, the GEMM parallel from 2^20 multiply-adds), and their results."""
     if kernel == "_matmul_dots_ser" and dtype == np.float32:
         n = 2 * n + 1  # "under two strips of columns" is twice as wide in float32
     launched: list[str] = []
