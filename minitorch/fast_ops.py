@@ -165,12 +165,8 @@ class _Elementwise:
                         out = otd._storage
                         _launch(_spread, (out if len(out) == size else out[:size], tds[0]._storage))
                         return
-                    rows, cols = (1, size) if inner == 0 else (size // inner, inner)
-                    args: list[Any] = [otd._storage, *(td._storage for td in tds)]
-                    args.extend((rows, cols, cols, 1))
-                    for pair in pairs:
-                        args.extend(pair or (cols, 1))
-                    self._launch_2d(par, tuple(args))
+                    cols = size if inner == 0 else inner
+                    self._launch_rows(par, otd._storage, [td._storage for td in tds], cols, pairs)
                     return
             self._general(otd, tds, par)
         except NumbaError as e:
@@ -181,14 +177,21 @@ class _Elementwise:
         repeated one (``x0`` when ``first``): one value when ``cols`` is the whole length,
         else one row (a bias). ``run``'s answer for these, without its layout work."""
         size = len(out)
-        whole = (cols, 1)
         repeated = (0, 0) if cols == size else (0, 1)
-        args = (out, x0, x1, size // cols, cols, cols, 1,
-                *(repeated if first else whole), *(whole if first else repeated))  # fmt: skip
+        pairs = [repeated, None] if first else [None, repeated]
         try:
-            self._launch_2d(size >= PARALLEL_THRESHOLD, args)
+            self._launch_rows(size >= PARALLEL_THRESHOLD, out, [x0, x1], cols, pairs)
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
+
+    def _launch_rows(self, par: bool, out: Storage, xs: list[Storage], cols: int,
+                     pairs: list[tuple[int, int] | None]) -> None:  # fmt: skip
+        """The 2-D kernel over contiguous ``out`` in rows of ``cols``; each input's (row,
+        inner) strides are its pair, None for contiguous like ``out``."""
+        args: list[Any] = [out, *xs, len(out) // cols, cols, cols, 1]
+        for pair in pairs:
+            args.extend(pair or (cols, 1))
+        self._launch_2d(par, tuple(args))
 
     def run_flat(self, out: Storage, *storages: Storage) -> None:
         """``out[i] = fn(x[i], ...)`` over contiguous storages of ``out``'s length."""
@@ -255,8 +258,8 @@ def _rows_layout(ta: TensorData, tb: TensorData) -> tuple[bool, int] | None:
             return None
         if small.size == 1:
             return (first, big.size) if len(ss) <= len(sg) else None
-        trailing = len(ss) < len(sg) and sg[len(sg) - len(ss) :] == ss
-        return (first, small.size) if trailing and small.strides == strides_from_shape(ss) else None
+        trailing = len(ss) < len(sg) and _is_trailing_block(small, sg)
+        return (first, small.size) if trailing else None
     return None
 
 
@@ -346,18 +349,10 @@ class FastOps(TensorOps):
             ta, tb = a._tensor, b._tensor
             sa, sb = ta.shape, tb.shape
             if out is not None:
-                to = out._tensor
-                if sa == sb == to.shape and ta.strides == tb.strides == to.strides and (
-                    to.strides == strides_from_shape(sa)
-                ):
-                    # An in-place update (an optimiser's): all contiguous alike.
-                    size = to.size
-                    engine.run_flat(*(x if len(x) == size else x[:size] for x in
-                                      (to._storage, ta._storage, tb._storage)))  # fmt: skip
-                    return out
-                check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
-                                     out.shape)  # fmt: skip
-                engine.run(to, ta, tb)
+                if not sa == sb == out._tensor.shape:  # (an optimiser's update: all alike)
+                    check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
+                                         out.shape)  # fmt: skip
+                engine.run(out._tensor, ta, tb)
                 return out
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.

@@ -539,8 +539,8 @@ class Tensor:
                 with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                     inverse = dtype(1) / dtype(b)
             except OverflowError:  # an int beyond the dtype: as a tensor it fails alike
-                inverse = None
-            if inverse is not None:
+                pass
+            else:
                 return Mul.apply(self, self._ensure_tensor(inverse))
         x, y = self._operands(b)
         return Mul.apply(x, Inv.apply(y))
