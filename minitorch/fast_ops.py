@@ -516,6 +516,13 @@ _THIN_K = 16
 _PARALLEL_MATMUL_WORK = 1 << 20
 
 
+def matmul_strides(a3: TensorData, b3: TensorData) -> tuple[int, ...]:
+    """The kernels' strides ``(sa0, sa1, sa2, sb0, sb1, sb2)`` of two 3-D layouts from
+    ``matmul_layout``: a batch of 1 gets batch stride 0, so it broadcasts."""
+    return (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
+            b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
+
+
 def _matmul_into(
     out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
 ) -> None:
@@ -527,8 +534,7 @@ def _matmul_into(
         return
     work = batch * m * n * k
     parallel = work >= _PARALLEL_MATMUL_WORK
-    strides = (a3.strides[0] if a3.shape[0] > 1 else 0, a3.strides[1], a3.strides[2],
-               b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
+    strides = matmul_strides(a3, b3)
     args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
     small = work < _GEMM_WORK
     few_rows = work < _THIN_WORK and m < 2 * _MR

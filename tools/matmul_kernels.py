@@ -45,8 +45,7 @@ def time_kernels(spec: str, dtype: type, rounds: int = 40) -> str:
     b = minitorch.tensor_from_numpy(y, backend=backend)
     b = b.permute(0, 2, 1) if transposed else b
     a3, b3, _ = fast_ops.matmul_layout(a, b)
-    strides = (a3.strides[0] if batch > 1 else 0, *a3.strides[1:],
-               b3.strides[0] if batch > 1 else 0, *b3.strides[1:])  # fmt: skip
+    strides = fast_ops.matmul_strides(a3, b3)
     out = np.empty(batch * m * n, dtype)
     args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
     sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
