@@ -66,16 +66,23 @@ def _window_fold(name: str, step: Any, start: float, mean: bool) -> Any:
         for t in prange(batch * channels):
             b = t // channels
             c = t - b * channels
-            plane = out[t * rows * cols : (t + 1) * rows * cols]
+            o0 = t * rows * cols
             base = b * s0 + c * s1
             for r in range(rows):
                 for q in range(cols):
-                    acc = first
                     corner = base + r * kh * s2 + q * kw * s3
-                    for i in range(kh):
-                        for j in range(kw):
-                            acc = step(acc, input[corner + i * s2 + j * s3])
-                    plane[r * cols + q] = acc / count if mean else acc
+                    if kh == 2 and kw == 2:
+                        # The common window, unrolled (same order as the loops below):
+                        # loops of two steps cost more than the four reads (4x faster
+                        # at the digits CNN's sizes).
+                        acc = step(step(step(step(first, input[corner]), input[corner + s3]),
+                                        input[corner + s2]), input[corner + s2 + s3])  # fmt: skip
+                    else:
+                        acc = first
+                        for i in range(kh):
+                            for j in range(kw):
+                                acc = step(acc, input[corner + i * s2 + j * s3])
+                    out[o0 + r * cols + q] = acc / count if mean else acc
 
     pool.__name__ = pool.__qualname__ = name
     return pool

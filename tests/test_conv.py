@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from strategies import assert_close, assert_exact, tensor_arrays
 
 import minitorch
-from minitorch import IndexingError, Tensor, TensorBackend
+from minitorch import IndexingError, Tensor, TensorBackend, fast_conv
 from minitorch.fast_conv import tensor_conv1d, tensor_conv2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,6 +350,51 @@ def test_conv_mixed_dtypes_meet_in_float64(
     out.sum().backward()
     assert x.grad.dtype == minitorch.float32
     assert w.grad.dtype == minitorch.float64
+
+
+# The unrolling kernels, both compiled forms, on any strides ------------------------
+
+
+@st.composite
+def strided_planes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(B, C, H, W) values as a view of a flat storage at drawn strides (permuted dims,
+    a step along W): the view, the storage and the view's strides in elements."""
+    shape = tuple(draw(st.integers(1, 4)) for _ in range(4))
+    order = draw(st.permutations(range(4)))
+    step = draw(st.integers(1, 2))
+    stored = [shape[d] for d in order]
+    stored[order.index(3)] *= step
+    storage = np.random.default_rng(draw(st.integers(0, 99))).normal(size=stored)
+    view = storage.transpose(np.argsort(order))[..., ::step]
+    assert view.shape == shape
+    strides = tuple(s // storage.itemsize for s in view.strides)
+    return view, storage.ravel(), strides
+
+
+@pytest.mark.parametrize("variant", [0, 1], ids=["parallel", "serial"])
+def test_im2col_and_channel_major_kernels_match_numpy(variant: int) -> None:
+    """cols[(c, i, j), (b, y, x)] = in[b, c, y + i, x + j] (zero past the bottom and
+    right edges, kernels up to one taller and wider than the input) and the
+    channel-major copy, from any strides, in both the parallel and the serial form."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(strided_planes(), st.integers(1, 5), st.integers(1, 5))
+    def check(planes: tuple[np.ndarray, np.ndarray, tuple[int, ...]], kh: int, kw: int) -> None:
+        view, storage, strides = planes
+        b, c, h, w = view.shape
+        padded = np.zeros((b, c, h + kh, w + kw))
+        padded[:, :, :h, :w] = view
+        expected = np.stack([padded[:, :, i:i + h, j:j + w] for i in range(kh)
+                             for j in range(kw)], axis=2)  # (B, C, taps, H, W)  # fmt: skip
+        expected = expected.transpose(1, 2, 0, 3, 4).reshape(-1)
+        cols = np.full(c * kh * kw * b * h * w, np.nan)
+        fast_conv._IM2COL[variant](cols, storage, b, c, h, w, kh, kw, *strides)
+        np.testing.assert_array_equal(cols, expected)
+        dst = np.full(view.size, np.nan)
+        fast_conv._CHANNEL_MAJOR[variant](dst, storage, b, c, h, w, *strides)
+        np.testing.assert_array_equal(dst, view.transpose(1, 0, 2, 3).reshape(-1))
+
+    check()
 
 
 # Determinism across thread counts -------------------------------------------------

@@ -371,6 +371,62 @@ def test_pool_kernels_equal_tile_composition(
     run(backend, check, st.data())
 
 
+def _window_fold(windows: np.ndarray, which: str) -> np.ndarray:
+    """Each window (last axis) folded in row order in its own dtype, as the kernels
+    fold: ``((start + w0) + w1) + ...``, the mean divided by the count at the end."""
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the kernels
+        return _fold(windows, which)
+
+
+def _fold(windows: np.ndarray, which: str) -> np.ndarray:
+    if which == "avg":
+        acc = np.zeros(windows.shape[:-1], windows.dtype)
+        for e in range(windows.shape[-1]):
+            acc = acc + windows[..., e]
+        return acc / windows.dtype.type(windows.shape[-1])
+    acc = np.full(windows.shape[:-1], -np.inf, windows.dtype)
+    for e in range(windows.shape[-1]):
+        v = windows[..., e]
+        acc = np.where((v > acc) | np.isnan(v), v, acc)
+    return acc
+
+
+@pytest.mark.parametrize("which", ["avg", "max"])
+def test_pool_values_fold_each_window_in_row_order(
+    backend: TensorBackend, dtype: np.dtype, which: str
+) -> None:
+    """Bit for bit the row-order fold, for every window size: the kernels unroll
+    2 x 2 windows, which must add (or compare) in the same order as the loops."""
+    pool = minitorch.avgpool2d if which == "avg" else minitorch.maxpool2d
+
+    def check(data: st.DataObject) -> None:
+        shape, kernel = data.draw(pool_inputs())
+        if data.draw(st.booleans()):  # the unrolled window, 1 to 3 windows a side
+            kernel = (2, 2)
+            shape = (*shape[:2], 2 * data.draw(st.integers(1, 3)), 2 * data.draw(st.integers(1, 3)))
+        # Sums of these depend on their order in either dtype ((1 + 2**-30) - 1 is 0 in
+        # float32, 2**-30 the other way round); NaN, -0.0 and infinities as well.
+        elements = st.sampled_from([1.0, -1.0, 2.0**-30, 2.0**-60, 0.1, 1e6, -0.0, np.nan,
+                                    np.inf, -np.inf])  # fmt: skip
+        t, a = data.draw(tensor_arrays(backend, shape, elements=elements, dtype=dtype))
+        expected = _window_fold(blocks(a.astype(dtype), *kernel), which)
+        np.testing.assert_array_equal(pool(t, kernel).to_numpy(), expected)
+
+    run(backend, check, st.data())
+
+
+def test_avgpool_adds_each_window_in_row_order(backend: TensorBackend, dtype: np.dtype) -> None:
+    """Windows whose sum depends on the order, in float64 (the first) and in float32
+    (the second): regression for the unrolled 2 x 2 window adding a column first."""
+    a = np.array([[[[1.0, 2.0**-60, 1.0, 2.0**-30], [-1.0, 2.0**-30, -1.0, 2.0**-25]]]])
+    expected = _window_fold(blocks(a.astype(dtype), 2, 2), "avg")
+    t = minitorch.tensor_from_numpy(a, backend=backend, dtype=dtype)
+    np.testing.assert_array_equal(minitorch.avgpool2d(t, (2, 2)).to_numpy(), expected)
+    transposed = minitorch.tensor_from_numpy(a.transpose(0, 1, 3, 2).copy(), backend=backend,
+                                             dtype=dtype).permute(0, 1, 3, 2)  # fmt: skip
+    np.testing.assert_array_equal(minitorch.avgpool2d(transposed, (2, 2)).to_numpy(), expected)
+
+
 def test_maxpool_propagates_nan_and_starts_at_minus_inf(backend: TensorBackend) -> None:
     """A NaN makes its window's maximum NaN and passes no gradient; a window of -inf
     pools to -inf; the other windows are unaffected."""
