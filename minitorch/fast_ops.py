@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, fast_simd, operators, recording
+from . import fast_kernels, fast_optim, fast_simd, operators, recording
 from .kernel_cache import ScalarCompileError, load_kernels, njit, variant
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
@@ -308,6 +308,7 @@ class FastOps(TensorOps):
     """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
 
     records_launches = True
+    adam_update = staticmethod(fast_optim.adam_update)
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:

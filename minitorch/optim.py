@@ -235,6 +235,14 @@ class Adam(Optimizer):
                 value, lambda i=i: self._advance(i)
             )
             t, m, v = self.state[i]
+            fused = _fused_adam(p, value, grad, m, v)
+            if fused is not None:
+                numbers = (b1, c1, b2, c2, v_scale, eps, step_size)
+                fused(*(t._tensor._storage for t in (value, grad, m, v)),
+                      tuple(c._tensor._storage for c in numbers))  # fmt: skip
+                p.value.grad = None
+                p.value.requires_grad_(True)
+                continue
             sq = _product(grad, grad)
             if first:
                 m, v = _persistent(_product(grad, c1)), _persistent(_product(sq, c2))
@@ -244,6 +252,28 @@ class Adam(Optimizer):
             self.state[i] = (t, m, v)
             denom = _product(_sqrt(v), v_scale) + eps
             self._move(p, value, _product(m / denom, step_size))
+
+
+def _fused_adam(p: Parameter, value: Any, grad: Any, m: Any, v: Any) -> Any:
+    """The backend's fused Adam update (``TensorOps.adam_update``) when this step can
+    take it: state kept from an earlier step, and parameter, gradient and state one
+    contiguous layout of one dtype on one backend. Else None (the rule below)."""
+    if m is None or not isinstance(value, Tensor) or value._tensor is not p.value._tensor:
+        return None
+    update = value.backend.ops.adam_update
+    if update is None:
+        return None
+    td = value._tensor
+    for t in (grad, m, v):
+        if not isinstance(t, Tensor) or t.backend is not value.backend:
+            return None
+        other = t._tensor
+        if (other.shape != td.shape or other._storage.dtype != td._storage.dtype
+                or not other.is_row_major() or len(other._storage) != other.size):  # fmt: skip
+            return None
+    if not td.is_row_major() or len(td._storage) != td.size:
+        return None
+    return update
 
 
 def _sqrt(x: Any) -> Any:

@@ -52,6 +52,10 @@ class TensorOps:
     # True when every launch reports to ``recording.recorder`` (``minitorch.compile``
     # replays such a backend's steps; the others' compiled functions run eagerly).
     records_launches = False
+    # Optional fused kernels. ``adam_update(value, grad, m, v, coefficients)``: Adam's
+    # step on contiguous storages in place (``fast_optim``); None, and the optimiser
+    # runs its rule as separate kernels.
+    adam_update: Callable[..., None] | None = None
 
     @staticmethod
     def empty(size: int, dtype: np.dtype) -> Storage:

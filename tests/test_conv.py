@@ -371,6 +371,7 @@ def strided_planes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, 
     return view, storage.ravel(), strides
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("variant", [0, 1], ids=["parallel", "serial"])
 def test_im2col_and_channel_major_kernels_match_numpy(variant: int) -> None:
     """cols[(c, i, j), (b, y, x)] = in[b, c, y + i, x + j] (zero past the bottom and

@@ -265,3 +265,81 @@ def test_changed_hyperparameters_and_dtypes_take_effect_at_the_next_step() -> No
     optim.step()
     assert p.value.backend is minitorch.SimpleBackend
     assert np.array_equal(p.value.to_numpy(), expected - g * 0.1)
+
+
+# Adam's fused kernels (FastOps) ------------------------------------------------------
+
+
+def adam_in_dtype(w: np.ndarray, grads: list[np.ndarray], lr: float, b1: float, b2: float,
+                  eps: float, dtype: type) -> np.ndarray:  # fmt: skip
+    """Adam as the unfused rule computes it: one rounding per operation in ``dtype``,
+    ``m / denom`` as ``m * (1 / denom)``, the numbers taken in ``dtype``."""
+    d = np.dtype(dtype).type
+    w, m, v = w.astype(d), None, None
+    with np.errstate(all="ignore"):
+        for t, g in enumerate(grads, start=1):
+            g = g.astype(d)
+            sq = g * g
+            m = g * d(1 - b1) if m is None else m * d(b1) + g * d(1 - b1)
+            v = sq * d(1 - b2) if v is None else v * d(b2) + sq * d(1 - b2)
+            denom = np.sqrt(v) * d(1.0 / np.sqrt(1.0 - b2**t)) + d(eps)
+            w = w - m * (d(1) / denom) * d(lr / (1.0 - b1**t))
+    return w
+
+
+HOSTILE_GRADS = [
+    np.array([[0.1, -0.2, 0.0], [3.0, -0.0, 1e-300]]),
+    np.array([[np.nan, 1e300, -2.0], [np.inf, 0.5, -1e-30]]),
+    np.array([[1.0, -np.inf, 0.0], [-3.0, 2.0, 7.0]]),
+    np.array([[-0.5, 0.25, 1e-8], [0.0, -1e200, 2.0]]),
+]
+
+
+@pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("layout", ["contiguous", "transposed gradient"])
+def test_fused_adam_equals_the_unfused_rule_bit_for_bit(
+    dtype: np.dtype, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastOps runs Adam's update as three fused kernels from the second step on (a
+    transposed gradient takes the unfused rule): either way every value, NaN, infinity
+    and signed zero included, is the unfused rule's in the parameter's dtype."""
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    calls = []
+    fused = minitorch.FastOps.adam_update
+    monkeypatch.setattr(minitorch.FastOps, "adam_update",
+                        staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
+    w0 = np.array([[0.5, -1.0, 0.0], [2.0, 0.25, -0.0]])
+    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
+    original = p.value
+    opt = Adam([p], lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    for g in HOSTILE_GRADS:
+        grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
+        if layout != "contiguous":
+            grad = tensor_from_numpy(g.T.copy(), backend=fast, dtype=dtype).permute(1, 0)
+        p.value.grad = grad
+        opt.step()
+    expected = adam_in_dtype(w0, HOSTILE_GRADS, 0.01, 0.8, 0.99, 1e-6, dtype)
+    got = p.value.to_numpy()
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    assert p.value is original
+    assert_fresh_leaf(p)
+    assert len(calls) == (len(HOSTILE_GRADS) - 1 if layout == "contiguous" else 0)
+
+
+@pytest.mark.kernels
+def test_fused_adam_on_a_parameter_big_enough_for_the_parallel_kernels(dtype: np.dtype) -> None:
+    rng = np.random.default_rng(3)
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    w0 = rng.normal(size=(200, 200))
+    grads = [rng.normal(size=w0.shape) * 10.0 ** rng.integers(-5, 5, w0.shape) for _ in range(3)]
+    grads[1][0, :7] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40]
+    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
+    opt = Adam([p], lr=0.01)
+    for g in grads:
+        p.value.grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
+        opt.step()
+    expected = adam_in_dtype(w0, grads, 0.01, 0.9, 0.999, 1e-8, dtype)
+    np.testing.assert_array_equal(p.value.to_numpy(), expected)
