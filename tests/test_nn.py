@@ -415,6 +415,39 @@ def test_pool_values_fold_each_window_in_row_order(
     run(backend, check, st.data())
 
 
+@pytest.mark.parametrize("which", ["avg", "max"])
+def test_pool_gradients_bit_for_bit(backend: TensorBackend, dtype: np.dtype, which: str) -> None:
+    """Max: the window's gradient where the element equals the window's maximum (every
+    tie; a NaN maximum equals nothing), else 0. Avg: the window's gradient / (kh kw).
+    Exactly, in the dtype, for unrolled 2 x 2 windows and the others."""
+    pool = minitorch.avgpool2d if which == "avg" else minitorch.maxpool2d
+
+    def unblock(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
+        b, c, rows, cols, _ = w.shape
+        t = w.reshape(b, c, rows, cols, kh, kw).transpose(0, 1, 2, 4, 3, 5)
+        return t.reshape(b, c, rows * kh, cols * kw)
+
+    def check(data: st.DataObject) -> None:
+        shape, kernel = data.draw(pool_inputs())
+        if data.draw(st.booleans()):
+            kernel = (2, 2)
+            shape = (*shape[:2], 2 * data.draw(st.integers(1, 3)), 2 * data.draw(st.integers(1, 3)))
+        values = st.sampled_from([1.0, -1.0, 0.5, 0.0, -0.0, 3.0, np.nan, np.inf, -np.inf])
+        t, a = data.draw(tensor_arrays(backend, shape, elements=values, dtype=dtype))
+        g, ga = data.draw(tensor_arrays(backend, pool(t, kernel).shape, dtype=dtype))
+        x = t.detach().requires_grad_(True)
+        (pool(x, kernel) * g).sum().backward()
+        windows = blocks(a.astype(dtype), *kernel)
+        ga = ga.astype(dtype)[..., None]
+        if which == "avg":
+            expected = np.broadcast_to(ga / dtype.type(kernel[0] * kernel[1]), windows.shape)
+        else:
+            expected = np.where(windows == _window_fold(windows, "max")[..., None], ga, 0)
+        np.testing.assert_array_equal(x.grad.to_numpy(), unblock(expected, *kernel))
+
+    run(backend, check, st.data())
+
+
 def test_avgpool_adds_each_window_in_row_order(backend: TensorBackend, dtype: np.dtype) -> None:
     """Windows whose sum depends on the order, in float64 (the first) and in float32
     (the second): regression for the unrolled 2 x 2 window adding a column first."""
