@@ -83,21 +83,28 @@ def _two_d(kind: str, arity: int, pattern: str | None) -> list[str]:
         general = ", ".join(f"x{i}[p{i} + j * s{i}1]" for i in range(arity))
         return lines + ["        for j in range(m):",
                         f"            out[po + j * so1] = fn({general})", "", ""]  # fmt: skip
-    lines.append("        o_ = out[po:po + m]")
+    return lines + _pattern_run(pattern, "m", " " * 8) + ["", ""]
+
+
+def _pattern_run(pattern: str, length: str, indent: str) -> list[str]:
+    """``out[po + j] = fn(...)`` for j below ``length``, each input at ``p{i}`` read at
+    its pattern's inner stride: a unit-stride input is sliced so LLVM sees plain
+    ``x[j]`` (no wraparound checks, so the loop vectorises), a broadcast one is read
+    once."""
+    lines = [f"{indent}o_ = out[po:po + {length}]"]
     args = []
     for i, code in enumerate(pattern):
         if code == UNIT:
-            lines.append(f"        v{i} = x{i}[p{i}:p{i} + m]")
+            lines.append(f"{indent}v{i} = x{i}[p{i}:p{i} + {length}]")
             args.append(f"v{i}[j]")
         else:
-            lines.append(f"        v{i} = x{i}[p{i}]")
+            lines.append(f"{indent}v{i} = x{i}[p{i}]")
             args.append(f"v{i}")
     if UNIT in pattern:
-        lines += ["        for j in range(m):", f"            o_[j] = fn({', '.join(args)})"]
-    else:
-        lines += [f"        c = fn({', '.join(args)})", "        for j in range(m):",
-                  "            o_[j] = c"]  # fmt: skip
-    return lines + ["", ""]
+        return lines + [f"{indent}for j in range({length}):",
+                        f"{indent}    o_[j] = fn({', '.join(args)})"]  # fmt: skip
+    return lines + [f"{indent}c = fn({', '.join(args)})", f"{indent}for j in range({length}):",
+                    f"{indent}    o_[j] = c"]  # fmt: skip
 
 
 def elementwise_template(kind: str, arity: int) -> str:
@@ -161,12 +168,14 @@ def elementwise_template(kind: str, arity: int) -> str:
         "            po += idx * out_strides[d]",
     ]
     lines += [f"            p{i} += idx * bs{i}[d]" for i in range(arity)]
-    unit = " and ".join(["so1 == 1"] + [f"bs{i}[nd - 1] == 1" for i in range(arity)])
-    lines += [f"        if {unit}:", "            o_ = out[po:po + inner]"]
-    lines += [f"            v{i} = x{i}[p{i}:p{i} + inner]" for i in range(arity)]
+    # Inner strides of a unit or broadcast pattern (a bias over (B, C, H, W) is (1, 0))
+    # get its vectorisable run; any other, the strided loop.
+    for n, pattern in enumerate(patterns(arity)):
+        test = " and ".join(["so1 == 1"] + [f"bs{i}[nd - 1] == {int(code == UNIT)}"
+                                            for i, code in enumerate(pattern)])  # fmt: skip
+        lines.append(f"        {'if' if n == 0 else 'elif'} {test}:")
+        lines += _pattern_run(pattern, "inner", " " * 12)
     lines += [
-        "            for j in range(inner):",
-        f"                o_[j] = fn({', '.join(f'v{i}[j]' for i in range(arity))})",
         "        else:",
         "            for j in range(inner):",
         "                out[po + j * so1] = fn("

@@ -727,6 +727,26 @@ def test_repeated_row_operand_matches_numpy_without_layout_work(
                 assert bool(general) == (not layout_free or row is not r)
 
 
+@pytest.mark.parametrize("batch", [2, 64], ids=["serial", "parallel"])
+def test_nd_layouts_with_unit_or_broadcast_inner_strides_match_numpy(batch: int) -> None:
+    """Layouts that stay 3-D after merging (a conv bias (C, 1, 1) over (B, C, H, W), in
+    either operand; a broadcast map into ``out=``; a strided inner dim) run the N-D
+    kernel's run for their inner-stride pattern, or its strided loop: NumPy's values."""
+    rng = np.random.default_rng(batch)
+    sub = FB.zip_of(operators.sub)
+    for dtype in (np.float64, np.float32):
+        nx = rng.standard_normal((batch, 16, 8, 8)).astype(dtype)
+        nb = rng.standard_normal((16, 1, 1)).astype(dtype)
+        x, b = (minitorch.tensor_from_numpy(v, backend=FB) for v in (nx, nb))
+        assert np.array_equal(sub(x, b).to_numpy(), nx - nb)
+        assert np.array_equal(sub(b, x).to_numpy(), nb - nx)
+        strided = x.permute(0, 1, 3, 2)
+        assert np.array_equal(sub(strided, b).to_numpy(), nx.transpose(0, 1, 3, 2) - nb)
+        out = minitorch.zeros((batch, 16, 8, 8), backend=FB, dtype=dtype)
+        FB.id_map(b, out=out)
+        assert np.array_equal(out.to_numpy(), np.broadcast_to(nb, out.shape))
+
+
 def test_each_2d_pattern_kernel_compiles_only_when_met() -> None:
     """A broadcast compiles the 2-D kernel of its own inner-stride pattern, no other."""
     from minitorch import fast_kernels
