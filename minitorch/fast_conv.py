@@ -19,6 +19,7 @@ with ``reverse=True`` it runs left / up from it (zeros before the near edges).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -256,7 +257,7 @@ def launch_new(
 ) -> Tensor:
     """Launch ``kernels``' parallel or serial form into a new contiguous tensor of
     ``shape`` on ``like``'s backend, in ``like``'s dtype (``args`` follow the output)."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     out = np.empty(size, like.dtype)
     if size:
         launch_into(kernels, out, *args)
@@ -276,7 +277,7 @@ def _matrix(
     like: Tensor, storage: Storage, shape: tuple[int, ...], strides: tuple[int, ...]
 ) -> Tensor:
     """A matmul operand over ``storage`` (on ``like``'s backend), read at ``strides``."""
-    return like._new(TensorData._trusted(storage, shape, strides, int(np.prod(shape))))
+    return like._new(TensorData._trusted(storage, shape, strides, math.prod(shape)))
 
 
 class _Sizes:

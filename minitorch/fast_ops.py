@@ -8,6 +8,7 @@ and cached on disk (``kernel_cache``).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,24 @@ def elementwise_layout(
         for s, st in zip(out_strides, strides):
             s.append(st[d])
     return out_shape, out_strides
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout_plan(operands: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> tuple:
+    """What an elementwise launch over ``operands`` (output first, as ``(shape, strides)``)
+    needs besides the storages: ``(None, (n0, n1, strides...))`` for the 2-D kernel, or
+    the N-D kernel's shape array and per-operand stride arrays (read-only, so shared by
+    every launch of the layout). Cached: a training step meets the same layouts each time."""
+    shape, strides = elementwise_layout(operands[0][0], list(operands))
+    if len(shape) <= 2:
+        if not shape:
+            shape = [1, 1]
+            strides = [[0, 0] for _ in strides]
+        elif len(shape) == 1:
+            shape = [1, shape[0]]
+            strides = [[0, s[0]] for s in strides]
+        return None, (shape[0], shape[1], *(x for s in strides for x in s))
+    return np.array(shape, np.int64), tuple(np.array(s, np.int64) for s in strides)
 
 
 class _Elementwise:
@@ -208,24 +227,15 @@ class _Elementwise:
             recording.recorder.launch(kernel, args)
 
     def _general(self, otd: TensorData, tds: tuple[TensorData, ...], par: bool) -> None:
-        shape, strides = elementwise_layout(
-            otd.shape, [(otd.shape, otd.strides)] + [(td.shape, td.strides) for td in tds]
-        )
+        plan = _layout_plan(((otd.shape, otd.strides), *((td.shape, td.strides) for td in tds)))
         storages = [otd._storage] + [td._storage for td in tds]
-        if len(shape) <= 2:
-            if not shape:
-                shape = [1, 1]
-                strides = [[0, 0] for _ in strides]
-            elif len(shape) == 1:
-                shape = [1, shape[0]]
-                strides = [[0, s[0]] for s in strides]
-            args = [x for s in strides for x in s]
-            self._launch_2d(par, (*storages, shape[0], shape[1], *args))
+        if plan[0] is None:
+            self._launch_2d(par, (*storages, *plan[1]))
             return
-        shape_arr = np.array(shape, dtype=np.int64)
+        shape_arr, stride_arrs = plan
         arrays = []
-        for storage, s in zip(storages, strides):
-            arrays.extend((storage, shape_arr, np.array(s, dtype=np.int64)))
+        for storage, s in zip(storages, stride_arrs):
+            arrays.extend((storage, shape_arr, s))
         _launch(self.nd_par if par else self.nd_ser, tuple(arrays))
 
     def _launch_2d(self, par: bool, args: tuple[Any, ...]) -> None:
