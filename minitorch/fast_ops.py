@@ -628,14 +628,15 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     """
     nr = 2 * fast_simd.lanes(out)
     row_blocks = (m + _MC - 1) // _MC
-    # Rows per block, evened out so that the threads' shares match.
-    mc = ((m + row_blocks - 1) // row_blocks + _MR - 1) // _MR * _MR
+    # The strips of A are dealt into the row blocks evenly (sizes differ by at most one
+    # strip), so that the threads' shares match (see _gemm_task).
+    m_strips = (m + _MR - 1) // _MR
     if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
         b_strips = n // nr
         col_blocks = _col_blocks(batch * row_blocks, b_strips, threads)
         for t in prange(batch * row_blocks * col_blocks):
             _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
-                       k, True, mc, row_blocks, col_blocks, b_strips, False)  # fmt: skip
+                       k, True, m_strips, row_blocks, col_blocks, b_strips, False)  # fmt: skip
         return
     a_batches = batch if sa0 != 0 else 1
     b_batches = batch if sb0 != 0 else 1
@@ -661,8 +662,8 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
             b_batch = b_strips * nr * kb if b_batches > 1 else 0
             for t in prange(batch * row_blocks * col_blocks):
                 _gemm_task(t, out, a_pack, 0, a_batch, _MR * kb, 1, _MR,
-                           b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0,
-                           kc, k0 == 0, mc, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
+                           b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0, kc, k0 == 0,
+                           m_strips, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
 
 
 @njit(cache=True)
@@ -701,8 +702,9 @@ def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strip
 @njit(cache=True)
 def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
                b, b_base, b_batch, b_strip, sb_k, m, n, nc, j0,
-               kc, first, mc, row_blocks, col_blocks, b_strips, prefetch):  # noqa: ANN001  # fmt: skip
-    """Task ``t``: a block of ``mc`` rows by about _NB_STRIPS strips of C, in one batch.
+               kc, first, m_strips, row_blocks, col_blocks, b_strips, prefetch):  # noqa: ANN001  # fmt: skip
+    """Task ``t``: a block of rows (its share of the ``m_strips`` strips of A, about _MC
+    rows) by about _NB_STRIPS strips of C, in one batch.
     Each strip of B meets every strip of A of the block while in L1.
 
     Strip ``i`` of A starts at ``a_base + p * a_batch + i * a_strip`` in batch ``p``,
@@ -713,12 +715,13 @@ def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
     per_batch = row_blocks * col_blocks
     p = t // per_batch
     q = t - p * per_batch
-    i0 = (q // col_blocks) * mc
+    row_block = q // col_blocks
+    i0 = row_block * m_strips // row_blocks * _MR
     block = q % col_blocks
     # Blocks of strips differ in size by at most one.
     s0 = block * b_strips // col_blocks
     s1 = (block + 1) * b_strips // col_blocks
-    i1 = min(m, i0 + mc)
+    i1 = min(m, (row_block + 1) * m_strips // row_blocks * _MR)
     calls = (i1 - i0 + _MR - 1) // _MR
     for s in range(s0, s1):
         j = s * nr
