@@ -319,6 +319,7 @@ class FastOps(TensorOps):
 
     records_launches = True
     adam_update = staticmethod(fast_optim.adam_update)
+    sgd_update = staticmethod(fast_optim.sgd_update)
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:

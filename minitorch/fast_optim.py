@@ -1,8 +1,10 @@
-"""Adam's update in three FastOps kernels instead of thirteen launches.
+"""Optimiser updates as fused FastOps kernels: Adam in three instead of thirteen
+launches, SGD in one (two with momentum) instead of two (four).
 
 An optimiser step on small parameters is launch overhead: Adam's rule, written
 over tensors, is thirteen kernels per parameter (``optim.Adam``), each a few
-microseconds of Python for a few thousand elements. These kernels compute the
+microseconds of Python for a few thousand elements, and each SGD step writes a
+temporary the size of the parameter. These kernels compute the
 same operations element by element, in the same order and the parameter's
 dtype, with no contraction into fused multiply-adds, so the values are bit for
 bit those of the unfused step. Each writes only its first argument, as every
@@ -14,6 +16,7 @@ refills.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from numba import prange
 
@@ -50,6 +53,20 @@ def _adam_move(value, m, v, v_scale, eps, step_size):  # noqa: ANN001, ANN202
         value[i] = value[i] - m[i] * (one / denom) * step
 
 
+def _scaled_step(value, delta, scale):  # noqa: ANN001, ANN202
+    """``value -= delta * scale`` (SGD's move)."""
+    factor = scale[0]
+    for i in prange(len(value)):
+        value[i] = value[i] - delta[i] * factor
+
+
+def _decay_add(velocity, grad, momentum):  # noqa: ANN001, ANN202
+    """``velocity = velocity * momentum + grad``."""
+    decay = momentum[0]
+    for i in prange(len(velocity)):
+        velocity[i] = velocity[i] * decay + grad[i]
+
+
 def _pair(py):  # noqa: ANN001, ANN202
     return (njit(parallel=True, cache=True, error_model="numpy")(variant(py, "_par")),
             njit(cache=True, error_model="numpy")(variant(py, "_ser")))  # fmt: skip
@@ -58,6 +75,19 @@ def _pair(py):  # noqa: ANN001, ANN202
 _FIRST_MOMENT = _pair(_first_moment)
 _SECOND_MOMENT = _pair(_second_moment)
 _ADAM_MOVE = _pair(_adam_move)
+_SCALED_STEP = _pair(_scaled_step)
+_DECAY_ADD = _pair(_decay_add)
+
+
+def _run(launches: tuple[tuple[tuple[Any, Any], tuple[Storage, ...]], ...], size: int) -> None:
+    """Each ``(kernels, args)`` in turn, the parallel form from _PARALLEL_ELEMENTS, each
+    reported to a recorder."""
+    which = 0 if size >= _PARALLEL_ELEMENTS else 1
+    for kernels, args in launches:
+        kernel = kernels[which]
+        kernel(*args)
+        if recording.recorder is not None:
+            recording.recorder.launch(kernel, args)
 
 
 def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
@@ -68,11 +98,20 @@ def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
     v_scale, eps, step_size)`` (see ``optim.Adam``).
     """
     b1, c1, b2, c2, v_scale, eps, step_size = coefficients
-    which = 0 if len(value) >= _PARALLEL_ELEMENTS else 1
-    for kernels, args in ((_FIRST_MOMENT, (m, grad, b1, c1)),
-                          (_SECOND_MOMENT, (v, grad, b2, c2)),
-                          (_ADAM_MOVE, (value, m, v, v_scale, eps, step_size))):  # fmt: skip
-        kernel = kernels[which]
-        kernel(*args)
-        if recording.recorder is not None:
-            recording.recorder.launch(kernel, args)
+    _run(((_FIRST_MOMENT, (m, grad, b1, c1)), (_SECOND_MOMENT, (v, grad, b2, c2)),
+          (_ADAM_MOVE, (value, m, v, v_scale, eps, step_size))), len(value))  # fmt: skip
+
+
+def sgd_update(value: Storage, grad: Storage, velocity: Storage | None,
+               coefficients: tuple[Storage, ...]) -> None:  # fmt: skip
+    """One SGD step on contiguous storages of one length and dtype, in place:
+    ``value -= grad * lr``, or with a ``velocity`` (momentum kept from an earlier
+    step) ``velocity = velocity * momentum + grad; value -= velocity * lr``.
+    ``coefficients`` are the one-element storages of ``(lr,)`` or ``(lr, momentum)``.
+    """
+    if velocity is None:
+        _run(((_SCALED_STEP, (value, grad, coefficients[0])),), len(value))
+        return
+    lr, momentum = coefficients
+    _run(((_DECAY_ADD, (velocity, grad, momentum)), (_SCALED_STEP, (value, velocity, lr))),
+         len(value))  # fmt: skip

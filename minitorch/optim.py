@@ -178,6 +178,11 @@ class SGD(Optimizer):
             if self.momentum:
                 lr, momentum = self._coefficients(value, lambda: (self.lr, self.momentum))
                 b = self.velocity.get(i)
+                fused = _fused(p, value, "sgd_update", grad, b) if b is not None else None
+                if fused is not None:
+                    fused(*_storages(value, grad, b), _storages(lr, momentum))
+                    _moved(p)
+                    continue
                 if b is None:
                     b = _persistent(grad)
                 else:
@@ -185,6 +190,11 @@ class SGD(Optimizer):
                 grad = self.velocity[i] = b
             else:
                 (lr,) = self._coefficients(value, lambda: (self.lr,))
+                fused = _fused(p, value, "sgd_update", grad)
+                if fused is not None:
+                    fused(*_storages(value, grad), None, _storages(lr))
+                    _moved(p)
+                    continue
             self._move(p, value, _product(grad, lr))
 
 
@@ -235,13 +245,11 @@ class Adam(Optimizer):
                 value, lambda i=i: self._advance(i)
             )
             t, m, v = self.state[i]
-            fused = _fused_adam(p, value, grad, m, v)
+            fused = _fused(p, value, "adam_update", grad, m, v) if m is not None else None
             if fused is not None:
                 numbers = (b1, c1, b2, c2, v_scale, eps, step_size)
-                fused(*(t._tensor._storage for t in (value, grad, m, v)),
-                      tuple(c._tensor._storage for c in numbers))  # fmt: skip
-                p.value.grad = None
-                p.value.requires_grad_(True)
+                fused(*_storages(value, grad, m, v), _storages(*numbers))
+                _moved(p)
                 continue
             sq = _product(grad, grad)
             if first:
@@ -254,26 +262,38 @@ class Adam(Optimizer):
             self._move(p, value, _product(m / denom, step_size))
 
 
-def _fused_adam(p: Parameter, value: Any, grad: Any, m: Any, v: Any) -> Any:
-    """The backend's fused Adam update (``TensorOps.adam_update``) when this step can
-    take it: state kept from an earlier step, and parameter, gradient and state one
-    contiguous layout of one dtype on one backend. Else None (the rule below)."""
-    if m is None or not isinstance(value, Tensor) or value._tensor is not p.value._tensor:
+def _fused(p: Parameter, value: Any, kernel: str, *tensors: Any) -> Any:
+    """The backend's fused optimiser kernel ``kernel`` (``TensorOps.adam_update`` or
+    ``sgd_update``) when this step can take it: ``value`` is the parameter's own tensor,
+    and it and ``tensors`` are one row-major layout of one dtype on one backend. Else
+    None (the optimiser runs its rule as separate kernels)."""
+    if not isinstance(value, Tensor) or value._tensor is not p.value._tensor:
         return None
-    update = value.backend.ops.adam_update
+    update = getattr(value.backend.ops, kernel)
     if update is None:
         return None
     td = value._tensor
-    for t in (grad, m, v):
+    if not td.is_row_major() or len(td._storage) != td.size:
+        return None
+    for t in tensors:
         if not isinstance(t, Tensor) or t.backend is not value.backend:
             return None
         other = t._tensor
         if (other.shape != td.shape or other._storage.dtype != td._storage.dtype
                 or not other.is_row_major() or len(other._storage) != other.size):  # fmt: skip
             return None
-    if not td.is_row_major() or len(td._storage) != td.size:
-        return None
     return update
+
+
+def _storages(*tensors: Tensor) -> tuple[Any, ...]:
+    return tuple(t._tensor._storage for t in tensors)
+
+
+def _moved(p: Parameter) -> None:
+    """After a fused update wrote ``p``'s tensor in place: a leaf without gradient, as
+    ``Optimizer._move`` leaves it."""
+    p.value.grad = None
+    p.value.requires_grad_(True)
 
 
 def _sqrt(x: Any) -> Any:

@@ -52,10 +52,12 @@ class TensorOps:
     # True when every launch reports to ``recording.recorder`` (``minitorch.compile``
     # replays such a backend's steps; the others' compiled functions run eagerly).
     records_launches = False
-    # Optional fused kernels. ``adam_update(value, grad, m, v, coefficients)``: Adam's
-    # step on contiguous storages in place (``fast_optim``); None, and the optimiser
-    # runs its rule as separate kernels.
+    # Optional fused kernels (``fast_optim``): ``adam_update(value, grad, m, v,
+    # coefficients)`` and ``sgd_update(value, grad, velocity, coefficients)``, an
+    # optimiser's step on contiguous storages in place; None, and the optimiser runs
+    # its rule as separate kernels.
     adam_update: Callable[..., None] | None = None
+    sgd_update: Callable[..., None] | None = None
 
     @staticmethod
     def empty(size: int, dtype: np.dtype) -> Storage:

@@ -271,9 +271,10 @@ def test_changed_hyperparameters_and_dtypes_take_effect_at_the_next_step() -> No
 
 
 def adam_in_dtype(w: np.ndarray, grads: list[np.ndarray], lr: float, b1: float, b2: float,
-                  eps: float, dtype: type) -> np.ndarray:  # fmt: skip
+                  eps: float, dtype: type) -> tuple[np.ndarray, ...]:  # fmt: skip
     """Adam as the unfused rule computes it: one rounding per operation in ``dtype``,
-    ``m / denom`` as ``m * (1 / denom)``, the numbers taken in ``dtype``."""
+    ``m / denom`` as ``m * (1 / denom)``, the numbers taken in ``dtype``. Returns the
+    parameter and both moments."""
     d = np.dtype(dtype).type
     w, m, v = w.astype(d), None, None
     with np.errstate(all="ignore"):
@@ -284,15 +285,26 @@ def adam_in_dtype(w: np.ndarray, grads: list[np.ndarray], lr: float, b1: float, 
             v = sq * d(1 - b2) if v is None else v * d(b2) + sq * d(1 - b2)
             denom = np.sqrt(v) * d(1.0 / np.sqrt(1.0 - b2**t)) + d(eps)
             w = w - m * (d(1) / denom) * d(lr / (1.0 - b1**t))
-    return w
+    return w, m, v
 
 
-HOSTILE_GRADS = [
-    np.array([[0.1, -0.2, 0.0], [3.0, -0.0, 1e-300]]),
-    np.array([[np.nan, 1e300, -2.0], [np.inf, 0.5, -1e-30]]),
-    np.array([[1.0, -np.inf, 0.0], [-3.0, 2.0, 7.0]]),
-    np.array([[-0.5, 0.25, 1e-8], [0.0, -1e200, 2.0]]),
-]
+def _hostile_grads() -> list[np.ndarray]:
+    """Four (4, 6) gradients: NaN, infinities, signed zeros, overflowing and vanishing
+    values in the first rows, random ones (whose products round) in the rest."""
+    rng = np.random.default_rng(5)
+    special = [[0.1, -0.2, 0.0, 3.0, -0.0, 1e-300], [np.nan, 1e300, -2.0, np.inf, 0.5, -1e-30],
+               [1.0, -np.inf, 0.0, -3.0, 2.0, 7.0], [-0.5, 0.25, 1e-8, 0.0, -1e200, 2.0]]
+    grads = []
+    for row in special:
+        g = rng.normal(size=(4, 6))
+        g[0] = row
+        grads.append(g)
+    return grads
+
+
+HOSTILE_GRADS = _hostile_grads()
+W0_HOSTILE = np.concatenate([[[0.5, -1.0, 0.0, 2.0, 0.25, -0.0]],
+                             np.random.default_rng(6).normal(size=(3, 6))])  # fmt: skip
 
 
 @pytest.mark.kernels
@@ -309,7 +321,7 @@ def test_fused_adam_equals_the_unfused_rule_bit_for_bit(
     fused = minitorch.FastOps.adam_update
     monkeypatch.setattr(minitorch.FastOps, "adam_update",
                         staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
-    w0 = np.array([[0.5, -1.0, 0.0], [2.0, 0.25, -0.0]])
+    w0 = W0_HOSTILE
     p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
     original = p.value
     opt = Adam([p], lr=0.01, betas=(0.8, 0.99), eps=1e-6)
@@ -320,10 +332,11 @@ def test_fused_adam_equals_the_unfused_rule_bit_for_bit(
         p.value.grad = grad
         opt.step()
     expected = adam_in_dtype(w0, HOSTILE_GRADS, 0.01, 0.8, 0.99, 1e-6, dtype)
-    got = p.value.to_numpy()
-    assert got.dtype == expected.dtype
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    _, m, v = opt.state[0]
+    for got, want in zip((p.value.to_numpy(), m.to_numpy(), v.to_numpy()), expected):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
     assert p.value is original
     assert_fresh_leaf(p)
     assert len(calls) == (len(HOSTILE_GRADS) - 1 if layout == "contiguous" else 0)
@@ -342,4 +355,79 @@ def test_fused_adam_on_a_parameter_big_enough_for_the_parallel_kernels(dtype: np
         p.value.grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
         opt.step()
     expected = adam_in_dtype(w0, grads, 0.01, 0.9, 0.999, 1e-8, dtype)
+    _, m, v = opt.state[0]
+    for got, want in zip((p.value.to_numpy(), m.to_numpy(), v.to_numpy()), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def sgd_in_dtype(w: np.ndarray, grads: list[np.ndarray], lr: float, momentum: float,
+                 dtype: type) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """SGD as the unfused rule computes it, one rounding per operation in ``dtype``.
+    Returns the parameter and the velocity (None without momentum)."""
+    d = np.dtype(dtype).type
+    w, b = w.astype(d), None
+    with np.errstate(all="ignore"):
+        for g in grads:
+            g = g.astype(d)
+            if momentum:
+                b = g if b is None else b * d(momentum) + g
+                g = b
+            w = w - g * d(lr)
+    return w, b
+
+
+@pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["plain", "momentum"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed gradient"])
+def test_fused_sgd_equals_the_unfused_rule_bit_for_bit(
+    dtype: np.dtype, layout: str, momentum: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastOps runs SGD's update as one fused kernel (two with momentum, from the second
+    step, once the velocity exists); a transposed gradient takes the unfused rule. Every
+    value is the rule's in the parameter's dtype, NaN, infinities and signed zeros too."""
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    calls = []
+    fused = minitorch.FastOps.sgd_update
+    monkeypatch.setattr(minitorch.FastOps, "sgd_update",
+                        staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
+    w0 = W0_HOSTILE
+    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
+    original = p.value
+    opt = SGD([p], lr=0.1, momentum=momentum)
+    for g in HOSTILE_GRADS:
+        grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
+        if layout != "contiguous":
+            grad = tensor_from_numpy(g.T.copy(), backend=fast, dtype=dtype).permute(1, 0)
+        p.value.grad = grad
+        opt.step()
+    expected, velocity = sgd_in_dtype(w0, HOSTILE_GRADS, 0.1, momentum, dtype)
+    got = p.value.to_numpy()
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    if momentum:
+        np.testing.assert_array_equal(opt.velocity[0].to_numpy(), velocity)
+    assert p.value is original
+    assert_fresh_leaf(p)
+    fused_steps = len(HOSTILE_GRADS) - (1 if momentum else 0)
+    assert len(calls) == (fused_steps if layout == "contiguous" else 0)
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["plain", "momentum"])
+def test_fused_sgd_on_a_parameter_big_enough_for_the_parallel_kernels(
+    dtype: np.dtype, momentum: float
+) -> None:
+    rng = np.random.default_rng(4)
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    w0 = rng.normal(size=(200, 200))
+    grads = [rng.normal(size=w0.shape) * 10.0 ** rng.integers(-5, 5, w0.shape) for _ in range(3)]
+    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
+    opt = SGD([p], lr=0.05, momentum=momentum)
+    for g in grads:
+        p.value.grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
+        opt.step()
+    expected, velocity = sgd_in_dtype(w0, grads, 0.05, momentum, dtype)
     np.testing.assert_array_equal(p.value.to_numpy(), expected)
+    if momentum:
+        np.testing.assert_array_equal(opt.velocity[0].to_numpy(), velocity)
