@@ -422,14 +422,24 @@ class FastOps(TensorOps):
     @staticmethod
     def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
         """Batched matrix product; a batch of 1 broadcasts, operands may be strided."""
-        a3, b3, out_shape = matmul_layout(a, b)
-        batch = matmul_batch(a3, b3)
-        m, k = a3.shape[1], a3.shape[2]
-        n = b3.shape[2]
+        ta, tb = a._tensor, b._tensor
+        if len(ta.shape) == 2 and len(tb.shape) == 2 and ta.shape[1] == tb.shape[0]:
+            # Two matrices (most products): no 3-D views to build.
+            (m, k), n = ta.shape, tb.shape[1]
+            batch, out_shape = 1, (m, n)
+            strides = (0, *ta.strides, 0, *tb.strides)
+            sa, sb = ta._storage, tb._storage
+        else:
+            a3, b3, out_shape = matmul_layout(a, b)
+            batch = matmul_batch(a3, b3)
+            m, k = a3.shape[1], a3.shape[2]
+            n = b3.shape[2]
+            strides = matmul_strides(a3, b3)
+            sa, sb = a3._storage, b3._storage
         size = batch * m * n
         out = np.empty(size, result_dtype(a, b))
         if size:
-            _matmul_into(out, a3, b3, batch, m, n, k)
+            _matmul_into(out, sa, sb, batch, m, n, k, strides)
         return a._make_like(out, out_shape, size)
 
 
@@ -535,10 +545,10 @@ def matmul_strides(a3: TensorData, b3: TensorData) -> tuple[int, ...]:
             b3.strides[0] if b3.shape[0] > 1 else 0, b3.strides[1], b3.strides[2])  # fmt: skip
 
 
-def _matmul_into(
-    out: Storage, a3: TensorData, b3: TensorData, batch: int, m: int, n: int, k: int
-) -> None:
-    """Pick the matmul kernel for the operands' sizes and fill ``out`` (contiguous)."""
+def _matmul_into(out: Storage, a: Storage, b: Storage, batch: int, m: int, n: int, k: int,
+                 strides: tuple[int, ...]) -> None:  # fmt: skip
+    """Pick the matmul kernel for the operands' sizes and fill ``out`` (contiguous) with
+    the product of ``a`` and ``b`` read at ``strides`` (see ``matmul_strides``)."""
     if k == 0:
         out[:] = 0
         if recording.recorder is not None:
@@ -546,8 +556,7 @@ def _matmul_into(
         return
     work = batch * m * n * k
     parallel = work >= _PARALLEL_MATMUL_WORK
-    strides = matmul_strides(a3, b3)
-    args = (out, a3._storage, b3._storage, batch, m, n, k, *strides)
+    args = (out, a, b, batch, m, n, k, *strides)
     small = work < _GEMM_WORK
     few_rows = work < _THIN_WORK and m < 2 * _MR
     row_major_b = strides[5] == 1

@@ -63,7 +63,7 @@ def time_kernels(spec: str, dtype: type, rounds: int = 40) -> str:
     launch = fast_ops._launch
     fast_ops._launch = lambda kernel, launch_args: picked.append(kernel.__name__)
     try:
-        fast_ops._matmul_into(out, a3, b3, batch, m, n, k)
+        fast_ops._matmul_into(out, a3._storage, b3._storage, batch, m, n, k, strides)
     finally:
         fast_ops._launch = launch
     times: dict[str, list[float]] = {name: [] for name in kernels}
