@@ -265,8 +265,8 @@ class Adam(Optimizer):
 def _fused(p: Parameter, value: Any, kernel: str, *tensors: Any) -> Any:
     """The backend's fused optimiser kernel ``kernel`` (``TensorOps.adam_update`` or
     ``sgd_update``) when this step can take it: ``value`` is the parameter's own tensor,
-    and it and ``tensors`` are one row-major layout of one dtype on one backend. Else
-    None (the optimiser runs its rule as separate kernels)."""
+    and it and ``tensors`` are one row-major layout of one dtype on one backend, over
+    distinct storages. Else None (the optimiser runs its rule as separate kernels)."""
     if not isinstance(value, Tensor) or value._tensor is not p.value._tensor:
         return None
     update = getattr(value.backend.ops, kernel)
@@ -275,13 +275,16 @@ def _fused(p: Parameter, value: Any, kernel: str, *tensors: Any) -> Any:
     td = value._tensor
     if not td.is_row_major() or len(td._storage) != td.size:
         return None
+    storages = {id(td._storage)}
     for t in tensors:
         if not isinstance(t, Tensor) or t.backend is not value.backend:
             return None
         other = t._tensor
         if (other.shape != td.shape or other._storage.dtype != td._storage.dtype
-                or not other.is_row_major() or len(other._storage) != other.size):  # fmt: skip
-            return None
+                or not other.is_row_major() or len(other._storage) != other.size
+                or id(other._storage) in storages):  # fmt: skip
+            return None  # (a gradient that is the state itself must be read before it moves)
+        storages.add(id(other._storage))
     return update
 
 

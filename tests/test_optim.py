@@ -431,3 +431,29 @@ def test_fused_sgd_on_a_parameter_big_enough_for_the_parallel_kernels(
     np.testing.assert_array_equal(p.value.to_numpy(), expected)
     if momentum:
         np.testing.assert_array_equal(opt.velocity[0].to_numpy(), velocity)
+
+
+@pytest.mark.kernels
+def test_a_gradient_that_is_the_optimiser_state_gives_the_rule() -> None:
+    """Hostile: the gradient handed in is Adam's own first moment. The rule squares the
+    gradient before the moment moves; a fused update reading it afterwards would square
+    the new moment (so such a step takes the rule)."""
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    rng = np.random.default_rng(7)
+    # First gradients whose moment moves when it is its own gradient (m b1 + m (1 - b1)
+    # rounds away from m for about 5% of values), so that the order shows.
+    g = rng.normal(size=4000)
+    m = g * (1 - 0.9)
+    g0 = g[m * 0.9 + m * (1 - 0.9) != m][:24].reshape(4, 6)
+    w0 = rng.normal(size=(4, 6))
+    p = Parameter(tensor_from_numpy(w0, backend=fast), "w")
+    opt = Adam([p], lr=0.01, betas=(0.9, 0.5))  # the squared gradient weighs half
+    p.value.grad = tensor_from_numpy(g0, backend=fast)
+    opt.step()
+    m = opt.state[0][1]
+    g1 = m.to_numpy().copy()
+    p.value.grad = m
+    opt.step()
+    expected = adam_in_dtype(w0, [g0, g1], 0.01, 0.9, 0.5, 1e-8, np.float64)
+    for got, want in zip((p.value, opt.state[0][1], opt.state[0][2]), expected):
+        np.testing.assert_array_equal(got.to_numpy(), want)
