@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -307,6 +308,28 @@ W0_HOSTILE = np.concatenate([[[0.5, -1.0, 0.0, 2.0, 0.25, -0.0]],
                              np.random.default_rng(6).normal(size=(3, 6))])  # fmt: skip
 
 
+def _hostile_steps(make: Callable[[list[Parameter]], Any], kernel: str, dtype: np.dtype,
+                   layout: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:  # fmt: skip
+    """Run ``make([p])``'s steps over HOSTILE_GRADS on a FastOps parameter (the gradients
+    contiguous or transposed views), counting the calls of ``FastOps.<kernel>``. Returns
+    the parameter, the optimiser, its tensor before the steps and the call count."""
+    fast = minitorch.TensorBackend(minitorch.FastOps)
+    calls = []
+    fused = getattr(minitorch.FastOps, kernel)
+    monkeypatch.setattr(minitorch.FastOps, kernel,
+                        staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
+    p = Parameter(tensor_from_numpy(W0_HOSTILE, backend=fast, dtype=dtype), "w")
+    original = p.value
+    opt = make([p])
+    for g in HOSTILE_GRADS:
+        grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
+        if layout != "contiguous":
+            grad = tensor_from_numpy(g.T.copy(), backend=fast, dtype=dtype).permute(1, 0)
+        p.value.grad = grad
+        opt.step()
+    return p, opt, original, len(calls)
+
+
 @pytest.mark.kernels
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")
 @pytest.mark.parametrize("layout", ["contiguous", "transposed gradient"])
@@ -316,22 +339,10 @@ def test_fused_adam_equals_the_unfused_rule_bit_for_bit(
     """FastOps runs Adam's update as three fused kernels from the second step on (a
     transposed gradient takes the unfused rule): either way every value, NaN, infinity
     and signed zero included, is the unfused rule's in the parameter's dtype."""
-    fast = minitorch.TensorBackend(minitorch.FastOps)
-    calls = []
-    fused = minitorch.FastOps.adam_update
-    monkeypatch.setattr(minitorch.FastOps, "adam_update",
-                        staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
-    w0 = W0_HOSTILE
-    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
-    original = p.value
-    opt = Adam([p], lr=0.01, betas=(0.8, 0.99), eps=1e-6)
-    for g in HOSTILE_GRADS:
-        grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
-        if layout != "contiguous":
-            grad = tensor_from_numpy(g.T.copy(), backend=fast, dtype=dtype).permute(1, 0)
-        p.value.grad = grad
-        opt.step()
-    expected = adam_in_dtype(w0, HOSTILE_GRADS, 0.01, 0.8, 0.99, 1e-6, dtype)
+    p, opt, original, calls = _hostile_steps(
+        lambda ps: Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6), "adam_update", dtype, layout,
+        monkeypatch)  # fmt: skip
+    expected = adam_in_dtype(W0_HOSTILE, HOSTILE_GRADS, 0.01, 0.8, 0.99, 1e-6, dtype)
     _, m, v = opt.state[0]
     for got, want in zip((p.value.to_numpy(), m.to_numpy(), v.to_numpy()), expected):
         assert got.dtype == want.dtype
@@ -339,7 +350,7 @@ def test_fused_adam_equals_the_unfused_rule_bit_for_bit(
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
     assert p.value is original
     assert_fresh_leaf(p)
-    assert len(calls) == (len(HOSTILE_GRADS) - 1 if layout == "contiguous" else 0)
+    assert calls == (len(HOSTILE_GRADS) - 1 if layout == "contiguous" else 0)
 
 
 @pytest.mark.kernels
@@ -386,22 +397,9 @@ def test_fused_sgd_equals_the_unfused_rule_bit_for_bit(
     """FastOps runs SGD's update as one fused kernel (two with momentum, from the second
     step, once the velocity exists); a transposed gradient takes the unfused rule. Every
     value is the rule's in the parameter's dtype, NaN, infinities and signed zeros too."""
-    fast = minitorch.TensorBackend(minitorch.FastOps)
-    calls = []
-    fused = minitorch.FastOps.sgd_update
-    monkeypatch.setattr(minitorch.FastOps, "sgd_update",
-                        staticmethod(lambda *args: calls.append(1) or fused(*args)))  # fmt: skip
-    w0 = W0_HOSTILE
-    p = Parameter(tensor_from_numpy(w0, backend=fast, dtype=dtype), "w")
-    original = p.value
-    opt = SGD([p], lr=0.1, momentum=momentum)
-    for g in HOSTILE_GRADS:
-        grad = tensor_from_numpy(g, backend=fast, dtype=dtype)
-        if layout != "contiguous":
-            grad = tensor_from_numpy(g.T.copy(), backend=fast, dtype=dtype).permute(1, 0)
-        p.value.grad = grad
-        opt.step()
-    expected, velocity = sgd_in_dtype(w0, HOSTILE_GRADS, 0.1, momentum, dtype)
+    p, opt, original, calls = _hostile_steps(
+        lambda ps: SGD(ps, lr=0.1, momentum=momentum), "sgd_update", dtype, layout, monkeypatch)
+    expected, velocity = sgd_in_dtype(W0_HOSTILE, HOSTILE_GRADS, 0.1, momentum, dtype)
     got = p.value.to_numpy()
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
@@ -410,7 +408,7 @@ def test_fused_sgd_equals_the_unfused_rule_bit_for_bit(
     assert p.value is original
     assert_fresh_leaf(p)
     fused_steps = len(HOSTILE_GRADS) - (1 if momentum else 0)
-    assert len(calls) == (fused_steps if layout == "contiguous" else 0)
+    assert calls == (fused_steps if layout == "contiguous" else 0)
 
 
 @pytest.mark.kernels
