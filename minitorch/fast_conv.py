@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from . import recording
 from .autodiff import Context
-from .kernel_cache import njit, variant
+from .kernel_cache import kernel_pair, launch_into, njit
 from .tensor import Tensor
 from .tensor_data import IndexingError, Shape, Storage, Strides, TensorData, float64
 from .tensor_functions import Function, _needs_grad, cast
@@ -228,29 +227,9 @@ def _col2im(grad_in, dcols, batch, channels, height, width, kh, kw):  # noqa: AN
                         dst[x] += src[x]
 
 
-def kernel_pair(py: Any) -> tuple[Any, Any]:
-    """The parallel and the serial compile of a kernel (cached under their own names)."""
-    return (
-        njit(parallel=True, cache=True)(variant(py, "_par")),
-        njit(cache=True)(variant(py, "_ser")),
-    )
-
-
 _IM2COL = kernel_pair(_im2col)
 _CHANNEL_MAJOR = kernel_pair(_channel_major)
 _COL2IM = kernel_pair(_col2im)
-
-# Below this many elements written, a thread launch costs more than the loop.
-_PARALLEL_ELEMENTS = 1 << 15
-
-
-def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
-    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder."""
-    kernel = kernels[0] if out.size >= _PARALLEL_ELEMENTS else kernels[1]
-    kernel(out, *args)
-    if recording.recorder is not None:
-        recording.recorder.launch(kernel, (out, *args))
-
 
 def launch_new(
     kernels: tuple[Any, Any], like: Tensor, shape: tuple[int, ...], *args: Any

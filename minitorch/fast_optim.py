@@ -16,16 +16,11 @@ refills.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from numba import prange
 
-from . import recording
-from .kernel_cache import njit, variant
+from .kernel_cache import kernel_pair, launch_into
 from .tensor_data import Storage
-
-# Below this many elements one thread is quicker (as for the elementwise kernels).
-_PARALLEL_ELEMENTS = 1 << 15
 
 
 def _first_moment(m, grad, b1, c1):  # noqa: ANN001, ANN202
@@ -67,27 +62,11 @@ def _decay_add(velocity, grad, momentum):  # noqa: ANN001, ANN202
         velocity[i] = velocity[i] * decay + grad[i]
 
 
-def _pair(py):  # noqa: ANN001, ANN202
-    return (njit(parallel=True, cache=True, error_model="numpy")(variant(py, "_par")),
-            njit(cache=True, error_model="numpy")(variant(py, "_ser")))  # fmt: skip
-
-
-_FIRST_MOMENT = _pair(_first_moment)
-_SECOND_MOMENT = _pair(_second_moment)
-_ADAM_MOVE = _pair(_adam_move)
-_SCALED_STEP = _pair(_scaled_step)
-_DECAY_ADD = _pair(_decay_add)
-
-
-def _run(launches: tuple[tuple[tuple[Any, Any], tuple[Storage, ...]], ...], size: int) -> None:
-    """Each ``(kernels, args)`` in turn, the parallel form from _PARALLEL_ELEMENTS, each
-    reported to a recorder."""
-    which = 0 if size >= _PARALLEL_ELEMENTS else 1
-    for kernels, args in launches:
-        kernel = kernels[which]
-        kernel(*args)
-        if recording.recorder is not None:
-            recording.recorder.launch(kernel, args)
+_FIRST_MOMENT = kernel_pair(_first_moment, error_model="numpy")
+_SECOND_MOMENT = kernel_pair(_second_moment, error_model="numpy")
+_ADAM_MOVE = kernel_pair(_adam_move, error_model="numpy")
+_SCALED_STEP = kernel_pair(_scaled_step, error_model="numpy")
+_DECAY_ADD = kernel_pair(_decay_add, error_model="numpy")
 
 
 def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
@@ -98,8 +77,9 @@ def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
     v_scale, eps, step_size)`` (see ``optim.Adam``).
     """
     b1, c1, b2, c2, v_scale, eps, step_size = coefficients
-    _run(((_FIRST_MOMENT, (m, grad, b1, c1)), (_SECOND_MOMENT, (v, grad, b2, c2)),
-          (_ADAM_MOVE, (value, m, v, v_scale, eps, step_size))), len(value))  # fmt: skip
+    launch_into(_FIRST_MOMENT, m, grad, b1, c1)
+    launch_into(_SECOND_MOMENT, v, grad, b2, c2)
+    launch_into(_ADAM_MOVE, value, m, v, v_scale, eps, step_size)
 
 
 def sgd_update(value: Storage, grad: Storage, velocity: Storage | None,
@@ -110,8 +90,8 @@ def sgd_update(value: Storage, grad: Storage, velocity: Storage | None,
     ``coefficients`` are the one-element storages of ``(lr,)`` or ``(lr, momentum)``.
     """
     if velocity is None:
-        _run(((_SCALED_STEP, (value, grad, coefficients[0])),), len(value))
+        launch_into(_SCALED_STEP, value, grad, coefficients[0])
         return
     lr, momentum = coefficients
-    _run(((_DECAY_ADD, (velocity, grad, momentum)), (_SCALED_STEP, (value, velocity, lr))),
-         len(value))  # fmt: skip
+    launch_into(_DECAY_ADD, velocity, grad, momentum)
+    launch_into(_SCALED_STEP, value, velocity, lr)

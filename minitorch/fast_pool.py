@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit, prange
 
 from .autodiff import Context
-from .fast_conv import kernel_pair, launch_new
+from .fast_conv import launch_new
+from .kernel_cache import kernel_pair
 from .tensor import Tensor
 from .tensor_data import IndexingError, as_int
 from .tensor_functions import Function, cast

@@ -64,7 +64,7 @@ from numba.core.compiler import CompileResult
 from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher, cpu_target
 
-from . import fast_math, fast_simd
+from . import fast_math, fast_simd, recording
 
 CACHE_ENV = "MINITORCH_CACHE_DIR"
 
@@ -625,6 +625,25 @@ def variant(py: types.FunctionType, suffix: str) -> types.FunctionType:
     )
     clone.__qualname__ = py.__qualname__ + suffix
     return clone
+
+
+def kernel_pair(py: types.FunctionType, **options: Any) -> tuple[Any, Any]:
+    """The parallel and the serial compile of a kernel (cached under their own names),
+    with numba's ``options``."""
+    return (njit(parallel=True, cache=True, **options)(variant(py, "_par")),
+            njit(cache=True, **options)(variant(py, "_ser")))  # fmt: skip
+
+
+# Below this many elements written, a thread launch costs more than the loop.
+PARALLEL_ELEMENTS = 1 << 15
+
+
+def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
+    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder."""
+    kernel = kernels[0] if out.size >= PARALLEL_ELEMENTS else kernels[1]
+    kernel(out, *args)
+    if recording.recorder is not None:
+        recording.recorder.launch(kernel, (out, *args))
 
 
 def _parallel_diagnostics(

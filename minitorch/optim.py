@@ -74,8 +74,7 @@ class Optimizer:
         target = p.value
         if isinstance(target, Tensor) and _assignable(target):
             target.f.zip_of(operators.sub)(value, delta, out=target)
-            target.grad = None
-            target.requires_grad_(True)
+            _moved(p)
             return
         new = value - delta
         # A fresh leaf keeps the dtype the parameter had (state kept from before a
@@ -273,10 +272,8 @@ def _fused(p: Parameter, value: Any, kernel: str, *tensors: Any) -> Any:
     if update is None:
         return None
     td = value._tensor
-    if not td.is_row_major() or len(td._storage) != td.size:
-        return None
-    storages = {id(td._storage)}
-    for t in tensors:
+    storages = set()
+    for t in (value, *tensors):
         if not isinstance(t, Tensor) or t.backend is not value.backend:
             return None
         other = t._tensor
@@ -293,8 +290,8 @@ def _storages(*tensors: Tensor) -> tuple[Any, ...]:
 
 
 def _moved(p: Parameter) -> None:
-    """After a fused update wrote ``p``'s tensor in place: a leaf without gradient, as
-    ``Optimizer._move`` leaves it."""
+    """After ``p``'s tensor was written in place (``Optimizer._move`` or a fused update):
+    a leaf without gradient."""
     p.value.grad = None
     p.value.requires_grad_(True)
 
