@@ -17,7 +17,9 @@ the arrays passed in, so numba's float32 specialisation computes in float32.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 
 # Work is split into chunks of this many elements of the inner dimension, so a
 # long 1-D operand still spreads over every thread.
@@ -55,15 +57,17 @@ def kernel_2d(kind: str, pattern: str | None, variant: str) -> str:
     return f"{kind}2d_{pattern}_{variant}" if pattern else f"{kind}2d_{variant}"
 
 
-def _two_d(kind: str, arity: int, pattern: str | None) -> list[str]:
+def _two_d(kind: str, arity: int, pattern: str | None, parallel: bool) -> list[str]:
     """The 2-D kernel of ``pattern``: ``out[r, j] = fn(x0[r, j], ...)`` over (n0, n1).
 
     All share one signature (storages, then n0, n1 and each operand's strides),
     which ``compiler`` reads to fuse launches. With a pattern the inner strides
     are taken to be the pattern's (the caller checks, the output's is 1): a
     unit-stride input is sliced so LLVM sees plain ``x[j]`` (no wraparound
-    checks, so the loop vectorises), a broadcast one is read once per chunk.
-    The general kernel (no pattern) honours every stride.
+    checks, so the loop vectorises), a broadcast one is read once per run.
+    The general kernel (no pattern) honours every stride. The parallel variant
+    deals rows cut into chunks to the threads; the serial one walks whole rows
+    (less code to compile, the same values).
     """
     name = kernel_2d(kind, pattern, "{variant}")
     lines = [
@@ -71,19 +75,27 @@ def _two_d(kind: str, arity: int, pattern: str | None) -> list[str]:
         f"def {name}(out, {', '.join(f'x{i}' for i in range(arity))}, n0, n1, so0, so1, "
         + ", ".join(f"s{i}0, s{i}1" for i in range(arity))
         + "):",
-        "    chunks = (n1 + CHUNK - 1) // CHUNK",
-        "    for t in {loop}(n0 * chunks):",
-        "        r = t // chunks",
-        "        j0 = (t - r * chunks) * CHUNK",
-        "        m = min(CHUNK, n1 - j0)",
-        "        po = r * so0 + j0 * so1",
     ]
-    lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
+    if parallel:
+        lines += [
+            "    chunks = (n1 + CHUNK - 1) // CHUNK",
+            "    for t in prange(n0 * chunks):",
+            "        r = t // chunks",
+            "        j0 = (t - r * chunks) * CHUNK",
+            "        m = min(CHUNK, n1 - j0)",
+            "        po = r * so0 + j0 * so1",
+        ]
+        lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
+        length = "m"
+    else:
+        lines += ["    for r in range(n0):", "        po = r * so0"]
+        lines += [f"        p{i} = r * s{i}0" for i in range(arity)]
+        length = "n1"
     if pattern is None:
         general = ", ".join(f"x{i}[p{i} + j * s{i}1]" for i in range(arity))
-        return lines + ["        for j in range(m):",
+        return lines + [f"        for j in range({length}):",
                         f"            out[po + j * so1] = fn({general})", "", ""]  # fmt: skip
-    return lines + _pattern_run(pattern, "m", " " * 8) + ["", ""]
+    return lines + _pattern_run(pattern, length, " " * 8) + ["", ""]
 
 
 def _pattern_run(pattern: str, length: str, indent: str) -> list[str]:
@@ -107,34 +119,49 @@ def _pattern_run(pattern: str, length: str, indent: str) -> list[str]:
                     f"{indent}    o_[j] = c"]  # fmt: skip
 
 
-def elementwise_template(kind: str, arity: int) -> str:
+def elementwise_template(kind: str, arity: int, parallel: bool) -> str:
     """The elementwise engine for ``arity`` inputs: flat, 2-D and N-D kernels.
 
     One generator serves map (arity 1) and zip (arity 2). The flat kernel takes
     only storages of one length, all contiguous: the commonest call in training
-    costs the least to dispatch and compile. The 2-D layout gets one kernel per
-    pattern of inner strides (see ``_two_d``), picked by the caller, so a
-    function compiles (numba compiles each kernel on its first call) only the
-    patterns it meets, not every loop at once.
+    costs the least to dispatch and compile (serially it is one plain loop, which
+    LLVM vectorises as it is; in parallel, chunks dealt to the threads). The 2-D
+    layout gets one kernel per pattern of inner strides (see ``_two_d``), picked
+    by the caller, so a function compiles (numba compiles each kernel on its
+    first call) only the patterns it meets, not every loop at once.
     """
     xs = [f"x{i}" for i in range(arity)]
+    values = ", ".join(f"v{i}[j]" for i in range(arity))
+    if parallel:
+        flat = [
+            "    n = len(out)",
+            "    chunks = (n + CHUNK - 1) // CHUNK",
+            "    for t in prange(chunks):",
+            "        j0 = t * CHUNK",
+            "        m = min(CHUNK, n - j0)",
+            "        o_ = out[j0:j0 + m]",
+            *(f"        v{i} = x{i}[j0:j0 + m]" for i in range(arity)),
+            "        for j in range(m):",
+            f"            o_[j] = fn({values})",
+        ]
+    else:
+        flat = [
+            "    for j in range(len(out)):",
+            f"        out[j] = fn({', '.join(f'{x}[j]' for x in xs)})",
+        ]
     lines = [
         "",
         "",
         "@njit({flags})",
         f"def {kind}_flat_{{variant}}(out, {', '.join(xs)}):",
-        "    n = len(out)",
-        "    chunks = (n + CHUNK - 1) // CHUNK",
-        "    for t in {loop}(chunks):",
-        "        j0 = t * CHUNK",
-        "        m = min(CHUNK, n - j0)",
-        "        o_ = out[j0:j0 + m]",
-        *(f"        v{i} = x{i}[j0:j0 + m]" for i in range(arity)),
-        "        for j in range(m):",
-        f"            o_[j] = fn({', '.join(f'v{i}[j]' for i in range(arity))})",
+        *flat,
         "",
         "",
-        *(line for pattern in (None, *patterns(arity)) for line in _two_d(kind, arity, pattern)),
+        *(
+            line
+            for pattern in (None, *patterns(arity))
+            for line in _two_d(kind, arity, pattern, parallel)
+        ),
         "@njit({flags})",
         f"def {kind}_nd_{{variant}}(out, out_shape, out_strides, "
         + ", ".join(f"x{i}, x{i}_shape, x{i}_strides" for i in range(arity))
@@ -291,14 +318,16 @@ _VARIANTS = (
 )
 
 
-def render(body: str) -> str:
-    """Module source holding the parallel and serial variants of ``body``."""
+def render(body: str | Callable[[bool], str]) -> str:
+    """Module source holding the parallel and serial variants of ``body`` (a template,
+    or a function of ``parallel`` giving one where the variants' loops differ)."""
     parts = [_HEADER.format(chunk=CHUNK)]
     for variant, flags, loop in _VARIANTS:
-        parts.append(body.format(variant=variant, flags=flags, loop=loop))
+        text = body if isinstance(body, str) else body(loop == "prange")
+        parts.append(text.format(variant=variant, flags=flags, loop=loop))
     return "".join(parts)
 
 
-MAP_SOURCE = render(elementwise_template("map", 1))
-ZIP_SOURCE = render(elementwise_template("zip", 2))
+MAP_SOURCE = render(functools.partial(elementwise_template, "map", 1))
+ZIP_SOURCE = render(functools.partial(elementwise_template, "zip", 2))
 REDUCE_SOURCE = render(_REDUCE)
