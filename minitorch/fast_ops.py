@@ -332,7 +332,7 @@ class FastOps(TensorOps):
                     # Contiguous: no layout work (``empty`` of the host storage FastOps keeps).
                     storage = np.empty(ta.size, ta._storage.dtype)
                     engine.run_flat(storage, ta._storage)
-                    return a._make_like(storage, ta.shape, ta.size)
+                    return a._make_like(storage, ta.shape, ta.size, ta.strides)
                 out = map_output(a, None)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
@@ -370,7 +370,7 @@ class FastOps(TensorOps):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
                 out = np.empty(ta.size, result_dtype(a, b))
                 engine.run_flat(out, ta._storage, tb._storage)
-                return a._make_like(out, sa, ta.size)
+                return a._make_like(out, sa, ta.size, ta.strides)
             rows = _rows_layout(ta, tb)
             if rows is not None:
                 # Next commonest: ``x * 0.5`` and a bias, with no layout work.

@@ -150,9 +150,13 @@ class Tensor:
         """A tensor over ``tensor_data`` on this backend, without history."""
         return _wrap(tensor_data, self.backend)
 
-    def _make_like(self, storage: Any, shape: tuple[int, ...], size: int) -> Tensor:
-        """A contiguous tensor on this backend over freshly computed ``storage``."""
-        strides = strides_from_shape(shape)
+    def _make_like(
+        self, storage: Any, shape: tuple[int, ...], size: int, strides: tuple[int, ...] = ()
+    ) -> Tensor:
+        """A contiguous tensor on this backend over freshly computed ``storage`` (pass
+        ``strides`` when the caller holds the row-major strides of ``shape``)."""
+        if not strides:
+            strides = strides_from_shape(shape)
         return _wrap(TensorData._trusted(storage, shape, strides, size), self.backend)
 
     def zeros(self, shape: UserShape | None = None) -> Tensor:

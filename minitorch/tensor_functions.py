@@ -62,6 +62,18 @@ def _tensor_class() -> type[Tensor]:
 class Function:
     """Base class of differentiable functions; never instantiated."""
 
+    # Whether forward sees its inputs detached (the course's rule: anything forward
+    # does to them records no history). The built-in functions whose forward only
+    # hands its inputs to backend kernels and views, which never record, take them
+    # as they are and skip two wrappers per call.
+    _detach_inputs = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass (a user's, of a built-in one too) detaches unless it says otherwise.
+        super().__init_subclass__(**kwargs)
+        if "_detach_inputs" not in cls.__dict__:
+            cls._detach_inputs = True
+
     @classmethod
     def _backward(cls, ctx: Context, grad_out: Tensor) -> tuple[Any, ...]:
         grads = cls.backward(ctx, grad_out)  # type: ignore[attr-defined]
@@ -87,11 +99,19 @@ class Function:
                 break
         else:
             return _fresh_result(cls.forward(Context(True), *vals), vals)  # type: ignore[attr-defined]
-        raw = [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
+        raw = (
+            [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
+            if cls._detach_inputs
+            else vals
+        )
         if not autodiff._grad_enabled:  # inside no_grad()
             return _fresh_result(cls.forward(Context(True), *raw), vals)  # type: ignore[attr-defined]
         ctx = Context(False)
-        c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
+        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
+        for v in vals:
+            if c is v:  # see _fresh_result
+                c = c.detach()
+                break
         c.history = History(cls, ctx, vals)
         return c
 
@@ -128,6 +148,8 @@ def _as_ints(value: Any, what: str) -> tuple[int, ...]:
 
 
 class Neg(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         return t1.f.neg_map(t1)
@@ -138,6 +160,8 @@ class Neg(Function):
 
 
 class Inv(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         ctx.save_for_backward(t1)
@@ -150,6 +174,8 @@ class Inv(Function):
 
 
 class Add(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
         return t1.f.add_zip(t1, t2)
@@ -160,6 +186,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
         return t1.f.zip_of(operators.sub)(t1, t2)
@@ -172,6 +200,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(a, b)
@@ -188,6 +218,8 @@ class Mul(Function):
 
 
 class Sigmoid(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.sigmoid_map(t1)
@@ -201,6 +233,8 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         ctx.save_for_backward(t1)
@@ -213,6 +247,8 @@ class ReLU(Function):
 
 
 class Log(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         ctx.save_for_backward(t1)
@@ -225,6 +261,8 @@ class Log(Function):
 
 
 class Exp(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.exp_map(t1)
@@ -269,6 +307,8 @@ class All(Function):
 
 
 class LT(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(a.shape, b.shape)
@@ -281,6 +321,8 @@ class LT(Function):
 
 
 class EQ(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(a.shape, b.shape)
@@ -293,12 +335,16 @@ class EQ(Function):
 
 
 class IsClose(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, b: Tensor) -> Tensor:
         return a.f.is_close_zip(a, b)
 
 
 class Permute(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, order: Any) -> Tensor:
         order = _as_ints(order, "A permutation")
@@ -421,6 +467,8 @@ def cast(t: Tensor, dtype: np.dtype) -> Tensor:
 
 
 class MatMul(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor, t2: Tensor) -> Tensor:
         ctx.save_for_backward(t1, t2)
@@ -607,6 +655,8 @@ class Cat(Function):
 
 
 class Tanh(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.map_of(operators.tanh)(t1)
@@ -620,6 +670,8 @@ class Tanh(Function):
 
 
 class Sqrt(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.map_of(operators.sqrt)(t1)
@@ -633,6 +685,8 @@ class Sqrt(Function):
 
 
 class Abs(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         ctx.save_for_backward(t1)

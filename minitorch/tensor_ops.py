@@ -74,7 +74,9 @@ class TensorOps:
         """A new storage of ``size`` copies of ``value`` (rounded to ``dtype``)."""
         if size == 1:
             return np.array((value,), dtype)  # the number in ``x * 0.5``: the fast way
-        return np.full(size, value, dtype)
+        storage = np.empty(size, dtype)  # ``np.full`` is this, behind a Python layer
+        storage.fill(value)
+        return storage
 
     @staticmethod
     def from_numpy(array: np.ndarray) -> Storage:

@@ -612,3 +612,44 @@ def test_float32_grad_matches_float64(backend: TensorBackend, name: str) -> None
                 assert_close(a.grad, want.astype(F32), F32, want, out32.size)
 
     run_property(backend, check, inputs(backend))
+
+
+def test_forward_inputs_detached_unless_builtin_says_so() -> None:
+    """Built-in functions whose forward only runs kernels take their inputs as they are
+    (two wrappers fewer per call); any other forward, a subclass of a built-in one
+    included, sees them detached, so what it does to them records no history."""
+    from minitorch.tensor_functions import Add, Function
+
+    seen: list[Any] = []
+
+    class LoggedAdd(Add):
+        @staticmethod
+        def forward(ctx: minitorch.Context, a: Tensor, b: Tensor) -> Tensor:
+            seen.append((a.history, b.history))
+            return (a * 2.0) + b  # tensor ops inside forward: must not record on a, b
+
+    class Double(Function):
+        @staticmethod
+        def forward(ctx: minitorch.Context, a: Tensor) -> Tensor:
+            seen.append((a.history,))
+            return a + a
+
+        @staticmethod
+        def backward(ctx: minitorch.Context, grad: Tensor) -> Tensor:
+            return grad * 2.0
+
+    x = minitorch.tensor([1.0, 2.0], requires_grad=True)
+    y = minitorch.tensor([3.0, 4.0], requires_grad=True)
+    assert Add._detach_inputs is False and Function._detach_inputs is True
+    assert LoggedAdd._detach_inputs is True and Double._detach_inputs is True
+    out = LoggedAdd.apply(x, y)
+    z = Double.apply(x)
+    assert seen == [(None, None), (None,)]
+    # The results carry only their own function's history, over the caller's tensors.
+    assert out.history.last_fn is LoggedAdd and out.history.inputs == (x, y)
+    assert z.history.last_fn is Double and z.history.inputs[0] is x
+    # A built-in's output never is an input, nor shares its history.
+    s = x + y
+    assert s is not x and s.history.inputs == (x, y) and x.history.last_fn is None
+    (s.sum() + z.sum()).backward()
+    assert x.grad.to_numpy().tolist() == [3.0, 3.0] and y.grad.to_numpy().tolist() == [1.0, 1.0]
