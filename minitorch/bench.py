@@ -402,29 +402,38 @@ class TrainingRow:
     limit: float
     # The sides took turns (``_taking_turns``): ratios pair each side's blocks.
     paired: bool = False
+    # Else the epochs of ``runs`` runs, each of both sides, one after the other: ratios
+    # pair each run's epochs (when the lists have a run's epochs each).
+    runs: int = 1
 
     @property
     def ratio(self) -> float:
         """Compiled minitorch over PyTorch's eager float64."""
-        return _ratio(self.compiled, self.torch64, self.paired)
+        return _ratio(self.compiled, self.torch64, self.paired, self.runs)
 
     @property
     def eager_ratio(self) -> float:
         """Eager minitorch over PyTorch's eager float64 (target 1.0x)."""
-        return _ratio(self.eager, self.torch64, self.paired)
+        return _ratio(self.eager, self.torch64, self.paired, self.runs)
 
 
-def _ratio(ours: list[float], theirs: list[float] | None, paired: bool) -> float:
+def _ratio(ours: list[float], theirs: list[float] | None, paired: bool, runs: int = 1) -> float:
     """``ours`` over ``theirs``: the ratio of the median epochs, or when the epochs were
     taken in turns (``paired``, same count each), the median over the turns of the
-    ratio of that turn's blocks. A slow spell of the shared machine that spans a turn
-    then slows both of its blocks and leaves their ratio alone."""
+    ratio of that turn's blocks; likewise over ``runs`` runs of both sides (same count
+    each, a run's epochs one block). A slow spell of the shared machine that spans a
+    turn then slows both of its blocks and leaves their ratio alone."""
     if not theirs:
         return float("nan")
-    if not paired or len(ours) != len(theirs):
+    if len(ours) != len(theirs) or not (paired or (runs > 1 and len(ours) % runs == 0)):
         return statistics.median(ours) / statistics.median(theirs)
+    if paired:
+        blocks = _blocks(len(ours))
+    else:
+        per_run = len(ours) // runs
+        blocks = [(r * per_run, (r + 1) * per_run) for r in range(runs)]
     ratios = []
-    for start, stop in _blocks(len(ours)):
+    for start, stop in blocks:
         ratios.append(statistics.median(ours[start:stop]) / statistics.median(theirs[start:stop]))
     return statistics.median(ratios)
 
@@ -466,27 +475,34 @@ def training_cases(quick: bool) -> list[TrainingRow]:
 DIGITS_CASE = "digits CNN (`examples/digits_cnn.py`): 1,347 images, batch 32, Adam"
 # Compiled digits step / PyTorch's eager one (issue 11 asks <= 1.0x of the eager step).
 DIGITS_COMPILED_TARGET = 1.0
+# Runs of the example with its PyTorch twin (each trains one side, then the other): the
+# eager ratio is the median of the runs' ratios, so one busy spell moves it less.
+DIGITS_RUNS = 3
 
 
 def digits_training_row(quick: bool) -> TrainingRow | None:
-    """The digits CNN as a training row, in seconds per epoch: one run of the example
-    with its PyTorch twin (float64), one compiled, one of the twin in float32. None
-    (and a line on stderr) when the example cannot run here."""
+    """The digits CNN as a training row, in seconds per epoch: ``DIGITS_RUNS`` runs of
+    the example with its PyTorch twin (float64; one when ``quick``), one compiled, one
+    of the twin in float32. None (and a line on stderr) when the example cannot run
+    here."""
     unavailable = _digits_unavailable()
     if unavailable:
         print(f"    digits CNN skipped: {unavailable}", file=sys.stderr)
         return None
-    epochs = 3 if quick else 6
+    epochs, runs = (3, 1) if quick else (6, DIGITS_RUNS)
     twin = ("--torch",) if _torch() is not None else ()
-    eager = _digits_run(epochs, *twin)
-    time.sleep(SETTLE)
+    eager: dict[str, list[float]] = {"minitorch": [], "pytorch": []}
+    for _ in range(runs):
+        for library, times in _digits_run(epochs, *twin).items():
+            eager[library] += times
+        time.sleep(SETTLE)
     compiled = _digits_run(epochs, "--compile")["minitorch"]
     torch32 = None
     if twin:
         time.sleep(SETTLE)
         torch32 = _digits_run(epochs, *twin, "--dtype", "float32")["pytorch"]
     return TrainingRow(DIGITS_CASE, eager["minitorch"], compiled, eager["pytorch"] or None,
-                       torch32, DIGITS_COMPILED_TARGET)  # fmt: skip
+                       torch32, DIGITS_COMPILED_TARGET, runs=runs)  # fmt: skip
 
 
 def _spread(times: list[float] | None) -> str:
@@ -506,11 +522,12 @@ def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | Non
         "ms per epoch: the median over the epochs after a warm-up one, and their range in",
         "brackets. The sides take turns, a block of epochs each, so a slow spell of the",
         "shared machine falls on all of them alike; the ratios are the median over the",
-        "turns of each turn's ratio (the digits CNN: of the medians). Targets: eager <= 1.0x",
-        "and compiled <= 0.5x (the digits CNN: 1.0x) PyTorch's eager float64 step (minitorch",
-        "runs float64 here). The digits CNN runs `examples/digits_cnn.py` (with `--torch`,",
-        "`--compile`, `--torch --dtype float32`) in a fresh process each; its figures are",
-        "ms per epoch after the first one of each run.",
+        "turns of each turn's ratio. Targets: eager <= 1.0x and compiled <= 0.5x (the",
+        "digits CNN: 1.0x) PyTorch's eager float64 step (minitorch runs float64 here). The",
+        "digits CNN runs `examples/digits_cnn.py` in a fresh process each time: with",
+        f"`--torch` {DIGITS_RUNS} times (its eager ratio is the median of the runs' ratios of",
+        "medians), then with `--compile` and with `--torch --dtype float32` once (ratio of",
+        "the medians); its figures are ms per epoch after the first one of each run.",
         "",
         "| case | minitorch eager | minitorch compiled | PyTorch float64 | PyTorch float32 "
         "| eager / PyTorch (<= 1.0x) | compiled / PyTorch (target) |",

@@ -126,3 +126,20 @@ def test_conv_rows_compare_with_pytorch(dtype: type) -> None:
     assert all(r.ours > 0 and r.torch > 0 and r.numpy is None for r in rows)
     assert all(r.ratio == r.ours / r.torch for r in rows)
     assert all(("float32" in r.case) == (dtype is np.float32) for r in rows)
+
+
+def test_ratio_over_runs_pairs_each_runs_epochs() -> None:
+    # Three runs of two epochs per side (the digits CNN's eager row); the second run
+    # fell on a busy spell that slowed both sides threefold. Each run's ratio of
+    # medians: 0.9, 0.9, 1.0, so the row says 0.9; the ratio of all the epochs'
+    # medians (1.0 / 1.0) would hide the gain.
+    ours = [0.9, 0.9, 2.7, 2.7, 1.0, 1.0]
+    theirs = [1.0, 1.0, 3.0, 3.0, 1.0, 1.0]
+    row = bench.TrainingRow("digits", ours, [0.5], theirs, None, 1.0, runs=3)
+    assert row.eager_ratio == pytest.approx(0.9)
+    assert bench.TrainingRow("digits", ours, [0.5], theirs, None, 1.0).eager_ratio == 1.0
+    # The compiled side ran once: the ratio of the medians.
+    assert row.ratio == pytest.approx(0.5 / 1.0)
+    # Epoch counts that do not split into the runs: the ratio of the medians.
+    uneven = bench.TrainingRow("digits", ours[:5], [0.5], theirs[:5], None, 1.0, runs=3)
+    assert uneven.eager_ratio == pytest.approx(1.0)
