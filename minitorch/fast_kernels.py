@@ -254,6 +254,35 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
                 for r in range(n_reduce):
                     acc = fn(acc, a[base + r * sa_reduce])
             out[o] = acc
+{columns}
+
+
+@njit({flags})
+def reduce_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strides, reduce_dim):
+    nd = len(out_shape)
+    size = 1
+    for d in range(nd):
+        size *= out_shape[d]
+    n_reduce = a_shape[reduce_dim]
+    step = a_strides[reduce_dim]
+    for o in {loop}(size):
+        rem = o + 0  # a copy: numba forbids reassigning the prange index
+        po = 0
+        pa = 0
+        for d in range(nd - 1, -1, -1):
+            idx = rem % out_shape[d]
+            rem = rem // out_shape[d]
+            po += idx * out_strides[d]
+            pa += idx * a_strides[d]
+        acc = out[po]
+        for r in range(n_reduce):
+            acc = fn(acc, a_storage[pa + r * step])
+        out[po] = acc
+'''
+
+# How reduce3 folds when each outer row has a row of outputs (n_inner > 1), per
+# variant; each output folds the reduced dim in order in both.
+_COLUMNS_PARALLEL = '''
     else:
         # Tasks are blocks of ``chunk`` inner positions of one outer row. A task
         # streams the rows of its block (four at a time) into a row of
@@ -287,30 +316,34 @@ def reduce3_{variant}(out, a, n_outer, n_reduce, n_inner, sa_outer, sa_reduce, s
                     pr = pa + r * sa_reduce
                     for i in range(m):
                         o_[i] = fn(o_[i], a[pr + i * sa_inner])
-
-
-@njit({flags})
-def reduce_nd_{variant}(out, out_shape, out_strides, a_storage, a_shape, a_strides, reduce_dim):
-    nd = len(out_shape)
-    size = 1
-    for d in range(nd):
-        size *= out_shape[d]
-    n_reduce = a_shape[reduce_dim]
-    step = a_strides[reduce_dim]
-    for o in {loop}(size):
-        rem = o + 0  # a copy: numba forbids reassigning the prange index
-        po = 0
-        pa = 0
-        for d in range(nd - 1, -1, -1):
-            idx = rem % out_shape[d]
-            rem = rem // out_shape[d]
-            po += idx * out_strides[d]
-            pa += idx * a_strides[d]
-        acc = out[po]
-        for r in range(n_reduce):
-            acc = fn(acc, a_storage[pa + r * step])
-        out[po] = acc
 '''
+
+_COLUMNS_SERIAL = '''
+    else:
+        # Each outer row streams the rows of the reduced dim, in order, into its row
+        # of accumulators held in ``out`` (a unit-stride loop LLVM vectorises): the
+        # parallel variant's fold, without its chunks and unrolling.
+        for o in range(n_outer):
+            po = o * n_inner
+            pa = o * sa_outer
+            qo = uint64(po)
+            for r in range(n_reduce):
+                pr = pa + r * sa_reduce
+                if sa_inner == 1:
+                    q = uint64(pr)  # unsigned: see fast_kernels._pattern_run
+                    for i in range(uint64(n_inner)):
+                        out[qo + i] = fn(out[qo + i], a[q + i])
+                else:
+                    for i in range(n_inner):
+                        out[po + i] = fn(out[po + i], a[pr + i * sa_inner])
+'''
+
+
+def reduce_template(parallel: bool) -> str:
+    """The reduce kernels (a flattened 3-D layout and the N-D one) of one variant."""
+    columns = _COLUMNS_PARALLEL if parallel else _COLUMNS_SERIAL
+    return _REDUCE.replace("{columns}", columns.strip("\n"))
+
 
 # error_model="numpy": division by zero gives inf / nan as in NumPy, instead of
 # raising (numba's default for serial code) in some kernels and not in others.
@@ -332,4 +365,4 @@ def render(body: str | Callable[[bool], str]) -> str:
 
 MAP_SOURCE = render(functools.partial(elementwise_template, "map", 1))
 ZIP_SOURCE = render(functools.partial(elementwise_template, "zip", 2))
-REDUCE_SOURCE = render(_REDUCE)
+REDUCE_SOURCE = render(reduce_template)
