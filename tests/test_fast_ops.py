@@ -282,6 +282,34 @@ def test_reduce_folds_in_order_like_simple_ops() -> None:
     assert FB.reduce_of(_sum_of_squares, 0.0)(fast(x), 0).item() == expected
 
 
+def _halving_fold(acc: float, x: float) -> float:
+    return acc * 0.5 + x  # each step's rounding depends on the order of the fold
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(3, 37, 50), (1, 9, 7), (4, 37, 300)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_reduce_over_outer_dim_folds_in_order(dtype: type, shape: tuple[int, ...],
+                                              transposed: bool) -> None:  # fmt: skip
+    """Reducing a dim with positions after it (a row of outputs per outer row) folds each
+    output in order, in the serial kernel (no chunks, no unrolling) and the parallel one
+    (chunks of rows, four rows a pass) alike: bit for bit the in-order fold."""
+    rng = np.random.default_rng(sum(shape))
+    base = rng.standard_normal(shape).astype(dtype)
+    if transposed:  # the inner positions strided in memory
+        t = minitorch.tensor_from_numpy(np.ascontiguousarray(base.transpose(0, 2, 1)),
+                                        backend=FB).permute(0, 2, 1)  # fmt: skip
+    else:
+        t = minitorch.tensor_from_numpy(base, backend=FB)
+    got = FB.reduce_of(_halving_fold, 1.0)(t, 1).to_numpy()
+    expected = np.full((shape[0], 1, shape[2]), 1.0, dtype)
+    for r in range(shape[1]):
+        expected = expected * dtype(0.5) + base[:, r : r + 1, :]
+    assert got.dtype == dtype and np.array_equal(got, expected)
+    # The parallel size is reached (and the serial one below it).
+    assert (base.size >= fast_ops.PARALLEL_THRESHOLD) == (shape == (4, 37, 300))
+
+
 def _math_exp(x: float) -> float:
     try:
         return math.exp(x)
