@@ -133,8 +133,8 @@ def elementwise_template(kind: str, arity: int, parallel: bool) -> str:
     first call) only the patterns it meets, not every loop at once.
     """
     xs = [f"x{i}" for i in range(arity)]
-    values = ", ".join(f"v{i}[j]" for i in range(arity))
     if parallel:
+        values = ", ".join(f"v{i}[j]" for i in range(arity))
         flat = [
             "    n = len(out)",
             "    chunks = (n + CHUNK - 1) // CHUNK",

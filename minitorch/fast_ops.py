@@ -19,7 +19,7 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_optim, fast_simd, operators, recording
-from .kernel_cache import ScalarCompileError, load_kernels, njit, variant
+from .kernel_cache import PARALLEL_ELEMENTS, ScalarCompileError, load_kernels, njit, variant
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -51,8 +51,9 @@ _LANE_SAFE = {
 # commutative bit for bit (bar which NaN's payload a pair of NaNs keeps).
 _COMMUTATIVE = (operators.add, operators.mul)
 
-# Below this many elements a thread launch costs more than the loop.
-PARALLEL_THRESHOLD = 1 << 15
+# Below this many elements a thread launch costs more than the loop (the threshold the
+# convolution, pooling and optimiser kernels use too).
+PARALLEL_THRESHOLD = PARALLEL_ELEMENTS
 # The most inner positions one task of a reduction along a non-innermost dim
 # folds into its row of accumulators (32 KiB of float64: about L1).
 REDUCE_CHUNK = 4096

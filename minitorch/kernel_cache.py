@@ -634,7 +634,8 @@ def kernel_pair(py: types.FunctionType, **options: Any) -> tuple[Any, Any]:
             njit(cache=True, **options)(variant(py, "_ser")))  # fmt: skip
 
 
-# Below this many elements written, a thread launch costs more than the loop.
+# Below this many elements written, a thread launch costs more than the loop (every
+# FastOps kernel pair picks its variant by it: ``fast_ops.PARALLEL_THRESHOLD``).
 PARALLEL_ELEMENTS = 1 << 15
 
 

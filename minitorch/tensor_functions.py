@@ -107,11 +107,7 @@ class Function:
         if not autodiff._grad_enabled:  # inside no_grad()
             return _fresh_result(cls.forward(Context(True), *raw), vals)  # type: ignore[attr-defined]
         ctx = Context(False)
-        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
-        for v in vals:
-            if c is v:  # see _fresh_result
-                c = c.detach()
-                break
+        c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
         c.history = History(cls, ctx, vals)
         return c
 
