@@ -493,15 +493,18 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 # any number of threads. The kernels take flat storages and element strides,
 # so transposed and broadcast operands are read where they lie.
 
-# The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns
-# (8 float64 or 16 float32 on AVX2): 12 accumulators, 2 vectors of B and one
-# broadcast of A fill 15 of the 16 vector registers.
+# The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns,
+# vectors as wide as the machine's up to 8 lanes (``fast_simd.full_*``): 8 float64
+# or 16 float32 columns on AVX2, where 12 accumulators, 2 vectors of B and one
+# broadcast of A fill 15 of the 16 vector registers; 16 float64 columns with
+# AVX-512 (32 registers). An element's arithmetic is the same at either width.
 _MR = 6
-# k is taken _KC at a time: a packed strip of B (32 KiB in either dtype) stays
-# close to L1 while it meets every strip of a block of A (up to _MC rows: 288 KiB
-# of float32, 576 of float64) that stays mostly in L2; a task computes a block of
-# rows by _NB_STRIPS strips of C. (Measured on Zen 3: these beat 256 or 384 for
-# _KC and 72 or 96 for _MC by 5-15%.)
+# k is taken _KC at a time: a packed strip of B (32 KiB in either dtype at AVX2
+# width, 64 KiB of float64 at AVX-512 width) stays close to L1 while it meets every
+# strip of a block of A (up to _MC rows: 288 KiB of float32, 576 of float64) that
+# stays mostly in L2; a task computes a block of rows by _NB_STRIPS strips of C.
+# (Measured on Zen 3: these beat 256 or 384 for _KC and 72 or 96 for _MC by 5-15%.
+# _KC also sets where a sum over k is cut into blocks, and so its rounding.)
 _KC = 512
 _MC = 24 * _MR
 _NB_STRIPS = 4
@@ -563,10 +566,12 @@ def _matmul_into(out: Storage, a: Storage, b: Storage, batch: int, m: int, n: in
     row_major_b = strides[5] == 1
     # (Below 4 steps of k, dot products lose to streaming strided rows of B.)
     along_k = strides[2] == 1 and strides[4] == 1 and not row_major_b and k >= 4
-    # Under three strips of rows by under two strips of columns, up to the parallel
-    # size: dots beat the GEMM, which computes the padding of a part strip and packs
-    # every block of k (16 x 9 x 2048, the digits CNN's first weight gradient: 96 ->
-    # 36 us float64, 55 -> 19 us float32; at 17 x 15 x 4096 the GEMM is 15% ahead).
+    # Under three strips of rows by under two AVX2 strips of columns (16 float64, 32
+    # float32), up to the parallel size: dots beat the GEMM, which computes the
+    # padding of a part strip and packs every block of k (16 x 9 x 2048, the digits
+    # CNN's first weight gradient: 96 -> 36 us float64, 55 -> 19 us float32; at
+    # 17 x 15 x 4096 the GEMM is 15% ahead). The same cut at any vector width, so the
+    # kernel, and with it the result, does not depend on the machine.
     narrow = (m < 3 * _MR and n < 4 * fast_simd.VECTOR_BYTES // out.itemsize
               and work < _PARALLEL_MATMUL_WORK)  # fmt: skip
     if n <= 2 or (along_k and (small or few_rows or narrow)):
@@ -617,7 +622,7 @@ def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, S
 def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN202
     """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
     row-major B (and A) where they lie. Plain Python, and compiled for ``_gemm_par``."""
-    nr = 2 * fast_simd.VECTOR_BYTES // itemsize
+    nr = 2 * min(fast_simd.FULL_BYTES // itemsize, fast_simd.FULL_LANES)
     if sb2 == 1 and n % nr == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
         return 0, 0
     kb = min(k, _KC)
@@ -637,7 +642,7 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     row-major B in whole strips, and then A, are read where they lie instead.
     ``threads`` (numba's thread count) only sets how C is cut into tasks.
     """
-    nr = 2 * fast_simd.lanes(out)
+    nr = 2 * fast_simd.full_lanes(out)
     row_blocks = (m + _MC - 1) // _MC
     # The strips of A are dealt into the row blocks evenly (sizes differ by at most one
     # strip), so that the threads' shares match (see _gemm_task).
@@ -703,7 +708,7 @@ def _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb, a_tasks, a_strip
         _pack_a(a_pack, t * _MR * kb, a, p * sa0 + i * sa1 + k0 * sa2, sa1, sa2,
                 min(_MR, m - i), kc)  # fmt: skip
     if t < b_tasks:
-        nr = 2 * fast_simd.lanes(b_pack)
+        nr = 2 * fast_simd.full_lanes(b_pack)
         p = t // b_strips
         j = (t - p * b_strips) * nr
         _pack_b(b_pack, t * nr * kb, b, p * sb0 + k0 * sb1 + (j0 + j) * sb2, sb1, sb2,
@@ -722,7 +727,7 @@ def _gemm_task(t, out, a, a_base, a_batch, a_strip, sa_row, sa_k,
     strip ``s`` of B at ``b_base + p * b_batch + s * b_strip``; the strides inside a
     strip are as ``_micro`` takes them (packed panels, or the operands themselves).
     """
-    nr = 2 * fast_simd.lanes(out)
+    nr = 2 * fast_simd.full_lanes(out)
     per_batch = row_blocks * col_blocks
     p = t // per_batch
     q = t - p * per_batch
@@ -791,8 +796,8 @@ def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
         w = nr // 2
         for kk in range(kc):
             src = pb + kk * sb1
-            fast_simd.store(dst, at + kk * nr, fast_simd.load(b, src))
-            fast_simd.store(dst, at + kk * nr + w, fast_simd.load(b, src + w))
+            fast_simd.store(dst, at + kk * nr, fast_simd.full_load(b, src))
+            fast_simd.store(dst, at + kk * nr + w, fast_simd.full_load(b, src + w))
         return
     d = dst[at : at + kc * nr]
     if sb1 == 1:
@@ -818,15 +823,16 @@ def _micro(a, pa, a_strip, sa_row, sa_k, rows, b, pb, sb_k, kc, c, pc, ldc, firs
     ``a[pa + r * sa_row + kk * sa_k]``, strips ``a_strip`` apart (the rows of a part
     strip past ``rows`` repeat its last one, and are not stored); B's vector kk starts
     at ``b[pb + kk * sb_k]``. Each step of k is 2 vector loads of B, _MR broadcasts of
-    A and 12 fused multiply-adds into registers. With ``part`` > 0, each strip also
+    A and 12 fused multiply-adds into registers (1 load and 6 in a part strip of at
+    most one vector). With ``part`` > 0, each strip also
     prefetches its part of the next strip of B (from ``ahead``).
 
     One call per column, not per block of _MR rows: each call of a compiled function
     updates the reference counts of its array arguments (atomic operations on memory
     the threads share); medians 2-5% lower on the digits CNN's products.
     """
-    load, broadcast, fma = fast_simd.load, fast_simd.broadcast, fast_simd.fma
-    w = fast_simd.lanes(c)
+    load, broadcast, fma = fast_simd.full_load, fast_simd.full_broadcast, fast_simd.fma
+    w = fast_simd.full_lanes(c)
     line = 64 // c.itemsize
     for strip in range((rows + _MR - 1) // _MR):
         if part:
@@ -842,30 +848,43 @@ def _micro(a, pa, a_strip, sa_row, sa_k, rows, b, pb, sb_k, kc, c, pc, ldc, firs
         a3 = pas + min(3, last) * sa_row
         a4 = pas + min(4, last) * sa_row
         a5 = pas + min(5, last) * sa_row
-        c00 = c01 = c10 = c11 = c20 = c21 = fast_simd.zeros(c)
-        c30 = c31 = c40 = c41 = c50 = c51 = fast_simd.zeros(c)
-        for kk in range(kc):
-            b0 = load(b, pb + kk * sb_k)
-            b1 = load(b, pb + kk * sb_k + w)
-            q = kk * sa_k
-            x = broadcast(a, a0 + q)
-            c00 = fma(x, b0, c00)
-            c01 = fma(x, b1, c01)
-            x = broadcast(a, a1 + q)
-            c10 = fma(x, b0, c10)
-            c11 = fma(x, b1, c11)
-            x = broadcast(a, a2 + q)
-            c20 = fma(x, b0, c20)
-            c21 = fma(x, b1, c21)
-            x = broadcast(a, a3 + q)
-            c30 = fma(x, b0, c30)
-            c31 = fma(x, b1, c31)
-            x = broadcast(a, a4 + q)
-            c40 = fma(x, b0, c40)
-            c41 = fma(x, b1, c41)
-            x = broadcast(a, a5 + q)
-            c50 = fma(x, b0, c50)
-            c51 = fma(x, b1, c51)
+        c00 = c01 = c10 = c11 = c20 = c21 = fast_simd.full_zeros(c)
+        c30 = c31 = c40 = c41 = c50 = c51 = fast_simd.full_zeros(c)
+        if cols > w:
+            for kk in range(kc):
+                b0 = load(b, pb + kk * sb_k)
+                b1 = load(b, pb + kk * sb_k + w)
+                q = kk * sa_k
+                x = broadcast(a, a0 + q)
+                c00 = fma(x, b0, c00)
+                c01 = fma(x, b1, c01)
+                x = broadcast(a, a1 + q)
+                c10 = fma(x, b0, c10)
+                c11 = fma(x, b1, c11)
+                x = broadcast(a, a2 + q)
+                c20 = fma(x, b0, c20)
+                c21 = fma(x, b1, c21)
+                x = broadcast(a, a3 + q)
+                c30 = fma(x, b0, c30)
+                c31 = fma(x, b1, c31)
+                x = broadcast(a, a4 + q)
+                c40 = fma(x, b0, c40)
+                c41 = fma(x, b1, c41)
+                x = broadcast(a, a5 + q)
+                c50 = fma(x, b0, c50)
+                c51 = fma(x, b1, c51)
+        else:
+            # A part strip of one vector or less (the last strip of a width that is
+            # no multiple of 2 vectors): the second vector would be all padding.
+            for kk in range(kc):
+                b0 = load(b, pb + kk * sb_k)
+                q = kk * sa_k
+                c00 = fma(broadcast(a, a0 + q), b0, c00)
+                c10 = fma(broadcast(a, a1 + q), b0, c10)
+                c20 = fma(broadcast(a, a2 + q), b0, c20)
+                c30 = fma(broadcast(a, a3 + q), b0, c30)
+                c40 = fma(broadcast(a, a4 + q), b0, c40)
+                c50 = fma(broadcast(a, a5 + q), b0, c50)
         _store_row(c, pcs, first, cols, c00, c01)
         if last > 0:
             _store_row(c, pcs + ldc, first, cols, c10, c11)
@@ -882,11 +901,11 @@ def _micro(a, pa, a_strip, sa_row, sa_k, rows, b, pb, sb_k, kc, c, pc, ldc, firs
 @njit(fastmath=_CONTRACT, cache=True)
 def _store_row(c, pc, first, cols, v0, v1):  # noqa: ANN001
     """Write (or add) the first ``cols`` lanes of ``v0, v1`` to ``c[pc:]``."""
-    w = fast_simd.lanes(c)
+    w = fast_simd.full_lanes(c)
     if cols == 2 * w:
         if not first:
-            v0 = fast_simd.add(fast_simd.load(c, pc), v0)
-            v1 = fast_simd.add(fast_simd.load(c, pc + w), v1)
+            v0 = fast_simd.add(fast_simd.full_load(c, pc), v0)
+            v1 = fast_simd.add(fast_simd.full_load(c, pc + w), v1)
         fast_simd.store(c, pc, v0)
         fast_simd.store(c, pc + w, v1)
         return

@@ -7,17 +7,27 @@ give kernels a value type ``Vector`` that *is* an LLVM vector: one register
 holding ``VECTOR_BYTES`` of the array's dtype (4 float64 or 8 float32 lanes on
 AVX2), so the same kernel source is register-blocked for either dtype.
 
+Two widths: ``VECTOR_BYTES`` (32) everywhere the lane count decides a value
+(a reduction folds its lanes in a fixed order, so a sum must not depend on the
+machine), and ``FULL_BYTES``, the machine's own register width (64 with
+AVX-512), for the ``full_*`` intrinsics of kernels whose values do not depend on
+it (the matmul micro-kernel: each output element is the same chain of fused
+multiply-adds at any width). ``MINITORCH_SIMD_BYTES=32`` keeps those at 32 too.
+
 Loads and stores are unaligned and take a flat index into a 1-D array; under
 ``NUMBA_BOUNDSCHECK=1`` both ends of every access are checked like ``a[i]``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 from numba.np.arrayobj import make_array
@@ -25,6 +35,29 @@ from numba.np.arrayobj import make_array
 # One AVX2 register. Wider machines split nothing; narrower ones (SSE) have LLVM
 # split each vector into two registers, which is correct, only slower.
 VECTOR_BYTES = 32
+SIMD_BYTES_ENV = "MINITORCH_SIMD_BYTES"
+
+
+def _full_bytes() -> int:
+    """The vector register width of the CPU numba compiles for: 64 bytes with AVX-512
+    (numba's ``NUMBA_CPU_FEATURES`` when set, else the host's), else 32; or
+    ``$MINITORCH_SIMD_BYTES`` (32 or 64)."""
+    chosen = os.environ.get(SIMD_BYTES_ENV, "").strip()
+    if chosen:
+        if chosen not in ("32", "64"):
+            raise ValueError(f"{SIMD_BYTES_ENV} must be 32 or 64, not {chosen!r}.")
+        return int(chosen)
+    features = numba_config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+# Every full_* intrinsic's width (part of the kernel cache key: see kernel_cache), and
+# the most lanes it uses: 8, so float32 keeps 32-byte vectors, whose strips of 16
+# columns the matmul fills better at a convolution's few channels.
+FULL_BYTES = _full_bytes()
+FULL_LANES = 8
 
 # All intrinsics below share numba's signature ``(typingctx, *arg_types)``.
 # ruff: noqa: ANN001, ANN202
@@ -48,6 +81,11 @@ class _VectorModel(models.PrimitiveModel):
 
 def _vector_of(dtype: types.Type) -> Vector:
     return Vector(dtype, VECTOR_BYTES // (dtype.bitwidth // 8))
+
+
+def _full_vector_of(dtype: types.Type) -> Vector:
+    """A vector of the machine's width, up to FULL_LANES lanes."""
+    return Vector(dtype, min(FULL_BYTES // (dtype.bitwidth // 8), FULL_LANES))
 
 
 def _element_pointer(context, builder, array_type, array, index, lanes: int = 1):
@@ -91,39 +129,74 @@ def _elementwise_pointers(context, builder, array_type, array, index, lanes: int
     ]
 
 
-@intrinsic
-def lanes(typingctx, array):
-    """How many of ``array``'s elements one ``Vector`` holds (a constant)."""
-    if not _flat_float(array):
-        return None
-    count = _vector_of(array.dtype).lanes
+def _sized(vector_of: Any, prefix: str) -> tuple[Any, Any, Any, Any]:
+    """The intrinsics that make a vector from an array, for vectors ``vector_of(dtype)``:
+    ``lanes``, ``load``, ``broadcast`` and ``zeros``, named with ``prefix``."""
 
-    def codegen(context, builder, signature, args):
-        return ir.Constant(ir.IntType(64), count)
+    def lanes(typingctx, array):
+        """How many of ``array``'s elements one ``Vector`` holds (a constant)."""
+        if not _flat_float(array):
+            return None
+        count = vector_of(array.dtype).lanes
 
-    return types.int64(array), codegen
+        def codegen(context, builder, signature, args):
+            return ir.Constant(ir.IntType(64), count)
+
+        return types.int64(array), codegen
+
+    def load(typingctx, array, index):
+        """``array[index : index + lanes]`` as a vector."""
+        if not _flat_float(array) or not isinstance(index, types.Integer):
+            return None
+        vector = vector_of(array.dtype)
+
+        def codegen(context, builder, signature, args):
+            vty = context.get_value_type(vector)
+            if array.layout != "C":
+                value = ir.Constant(vty, ir.Undefined)
+                pointers = _elementwise_pointers(context, builder, array, args[0], args[1],
+                                                 vector.lanes)  # fmt: skip
+                for i, ptr in enumerate(pointers):
+                    value = builder.insert_element(value, builder.load(ptr), ir.IntType(32)(i))
+                return value
+            ptr = _element_pointer(context, builder, array, args[0], args[1], vector.lanes)
+            return builder.load(builder.bitcast(ptr, vty.as_pointer()),
+                                align=array.dtype.bitwidth // 8)  # fmt: skip
+
+        return vector(array, index), codegen
+
+    def broadcast(typingctx, array, index):
+        """A vector with ``array[index]`` in every lane (one broadcast load)."""
+        if not _flat_float(array) or not isinstance(index, types.Integer):
+            return None
+        vector = vector_of(array.dtype)
+
+        def codegen(context, builder, signature, args):
+            value = builder.load(_element_pointer(context, builder, array, args[0], args[1]))
+            return _splat(builder, context.get_value_type(vector), value)
+
+        return vector(array, index), codegen
+
+    def zeros(typingctx, array):
+        """A vector of zeros of ``array``'s dtype."""
+        if not _flat_float(array):
+            return None
+        vector = vector_of(array.dtype)
+
+        def codegen(context, builder, signature, args):
+            return ir.Constant(context.get_value_type(vector), None)
+
+        return vector(array), codegen
+
+    typers = (lanes, load, broadcast, zeros)
+    for typer in typers:
+        typer.__name__ = typer.__qualname__ = prefix + typer.__name__
+    return tuple(intrinsic(typer) for typer in typers)  # type: ignore[return-value]
 
 
-@intrinsic
-def load(typingctx, array, index):
-    """``array[index : index + lanes]`` as a vector."""
-    if not _flat_float(array) or not isinstance(index, types.Integer):
-        return None
-    vector = _vector_of(array.dtype)
-
-    def codegen(context, builder, signature, args):
-        vty = context.get_value_type(vector)
-        if array.layout != "C":
-            value = ir.Constant(vty, ir.Undefined)
-            pointers = _elementwise_pointers(context, builder, array, args[0], args[1],
-                                             vector.lanes)  # fmt: skip
-            for i, ptr in enumerate(pointers):
-                value = builder.insert_element(value, builder.load(ptr), ir.IntType(32)(i))
-            return value
-        ptr = _element_pointer(context, builder, array, args[0], args[1], vector.lanes)
-        return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=array.dtype.bitwidth // 8)
-
-    return vector(array, index), codegen
+# Vectors of VECTOR_BYTES, and of the machine's full width.
+lanes, load, broadcast, zeros = _sized(_vector_of, "")
+full_lanes, full_load, full_broadcast, full_zeros = _sized(_full_vector_of, "full_")
 
 
 @intrinsic
@@ -146,33 +219,6 @@ def store(typingctx, array, index, value):
         builder.store(args[2], vptr, align=array.dtype.bitwidth // 8)
 
     return types.none(array, index, value), codegen
-
-
-@intrinsic
-def broadcast(typingctx, array, index):
-    """A vector with ``array[index]`` in every lane (one broadcast load)."""
-    if not _flat_float(array) or not isinstance(index, types.Integer):
-        return None
-    vector = _vector_of(array.dtype)
-
-    def codegen(context, builder, signature, args):
-        value = builder.load(_element_pointer(context, builder, array, args[0], args[1]))
-        return _splat(builder, context.get_value_type(vector), value)
-
-    return vector(array, index), codegen
-
-
-@intrinsic
-def zeros(typingctx, array):
-    """A vector of zeros of ``array``'s dtype."""
-    if not _flat_float(array):
-        return None
-    vector = _vector_of(array.dtype)
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(context.get_value_type(vector), None)
-
-    return vector(array), codegen
 
 
 @intrinsic

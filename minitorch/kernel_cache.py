@@ -456,9 +456,10 @@ def _engine_name(value: Any) -> str | None:
 
 def _engine_key() -> str | None:
     """A hash of the code that decides how kernels compile and are cached (this module,
-    ``fast_math`` and ``fast_simd``): changing any must not reuse kernels compiled the
-    old way."""
-    h = hashlib.sha256()
+    ``fast_math`` and ``fast_simd``, with the vector width it chose): changing any must
+    not reuse kernels compiled the old way."""
+    width = f"full vectors of {fast_simd.FULL_BYTES} bytes, up to {fast_simd.FULL_LANES} lanes"
+    h = hashlib.sha256(width.encode())
     for module in _ENGINE_MODULES:
         source = _source_of(module)
         if source is None:

@@ -21,6 +21,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -39,6 +40,7 @@ from minitorch.kernel_cache import function_key, load_kernels
 pytestmark = pytest.mark.kernels
 
 FB = minitorch.TensorBackend(minitorch.FastOps)
+ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [np.float32, np.float64]
 F32 = np.float32
 
@@ -605,10 +607,14 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
     several k-blocks, transposed views (as backward passes make) and batches."""
     rng = np.random.default_rng(4)
     kc, mr = fast_ops._KC, fast_ops._MR
-    nr = 2 * fast_simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    lanes = min(fast_simd.FULL_BYTES // np.dtype(dtype).itemsize, fast_simd.FULL_LANES)
+    nr = 2 * lanes  # the GEMM's strip of columns
     cases = [
         ((mr, 8), (8, nr)),
         ((mr + 1, kc + 1), (kc + 1, nr + 1)),
+        # A last strip of exactly one vector, and of one column more.
+        ((2 * mr - 1, 70), (70, nr + lanes)),
+        ((mr + 2, kc + 7), (kc + 7, 2 * nr + lanes + 1)),
         ((fast_ops._MC + 5, 2 * kc + 3), (2 * kc + 3, 4 * nr - 1)),
         ((7, kc - 1), (kc - 1, fast_ops._NB_STRIPS * nr + 3)),
         ((2, 33, 70), (2, 70, 45)),
@@ -630,6 +636,90 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
                 out = FB.matrix_multiply(view(x, order_a, dtype), view(y, order_b, dtype))
                 assert_dtype(out, dtype)
                 assert_matmul(out, x, y, dtype)
+
+
+GEMM_WIDTH_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np
+    from minitorch import fast_ops, fast_simd, kernel_cache
+
+    rng = np.random.default_rng(11)
+    digest = hashlib.sha256()
+    # (batch, m, n, k, A transposed, B transposed, broadcast): part strips of one
+    # vector or less and of more, several blocks of k, batches, transposed operands.
+    cases = [(1, 13, 5, 40, 0, 0, ""), (1, 31, 20, 600, 1, 0, ""), (2, 7, 37, 70, 0, 1, ""),
+             (3, 20, 24, 9, 1, 1, "a"), (2, 12, 41, 130, 0, 0, "b"), (1, 100, 200, 200, 0, 0, ""),
+             (1, 64, 16, 64, 0, 0, ""), (1, 45, 33, 1100, 0, 1, "")]
+    # float64 only: float32 vectors are 8 lanes at either width (fast_simd.FULL_LANES).
+    for dtype in (np.float64,):
+        for batch, m, n, k, ta, tb, bcast in cases:
+            x = rng.standard_normal((1 if bcast == "a" else batch, m, k)).astype(dtype)
+            y = rng.standard_normal((1 if bcast == "b" else batch, k, n)).astype(dtype)
+            if ta:
+                a = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1)
+                sa = (m * k, 1, m)
+            else:
+                a, sa = x.reshape(-1), (m * k, k, 1)
+            if tb:
+                b = np.ascontiguousarray(y.transpose(0, 2, 1)).reshape(-1)
+                sb = (k * n, 1, k)
+            else:
+                b, sb = y.reshape(-1), (k * n, n, 1)
+            sa = (0,) + sa[1:] if bcast == "a" else sa
+            sb = (0,) + sb[1:] if bcast == "b" else sb
+            # (The serial entry: the parallel one cuts C into tasks, never an element's sum.)
+            out = np.full(batch * m * n, np.nan, dtype)
+            fast_ops._gemm_ser(out, a, b, batch, m, n, k, *sa, *sb)
+            tol = 1e-4 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(out.reshape(batch, m, n), x @ y, rtol=tol,
+                                       atol=tol * np.sqrt(k))
+            digest.update(out.tobytes())
+    print(fast_simd.FULL_BYTES, kernel_cache._ENGINE_KEY, digest.hexdigest())
+    """
+)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_part_strips_match_numpy(dtype: type) -> None:
+    """Every width of the last strip of columns, from one column to a whole strip."""
+    rng = np.random.default_rng(12)
+    nr = 2 * min(fast_simd.FULL_BYTES // np.dtype(dtype).itemsize, fast_simd.FULL_LANES)
+    for n in range(nr + 1, 2 * nr + 1):
+        x = rng.standard_normal((fast_ops._MR + 1, 40)).astype(dtype)
+        y = rng.standard_normal((40, n)).astype(dtype)
+        out = np.full(x.shape[0] * n, np.nan, dtype)
+        fast_ops._gemm_ser(out, x.reshape(-1), y.reshape(-1), 1, x.shape[0], n, 40,
+                           0, 40, 1, 0, n, 1)  # fmt: skip
+        assert_matmul(out.reshape(x.shape[0], n), x, y, dtype)
+
+
+@pytest.mark.not_boundschecked
+def test_gemm_is_bit_identical_at_both_vector_widths() -> None:
+    """The GEMM's strips are 2 vectors of the machine's width (``fast_simd.full_*``); each
+    element's sum is the same either way, so AVX2 and AVX-512 machines agree bit for bit.
+    Both widths run here (``MINITORCH_SIMD_BYTES``), each in its own process, and neither
+    reuses the other's cached kernels (the width is part of the cache key)."""
+    results = []
+    for width in ("32", "64"):
+        env = dict(os.environ, MINITORCH_SIMD_BYTES=width, PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, "-c", GEMM_WIDTH_SCRIPT], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results.append(proc.stdout.split())
+    (w32, key32, digest32), (w64, key64, digest64) = results
+    assert (w32, w64) == ("32", "64")
+    assert key32 != key64
+    assert digest32 == digest64
+
+
+@pytest.mark.parametrize("value", ["48", "avx", "0"])
+def test_bad_simd_width_setting_is_a_clear_error(value: str) -> None:
+    env = dict(os.environ, MINITORCH_SIMD_BYTES=value, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", "import minitorch"], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert proc.returncode != 0
+    assert "MINITORCH_SIMD_BYTES must be 32 or 64" in proc.stderr
 
 
 def test_matmul_empty_and_zero_k() -> None:
@@ -781,6 +871,23 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
     assert "@llvm.fmuladd.v8f32" in _ir(micro, F32)
 
 
+@pytest.mark.not_boundschecked
+def test_float64_micro_kernel_uses_the_full_vector_width() -> None:
+    """float64 multiplies on vectors of the machine's width (8 lanes with AVX-512), and
+    a part strip of at most one vector runs only that vector's multiply-adds."""
+    lanes = min(fast_simd.FULL_BYTES // 8, fast_simd.FULL_LANES)
+    micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
+    nr = 2 * lanes
+    packed = np.ones(8 * nr)
+    for cols in (nr, lanes):  # a whole strip, then a part strip of one vector
+        out = np.zeros(6 * nr)
+        micro(packed, 0, 48, 1, 6, 6, packed, 0, nr, 8, out, 0, nr, True, cols, 0, 0)
+        c = out.reshape(6, nr)
+        np.testing.assert_array_equal(c[:, :cols], 8.0)
+        np.testing.assert_array_equal(c[:, cols:], 0.0)  # never written
+    assert f"@llvm.fmuladd.v{lanes}f64" in _ir(micro, np.float64)
+
+
 # 7. Bounds checks of the SIMD loads and stores --------------------------------------------
 
 
@@ -794,6 +901,14 @@ BOUNDS_SCRIPT = textwrap.dedent(
     def copy(dst, i, src, j):
         fast_simd.store(dst, i, fast_simd.load(src, j))
 
+    @njit
+    def copy_full(dst, i, src, j):
+        fast_simd.store(dst, i, fast_simd.full_load(src, j))
+
+    @njit
+    def spread_full(dst, i, src, j):
+        fast_simd.store(dst, i, fast_simd.full_broadcast(src, j))
+
     a = np.zeros(8)
     copy(a, 4, a, 4)  # the last whole vector: fine
     for i, j in ((5, 0), (0, 5), (-1, 0)):
@@ -802,6 +917,17 @@ BOUNDS_SCRIPT = textwrap.dedent(
         except IndexError:
             continue
         raise SystemExit(f"no IndexError for {i}, {j}")
+    lanes = min(fast_simd.FULL_BYTES // 8, fast_simd.FULL_LANES)  # float64, full width
+    b = np.zeros(2 * lanes)
+    copy_full(b, lanes, b, lanes)
+    spread_full(b, lanes, b, 2 * lanes - 1)
+    for f, i, j in ((copy_full, lanes + 1, 0), (copy_full, 0, lanes + 1),
+                    (spread_full, lanes + 1, 0), (spread_full, 0, 2 * lanes)):
+        try:
+            f(b, i, b, j)
+        except IndexError:
+            continue
+        raise SystemExit(f"no IndexError for {f.__name__} {i}, {j}")
     print("ok")
     """
 )
