@@ -63,9 +63,10 @@ class Function:
     """Base class of differentiable functions; never instantiated."""
 
     # Whether forward sees its inputs detached (the course's rule: anything forward
-    # does to them records no history). The built-in functions whose forward only
-    # hands its inputs to backend kernels and views, which never record, take them
-    # as they are and skip two wrappers per call.
+    # does to them records no history), and may return one of them (which then gets
+    # a new tensor: see _fresh_result). The built-in functions whose forward only
+    # hands its inputs to backend kernels and views, which never record and always
+    # make a new tensor, take them as they are and skip both steps.
     _detach_inputs = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -94,20 +95,26 @@ class Function:
         Tensor = _TENSOR or _tensor_class()
         if recording.recorder is not None:
             recording.recorder.function(cls, vals)
+        # Only a forward that may see its inputs (a user's) may also hand one back.
+        detach = cls._detach_inputs
         for v in vals:
             if isinstance(v, Tensor) and v.history is not None:
                 break
         else:
-            return _fresh_result(cls.forward(Context(True), *vals), vals)  # type: ignore[attr-defined]
+            c = cls.forward(Context(True), *vals)  # type: ignore[attr-defined]
+            return _fresh_result(c, vals) if detach else c
         raw = (
             [v.detach() if isinstance(v, Tensor) and v.history is not None else v for v in vals]
-            if cls._detach_inputs
+            if detach
             else vals
         )
         if not autodiff._grad_enabled:  # inside no_grad()
-            return _fresh_result(cls.forward(Context(True), *raw), vals)  # type: ignore[attr-defined]
+            c = cls.forward(Context(True), *raw)  # type: ignore[attr-defined]
+            return _fresh_result(c, vals) if detach else c
         ctx = Context(False)
-        c = _fresh_result(cls.forward(ctx, *raw), vals)  # type: ignore[attr-defined]
+        c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
+        if detach:
+            c = _fresh_result(c, vals)
         c.history = History(cls, ctx, vals)
         return c
 

@@ -653,3 +653,50 @@ def test_forward_inputs_detached_unless_builtin_says_so() -> None:
     assert s is not x and s.history.inputs == (x, y) and x.history.last_fn is None
     (s.sum() + z.sum()).backward()
     assert x.grad.to_numpy().tolist() == [3.0, 3.0] and y.grad.to_numpy().tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("backend", ["simple", "fast"])
+def test_builtins_that_skip_detaching_always_return_a_new_tensor(backend: str) -> None:
+    """The flag that lets a built-in take its inputs as they are also skips the check for
+    a forward handing back an input: every such built-in must make a new tensor, with
+    history, inside no_grad and on inputs without history alike. A user's function that
+    returns its input still gets a new tensor over the same values."""
+    from minitorch import tensor_functions
+
+    chosen = (minitorch.SimpleBackend if backend == "simple"
+              else minitorch.TensorBackend(minitorch.FastOps))  # fmt: skip
+    builtins = [c for c in vars(tensor_functions).values()
+                if isinstance(c, type) and issubclass(c, tensor_functions.Function)
+                and c.__dict__.get("_detach_inputs") is False]  # fmt: skip
+    assert len(builtins) >= 17, builtins
+    unary = {"Neg", "Inv", "Sigmoid", "ReLU", "Log", "Exp", "Tanh", "Sqrt", "Abs"}
+    for track in (True, False):
+        for grad_on in (True, False):
+            x = minitorch.tensor([[1.0, 2.0], [3.0, 4.0]], backend=chosen)
+            y = minitorch.tensor([[0.5, 2.0], [1.0, 3.0]], backend=chosen)
+            if not track:  # no history at all
+                x, y = x.detach(), y.detach()
+            for fn in builtins:
+                args = ((x,) if fn.__name__ in unary
+                        else (x, (1, 0)) if fn.__name__ == "Permute" else (x, y))  # fmt: skip
+                if grad_on:
+                    out = fn.apply(*args)
+                else:
+                    with minitorch.no_grad():
+                        out = fn.apply(*args)
+                assert out is not x and out is not y, fn
+                assert (out.history is not None) == (track and grad_on), fn
+
+    class Same(tensor_functions.Function):
+        @staticmethod
+        def forward(ctx: minitorch.Context, a: Tensor) -> Tensor:
+            return a
+
+        @staticmethod
+        def backward(ctx: minitorch.Context, grad: Tensor) -> Tensor:
+            return grad
+
+    x = minitorch.tensor([1.0, 2.0], backend=chosen)
+    out = Same.apply(x)
+    assert out is not x and out.history.inputs == (x,) and x.history.last_fn is None
+    np.testing.assert_array_equal(out.to_numpy(), x.to_numpy())
