@@ -51,12 +51,13 @@ _TENSOR: Any = None
 
 
 def _tensor_class() -> type[Tensor]:
-    """The Tensor class, imported late: tensor.py sits above this module."""
+    """The Tensor class, imported late (tensor.py sits above this module), once."""
     global _TENSOR
-    from .tensor import Tensor
+    if _TENSOR is None:
+        from .tensor import Tensor
 
-    _TENSOR = Tensor
-    return Tensor
+        _TENSOR = Tensor
+    return _TENSOR
 
 
 class Function:
