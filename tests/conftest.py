@@ -12,9 +12,12 @@ Markers:
 ``backend`` is parametrised over ``simple``, ``fast`` and ``cuda``; the cuda
 parameter is skipped when ``numba.cuda.is_available()`` is false. ``dtype`` is
 parametrised over ``minitorch.float64`` and ``minitorch.float32``.
+``launched_kernels`` lists the names of the FastOps kernels a test launches.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numba.cuda
 import numpy as np
@@ -79,3 +82,20 @@ def backend(request: pytest.FixtureRequest) -> minitorch.TensorBackend:
 def dtype(request: pytest.FixtureRequest) -> np.dtype:
     """Each storage dtype in turn: float64 (the default) and float32."""
     return request.param
+
+
+@pytest.fixture
+def launched_kernels(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the kernels FastOps launches (through ``fast_ops._launch``) during
+    the test, in order: the routing of products and elementwise ops."""
+    from minitorch import fast_ops
+
+    launched: list[str] = []
+    launch = fast_ops._launch
+
+    def spy(kernel: Any, args: tuple[Any, ...]) -> None:
+        launched.append(kernel.__name__)
+        launch(kernel, args)
+
+    monkeypatch.setattr(fast_ops, "_launch", spy)
+    return launched

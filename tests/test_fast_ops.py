@@ -598,17 +598,10 @@ def test_thin_matmul_fuzz(case: tuple[int, int, int, str, type], seed: int) -> N
     np.testing.assert_allclose((a @ b).to_numpy(), expected, rtol=tol * k, atol=tol * k)
 
 
-def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_course_mlp_products_never_run_the_gemm(launched_kernels: list[str]) -> None:
     # Compiling the packed GEMM costs seconds on a cold kernel cache: the course MLP's
     # products (forward, and backward with transposed operands) take the cheap kernels.
-    launched: list[str] = []
-    launch = fast_ops._launch
-
-    def spy(kernel: Callable[..., None], args: tuple[Any, ...]) -> None:
-        launched.append(kernel.__name__)
-        launch(kernel, args)
-
-    monkeypatch.setattr(fast_ops, "_launch", spy)
+    launched = launched_kernels
     rng = np.random.default_rng(0)
     x, h = fast(rng.standard_normal((10, 2))), fast(rng.standard_normal((10, 100)))
     w1, w2 = fast(rng.standard_normal((2, 100))), fast(rng.standard_normal((100, 100)))
@@ -634,22 +627,17 @@ def test_course_mlp_products_never_run_the_gemm(monkeypatch: pytest.MonkeyPatch)
      (32, 9, 16 * 32, "batch_b_t", "_gemm_into_ser")],
 )  # fmt: skip
 def test_matmul_routing_picks_the_measured_kernel(
-    m: int, k: int, n: int, layout: str, kernel: str, dtype: type, monkeypatch: pytest.MonkeyPatch
+    m: int, k: int, n: int, layout: str, kernel: str, dtype: type, launched_kernels: list[str]
 ) -> None:
     """The routing rules of ``_matmul_into`` that timing chose (narrow products along k
     as dot products, the GEMM parallel from 2^20 multiply-adds), and their results."""
     if kernel == "_matmul_dots_ser" and dtype == np.float32:
         n = 2 * n + 1  # "under two strips of columns" is twice as wide in float32
-    launched: list[str] = []
-    launch = fast_ops._launch
-    monkeypatch.setattr(
-        fast_ops, "_launch", lambda f, args: launched.append(f.__name__) or launch(f, args)
-    )
     a, b, expected = _routing_operands(np.random.default_rng(m + k + n), m, k, n, layout, dtype)
     out = a @ b
     tol = 1e-12 if dtype == np.float64 else 2e-6
     np.testing.assert_allclose(out.to_numpy(), expected, rtol=tol * k, atol=tol * k)
-    assert launched == [kernel]
+    assert launched_kernels == [kernel]
 
 
 # Every 2-D kernel pattern (unit-stride, broadcast or general inner stride per input,
