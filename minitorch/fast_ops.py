@@ -622,7 +622,7 @@ def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, S
 def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN202
     """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
     row-major B (and A) where they lie. Plain Python, and compiled for ``_gemm_par``."""
-    nr = 2 * min(fast_simd.FULL_BYTES // itemsize, fast_simd.FULL_LANES)
+    nr = 2 * fast_simd.full_lane_count(itemsize)
     if sb2 == 1 and n % nr == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
         return 0, 0
     kb = min(k, _KC)

@@ -29,7 +29,7 @@ from numba import types
 from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.core.datamodel import models
-from numba.extending import intrinsic, register_model
+from numba.extending import intrinsic, register_jitable, register_model
 from numba.np.arrayobj import make_array
 
 # One AVX2 register. Wider machines split nothing; narrower ones (SSE) have LLVM
@@ -59,6 +59,13 @@ def _full_bytes() -> int:
 FULL_BYTES = _full_bytes()
 FULL_LANES = 8
 
+
+@register_jitable
+def full_lane_count(itemsize: int) -> int:
+    """The lanes of a ``full_*`` vector of elements of ``itemsize`` bytes (in Python, and
+    in compiled code: numba freezes the two constants)."""
+    return min(FULL_BYTES // itemsize, FULL_LANES)
+
 # All intrinsics below share numba's signature ``(typingctx, *arg_types)``.
 # ruff: noqa: ANN001, ANN202
 
@@ -85,7 +92,7 @@ def _vector_of(dtype: types.Type) -> Vector:
 
 def _full_vector_of(dtype: types.Type) -> Vector:
     """A vector of the machine's width, up to FULL_LANES lanes."""
-    return Vector(dtype, min(FULL_BYTES // (dtype.bitwidth // 8), FULL_LANES))
+    return Vector(dtype, full_lane_count(dtype.bitwidth // 8))
 
 
 def _element_pointer(context, builder, array_type, array, index, lanes: int = 1):

@@ -607,7 +607,7 @@ def test_matmul_block_edges_and_layouts(dtype: type) -> None:
     several k-blocks, transposed views (as backward passes make) and batches."""
     rng = np.random.default_rng(4)
     kc, mr = fast_ops._KC, fast_ops._MR
-    lanes = min(fast_simd.FULL_BYTES // np.dtype(dtype).itemsize, fast_simd.FULL_LANES)
+    lanes = fast_simd.full_lane_count(np.dtype(dtype).itemsize)
     nr = 2 * lanes  # the GEMM's strip of columns
     cases = [
         ((mr, 8), (8, nr)),
@@ -685,7 +685,7 @@ def test_matmul_part_strips_match_numpy(dtype: type, launched_kernels: list[str]
     """Every width of the last strip of columns, from one column to a whole strip, through
     the backend (products the serial GEMM takes: 13 rows, k = 200)."""
     rng = np.random.default_rng(12)
-    nr = 2 * min(fast_simd.FULL_BYTES // np.dtype(dtype).itemsize, fast_simd.FULL_LANES)
+    nr = 2 * fast_simd.full_lane_count(np.dtype(dtype).itemsize)
     x = rng.standard_normal((2 * fast_ops._MR + 1, 200)).astype(dtype)
     for n in range(nr + 1, 2 * nr + 1):
         y = rng.standard_normal((200, n)).astype(dtype)
@@ -875,7 +875,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
 def test_float64_micro_kernel_uses_the_full_vector_width() -> None:
     """float64 multiplies on vectors of the machine's width (8 lanes with AVX-512), and
     a part strip of at most one vector runs only that vector's multiply-adds."""
-    lanes = min(fast_simd.FULL_BYTES // 8, fast_simd.FULL_LANES)
+    lanes = fast_simd.full_lane_count(8)
     micro = njit(fastmath={"contract"})(fast_ops._micro.py_func)
     nr = 2 * lanes
     packed = np.ones(8 * nr)
@@ -917,7 +917,7 @@ BOUNDS_SCRIPT = textwrap.dedent(
         except IndexError:
             continue
         raise SystemExit(f"no IndexError for {i}, {j}")
-    lanes = min(fast_simd.FULL_BYTES // 8, fast_simd.FULL_LANES)  # float64, full width
+    lanes = fast_simd.full_lane_count(8)  # float64, full width
     b = np.zeros(2 * lanes)
     copy_full(b, lanes, b, lanes)
     spread_full(b, lanes, b, 2 * lanes - 1)
