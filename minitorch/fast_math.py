@@ -12,8 +12,9 @@ function is the original.
 Numba types a Python literal as float64 (or int64), and ``float32 * float64``
 is float64, so ``lambda x: 2.0 * x`` run on float32 data would compute in
 float64 and round back on every store. ``float32_variant`` rewrites a scalar
-function so that its numbers are float32 (PyTorch's "weak" Python scalars), and
-``by_dtype`` picks the float32 variant when every argument is float32.
+function so that its numbers are float32 (PyTorch's "weak" Python scalars);
+FastOps compiles its float32 kernels with that variant (``float32_or``), and
+``by_dtype`` is a stand-in that picks it when every argument is float32.
 """
 
 from __future__ import annotations
@@ -193,6 +194,27 @@ def _all_float32(args: tuple[nbtypes.Type, ...]) -> bool:
     return bool(args) and all(isinstance(a, nbtypes.Float) and a.bitwidth == 32 for a in args)
 
 
+def _fails_on(fn: Any, args: tuple[nbtypes.Type, ...]) -> bool:
+    """True when the compiled function ``fn`` does not compile for ``args``."""
+    try:
+        fn.get_call_template(args, {})  # compiles it (defaults folded in)
+    except NumbaError:
+        return True
+    return False
+
+
+def float32_or(make_fn32: Callable[[], Any], make_fn64: Callable[[], Any], arity: int) -> Any:
+    """The scalar function for kernels on float32 operands: the float32 variant
+    ``make_fn32()`` builds, or ``make_fn64()`` where that variant does not compile
+    on float32 arguments, or for arities other than 1 and 2 (``by_dtype``'s choice
+    for all-float32 arguments, made once instead of in every kernel)."""
+    if arity in (1, 2):
+        fn32 = make_fn32()
+        if not _fails_on(fn32, (nbtypes.float32,) * arity):
+            return fn32
+    return make_fn64()
+
+
 def by_dtype(fn64: Any, make_fn32: Callable[[], Any], arity: int) -> Any:
     """A kernel-callable stand-in for a scalar function of ``arity`` arguments
     that runs ``fn64`` (a compiled function), or on all-float32 arguments the
@@ -206,12 +228,7 @@ def by_dtype(fn64: Any, make_fn32: Callable[[], Any], arity: int) -> Any:
             return fn64
         if "f32" not in variants:
             variants["f32"] = make_fn32()
-        fn32 = variants["f32"]
-        try:
-            fn32.get_call_template(args, {})  # compiles it (defaults folded in)
-        except NumbaError:
-            return fn64
-        return fn32
+        return fn64 if _fails_on(variants["f32"], args) else variants["f32"]
 
     if arity == 1:
 

@@ -257,6 +257,46 @@ class _Elementwise:
         _launch(self.d2[pattern, par], args)
 
 
+_F32 = np.dtype(np.float32)
+_SOURCES = {"map": fast_kernels.MAP_SOURCE, "zip": fast_kernels.ZIP_SOURCE,
+            "reduce": fast_kernels.REDUCE_SOURCE}  # fmt: skip
+
+
+class _ByDtype:
+    """A scalar function's kernel modules by arithmetic: float64, and float32 (built on
+    first need) for operands that are all float32 (the scalar function's float32
+    variant, as ``kernel_cache.jit_scalar`` says), each wrapped by ``wrap``. One
+    module per dtype, rather than one whose scalar picks by argument type, compiles
+    each kernel faster (see ``jit_scalar``)."""
+
+    def __init__(self, fn: Callable[..., float], kind: str, wrap: Callable[[Any], Any],
+                 constants: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self._make = functools.partial(
+            load_kernels, kind, _SOURCES[kind], fn, constants=constants
+        )
+        self._wrap = wrap
+        self.f64 = wrap(self._make(dtype=np.float64))
+        self._f32: Any = None
+
+    def f32(self) -> Any:
+        """The kernels for all-float32 operands."""
+        if self._f32 is None:
+            self._f32 = self._wrap(self._make(dtype=np.float32))
+        return self._f32
+
+    def for_storages(self, *storages: Storage) -> Any:
+        """The kernels for operands with these storages."""
+        for storage in storages:
+            if storage.dtype is not _F32:
+                return self.f64
+        return self.f32()
+
+
+def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
+    """``fn``'s map or zip engines, by dtype."""
+    return _ByDtype(fn, kind, lambda module: _Elementwise(fn, module, kind))
+
+
 def _rows_layout(ta: TensorData, tb: TensorData) -> tuple[bool, int] | None:
     """``(first, cols)`` when one operand is contiguous and has the output's shape and the
     other (the first operand when ``first``) is one value or a contiguous row of ``cols``
@@ -324,39 +364,41 @@ class FastOps(TensorOps):
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
-        engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
+        engines = _elementwise(fn, "map")
 
         def _map(a: Tensor, out: Tensor | None = None) -> Tensor:
+            ta = a._tensor
+            dtype = ta._storage.dtype
+            engine = engines.f64 if dtype is not _F32 else engines.f32()
             if out is None:
-                ta = a._tensor
                 if ta.strides == strides_from_shape(ta.shape):
                     # Contiguous: no layout work (``empty`` of the host storage FastOps keeps).
-                    storage = np.empty(ta.size, ta._storage.dtype)
+                    storage = np.empty(ta.size, dtype)
                     engine.run_flat(storage, ta._storage)
                     return a._make_like(storage, ta.shape, ta.size, ta.strides)
                 out = map_output(a, None)
                 engine.run(out._tensor, ta, fresh=True)
                 return out
             check_map_out(a, out)
-            engine.run(out._tensor, a._tensor)
+            engine.run(out._tensor, ta)
             return out
 
         return _map
 
     @staticmethod
     def cmap(fn: Callable[[float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        engine = _Elementwise(fn, load_kernels("map", fast_kernels.MAP_SOURCE, fn), "map")
+        engines = _elementwise(fn, "map")
 
         def _cmap(a: Tensor, out: Tensor) -> Tensor:
             check_map_out(a, out)
-            engine.run(out._tensor, a._tensor)
+            engines.for_storages(a._tensor._storage).run(out._tensor, a._tensor)
             return out
 
         return _cmap
 
     @staticmethod
     def zip(fn: Callable[[float, float], float]) -> ZipProto:
-        engine = _Elementwise(fn, load_kernels("zip", fast_kernels.ZIP_SOURCE, fn), "zip")
+        engines = _elementwise(fn, "zip")
 
         def _zip(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             ta, tb = a._tensor, b._tensor
@@ -365,11 +407,13 @@ class FastOps(TensorOps):
                 if not sa == sb == out._tensor.shape:  # (an optimiser's update: all alike)
                     check_broadcast_into(sa if sa == sb else TensorData.shape_broadcast(sa, sb),
                                          out.shape)  # fmt: skip
-                engine.run(out._tensor, ta, tb)
+                engines.for_storages(ta._storage, tb._storage).run(out._tensor, ta, tb)
                 return out
+            dtype = result_dtype(a, b)  # float32 only when both are
+            engine = engines.f64 if dtype is not _F32 else engines.f32()
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
                 # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size, result_dtype(a, b))
+                out = np.empty(ta.size, dtype)
                 engine.run_flat(out, ta._storage, tb._storage)
                 return a._make_like(out, sa, ta.size, ta.strides)
             rows = _rows_layout(ta, tb)
@@ -377,11 +421,11 @@ class FastOps(TensorOps):
                 # Next commonest: ``x * 0.5`` and a bias, with no layout work.
                 first, cols = rows
                 big = tb if first else ta
-                out = np.empty(big.size, result_dtype(a, b))
+                out = np.empty(big.size, dtype)
                 engine.run_rows(out, ta._storage, tb._storage, cols, first)
                 return a._make_like(out, big.shape, big.size)
             out = zip_output(a, b)
-            engine.run(out._tensor, a._tensor, b._tensor, fresh=True)
+            engine.run(out._tensor, ta, tb, fresh=True)
             return out
 
         return _zip
@@ -393,7 +437,7 @@ class FastOps(TensorOps):
         # Folding in lanes reorders the fold: only for functions where that is exact
         # in real arithmetic. Both constants are frozen into the kernels and keyed.
         constants = {"LANES": fn in _LANE_SAFE, "VFN": _LANE_SAFE.get(fn, fast_simd.add)}
-        module = load_kernels("reduce", fast_kernels.REDUCE_SOURCE, fn, constants=constants)
+        modules = _ByDtype(fn, "reduce", lambda module: module, constants)
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -406,6 +450,7 @@ class FastOps(TensorOps):
             layout = _reduce_layout(td, dim)
             work = td.size
             par = work >= PARALLEL_THRESHOLD
+            module = modules.for_storages(td._storage)
             try:
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser

@@ -560,10 +560,11 @@ def _elementwise_ops(pool: dict[str, np.ndarray], spec: list[tuple]) -> list[tup
     from minitorch import fast_kernels, operators
     from minitorch.kernel_cache import load_kernels
 
-    zips = {f: load_kernels("zip", fast_kernels.ZIP_SOURCE, f) for f in (operators.add,
-                                                                         operators.mul)}
-    maps = {f: load_kernels("map", fast_kernels.MAP_SOURCE, f) for f in (operators.neg,
-                                                                         operators.sigmoid)}
+    dtype = pool["p0"].dtype  # FastOps' modules for the pool's dtype
+    zips = {f: load_kernels("zip", fast_kernels.ZIP_SOURCE, f, dtype=dtype)
+            for f in (operators.add, operators.mul)}
+    maps = {f: load_kernels("map", fast_kernels.MAP_SOURCE, f, dtype=dtype)
+            for f in (operators.neg, operators.sigmoid)}
     ops: list[tuple[Any, tuple]] = []
     for kind, f, out, *ins in spec:
         if kind == "copy":

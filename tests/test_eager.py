@@ -169,7 +169,7 @@ def test_flat_kernels_match_the_2d_kernels_bit_for_bit(size: int) -> None:
     rng = np.random.default_rng(size)
     x, y = rng.normal(size=size) * 30, rng.normal(size=size)
     for fn in (operators.mul, operators.log_back, operators.sigmoid_back_from_output):
-        zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn)
+        zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn, dtype=np.float64)
         for variant in ("ser", "par"):
             flat = np.empty(size)
             getattr(zips, f"zip_flat_{variant}")(flat, x, y)
@@ -178,7 +178,7 @@ def test_flat_kernels_match_the_2d_kernels_bit_for_bit(size: int) -> None:
                 getattr(zips, f"{name}_{variant}")(twod, x, y, 1, size, size, 1, 0, 1, 0, 1)
                 assert flat.tobytes() == twod.tobytes()
     for fn in (operators.exp, operators.sigmoid, operators.relu):
-        maps = load_kernels("map", fast_kernels.MAP_SOURCE, fn)
+        maps = load_kernels("map", fast_kernels.MAP_SOURCE, fn, dtype=np.float64)
         for variant in ("ser", "par"):
             flat = np.empty(size)
             getattr(maps, f"map_flat_{variant}")(flat, x)
@@ -192,6 +192,8 @@ def test_flat_kernels_match_the_2d_kernels_bit_for_bit(size: int) -> None:
 def test_contiguous_ops_compile_only_the_flat_kernel() -> None:
     # A function used only on same-shape contiguous tensors never compiles the
     # (much larger) 2-D kernel: the cold start pays for what it uses.
+    import numpy as np
+
     from minitorch import fast_kernels
     from minitorch.kernel_cache import load_kernels
 
@@ -202,7 +204,7 @@ def test_contiguous_ops_compile_only_the_flat_kernel() -> None:
     op = minitorch.binary_op(halve_sum)
     a = minitorch.tensor([[1.0, 2.0], [3.0, 4.0]], backend=backend).detach()
     assert op(a, a + 2.0).to_numpy().tolist() == [[2.0, 3.0], [4.0, 5.0]]
-    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, halve_sum)
+    zips = load_kernels("zip", fast_kernels.ZIP_SOURCE, halve_sum, dtype=np.float64)
     two_d = [getattr(zips, name) for name in dir(zips) if "2d" in name]
     assert zips.zip_flat_ser.signatures and not any(k.signatures for k in two_d)
     # A broadcast operand needs a 2-D kernel: the one of its pattern compiles then.

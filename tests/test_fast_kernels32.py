@@ -261,6 +261,29 @@ def test_mixed_dtypes_do_not_crash() -> None:
     np.testing.assert_allclose(values(product), x @ x.T)
 
 
+def _tenth_plus(v: float, w: float) -> float:
+    return v * 0.1 + w
+
+
+def test_kernels_compute_in_float32_only_when_every_operand_is_float32() -> None:
+    # FastOps keeps a kernel module per arithmetic: mixed operands take the float64
+    # function (the literal 0.1 stays a double), all-float32 ones its float32 variant.
+    x, y = np.linspace(-3, 3, 12).reshape(3, 4), np.linspace(1, 2, 12).reshape(3, 4)
+    op = FB.zip_of(_tenth_plus)
+    x32, y32 = x.astype(F32), y.astype(F32)
+    assert_bits(op(tensor(x, F32), tensor(y, np.float64)), x32.astype(np.float64) * 0.1 + y)
+    assert_bits(op(tensor(x, F32), tensor(y, F32)), x32 * F32(0.1) + y32)
+    assert_bits(op(tensor(x, np.float64), tensor(y, np.float64)), x * 0.1 + y)
+    # Each module's scalar is the compiled function itself, not a stand-in that picks
+    # by argument type when each kernel compiles (the slower compile).
+    for dtype, literal in ((np.float64, float), (np.float32, np.float32)):
+        module = load_kernels("zip", fast_kernels.ZIP_SOURCE, _tenth_plus, dtype=dtype)
+        assert isinstance(module.fn, numba.core.registry.CPUDispatcher)
+        consts = module.fn.py_func.__code__.co_consts
+        numbers = [c for c in consts if isinstance(c, (float, np.floating))]
+        assert numbers == [0.1] and all(type(c) is literal for c in numbers)
+
+
 # 2. The float32 exp -----------------------------------------------------------------
 
 
