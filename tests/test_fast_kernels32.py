@@ -282,6 +282,8 @@ def test_kernels_compute_in_float32_only_when_every_operand_is_float32() -> None
         consts = module.fn.py_func.__code__.co_consts
         numbers = [c for c in consts if isinstance(c, (float, np.floating))]
         assert numbers == [0.1] and all(type(c) is literal for c in numbers)
+    with pytest.raises(TypeError, match="float64 or float32"):
+        load_kernels("zip", fast_kernels.ZIP_SOURCE, _tenth_plus, dtype=np.int32)
 
 
 # 2. The float32 exp -----------------------------------------------------------------
