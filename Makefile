@@ -21,13 +21,14 @@ demo: $(STAMP)
 # cache ignores NUMBA_BOUNDSCHECK, so cached unchecked kernels would be reused), less
 # those marked not_boundschecked (reports and reruns that add no bounds coverage).
 # The first run includes the MPI tests (2 and 3 ranks under the venv's mpiexec), which
-# MINITORCH_REQUIRE_MPI=1 turns from skipped into failed if MPI is missing.
+# MINITORCH_REQUIRE_MPI=1 turns from skipped into failed if MPI is missing, and the
+# compile of every CUDA kernel to PTX (MINITORCH_REQUIRE_PTX=1: failed if NVVM is missing).
 BOUNDSCHECK_CACHE := .minitorch_cache/boundscheck
 # Each run lists its slowest tests: `make test` must stay under 15 minutes on 2 cores.
 
 test: $(STAMP)
 	$(PY) -m ruff check minitorch tests examples tools
-	MINITORCH_REQUIRE_MPI=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15
+	MINITORCH_REQUIRE_MPI=1 MINITORCH_REQUIRE_PTX=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider --durations=15 -m cuda tests
 	rm -rf $(BOUNDSCHECK_CACHE)
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(BOUNDSCHECK_CACHE) MINITORCH_CACHE_DIR=$(BOUNDSCHECK_CACHE) \

@@ -168,14 +168,31 @@ def _float32_code(code: types.CodeType) -> types.CodeType:
     return code.replace(co_consts=consts)
 
 
+def _float32_math(module: types.ModuleType) -> types.ModuleType:
+    """A copy of a ``math`` module (or of the stand-in above) whose constants
+    (``inf``, ``nan``, ``pi``, ``e``, ``tau``) are float32: numba freezes
+    ``math.inf`` as a float64, so ``d * math.inf`` on float32 ``d`` would be
+    float64 arithmetic."""
+    shim = types.ModuleType(module.__name__)
+    shim.__dict__.update(module.__dict__)
+    for name, value in module.__dict__.items():
+        if isinstance(value, float):
+            setattr(shim, name, np.float32(value))
+    return shim
+
+
 def float32_variant(py: types.FunctionType) -> types.FunctionType:
     """``py`` with its numbers as float32: literals, and the numeric globals,
-    closure values and defaults it reads. Its other globals are unchanged."""
+    closure values and defaults it reads, and the constants of the ``math``
+    module it reads. Its other globals are unchanged."""
     code = _float32_code(py.__code__)
     new_globals = dict(py.__globals__)
     for name in code.co_names:
-        if _is_number(new_globals.get(name)):
-            new_globals[name] = np.float32(new_globals[name])
+        value = new_globals.get(name)
+        if _is_number(value):
+            new_globals[name] = np.float32(value)
+        elif isinstance(value, types.ModuleType) and value.__name__ == "math":
+            new_globals[name] = _float32_math(value)
     closure = tuple(
         types.CellType(np.float32(cell.cell_contents)) if _is_number(cell.cell_contents) else cell
         for cell in py.__closure__ or ()

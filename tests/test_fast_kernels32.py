@@ -897,6 +897,30 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
 
 
 @pytest.mark.not_boundschecked
+@pytest.mark.parametrize("name", ["inv", "log_back", "inv_back", "sqrt_back_from_output", "pow"])
+def test_math_constants_stay_float32(name: str) -> None:
+    """Regression: ``d * math.inf`` (and ``math.nan``) in a float32 kernel multiplied in
+    float64, as numba freezes ``math.inf`` as a double; the float32 variant reads a
+    ``math`` whose constants are float32 (found compiling the CUDA kernels to PTX)."""
+    fn = getattr(operators, name)
+    x = np.array([0.0, -0.0, 0.5, -2.0, 3.0, np.inf, np.nan], F32)
+    out = np.empty_like(x)
+    if name == "inv":
+        kernels = load_kernels("map", fast_kernels.MAP_SOURCE, fn, cache=False, dtype=F32)
+        kernels.map_flat_ser(out, x)
+        expected = [fn(float(v)) for v in x]
+        kernel = kernels.map_flat_ser
+    else:
+        kernels = load_kernels("zip", fast_kernels.ZIP_SOURCE, fn, cache=False, dtype=F32)
+        kernels.zip_flat_ser(out, x, x[::-1].copy())
+        expected = [fn(float(v), float(w)) for v, w in zip(x, x[::-1])]
+        kernel = kernels.zip_flat_ser
+    ir = _ir(kernel, F32)
+    assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
+    np.testing.assert_array_equal(out, np.array(expected, F32))
+
+
+@pytest.mark.not_boundschecked
 def test_float64_micro_kernel_uses_the_full_vector_width() -> None:
     """float64 multiplies on vectors of the machine's width (8 lanes with AVX-512), and
     a part strip of at most one vector runs only that vector's multiply-adds."""

@@ -1,0 +1,122 @@
+"""Every CudaOps kernel compiles for a real GPU (PTX for compute capability 9.0).
+
+numba's simulator runs kernels as Python, so it never types or compiles them the way
+numba-cuda does for a GPU: a kernel that passes every simulator test can still fail to
+compile on the first GPU it meets. ``numba.cuda.compile_ptx`` runs that whole compile
+(typing, lowering, NVVM) without a GPU, given NVVM and NVRTC (the ``cu12`` extra of
+numba-cuda, in the ``test`` and ``cuda`` extras). Without them the tests skip, unless
+``MINITORCH_REQUIRE_PTX=1`` (set by ``make test``) makes that a failure.
+
+Device functions ask the current device for its compute capability when they compile;
+with no GPU the tests answer for it (``_no_device``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numba.cuda
+import numpy as np
+import pytest
+
+from minitorch import cuda_ops, operators
+
+if numba.config.ENABLE_CUDASIM:
+    pytest.skip("the simulator has no compiler to check", allow_module_level=True)
+
+CC = (9, 0)  # an H100 / H200
+MAPS = ("id", "neg", "inv", "relu", "sigmoid", "log", "exp", "tanh", "sqrt", "absolute")
+ZIPS = ("add", "sub", "mul", "lt", "eq", "is_close", "max", "maximum", "minimum", "pow",
+        "relu_back", "log_back", "inv_back", "sigmoid_back_from_output", "tanh_back_from_output",
+        "sqrt_back_from_output", "absolute_back", "times_unless_zero", "select", "select_not",
+        "same", "position_if", "pow_exponent_grad")  # fmt: skip
+REDUCES = ("add", "mul", "max", "maximum", "minimum")
+DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+@pytest.fixture(autouse=True)
+def _no_device(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Compile device functions for ``CC`` instead of asking a GPU for its own."""
+    from numba.cuda import dispatcher
+
+    monkeypatch.setattr(
+        dispatcher, "get_current_device", lambda: types.SimpleNamespace(compute_capability=CC)
+    )
+    _require_compiler()
+    yield
+
+
+def _require_compiler() -> None:
+    """Skip (or fail, under MINITORCH_REQUIRE_PTX=1) when NVVM or NVRTC is missing."""
+
+    def copy(out, x):  # noqa: ANN001, ANN202
+        out[0] = x[0]
+
+    try:
+        numba.cuda.compile_ptx(copy, (numba.float64[::1], numba.float64[::1]), cc=CC)
+    except Exception as e:  # noqa: BLE001 - whatever is missing, say so
+        reason = f"cannot compile PTX here ({type(e).__name__}: {str(e)[:200]})"
+        if os.environ.get("MINITORCH_REQUIRE_PTX") == "1":
+            pytest.fail(f"MINITORCH_REQUIRE_PTX=1, but {reason}")
+        pytest.skip(reason)
+
+
+def _ptx(kernel: Any, signature: tuple[Any, ...]) -> str:
+    ptx, _ = numba.cuda.compile_ptx(kernel.py_func, signature, cc=CC)
+    assert ".entry" in ptx
+    return ptx
+
+
+# Any float64 instruction or conversion: in a float32 kernel, a literal or a ``math``
+# constant that widened the arithmetic (``d * math.inf`` did, in four functions).
+_DOUBLE = re.compile(r"\S*\.f64\b\S*")
+
+
+def _signature(kind: str, dtype: np.dtype) -> tuple[Any, ...]:
+    storage = numba.from_dtype(dtype)[::1]
+    ints = numba.int64[::1]
+    tensor = (storage, ints, ints)
+    if kind == "map":
+        return (*tensor, numba.int64, *tensor)
+    if kind == "zip":
+        return (*tensor, numba.int64, *tensor, *tensor)
+    return (*tensor, numba.int64, *tensor, numba.int64, numba.from_dtype(dtype))
+
+
+FACTORIES: dict[str, Callable[[Any, np.dtype], Any]] = {
+    "map": cuda_ops._map_kernel, "zip": cuda_ops._zip_kernel, "reduce": cuda_ops._reduce_kernel}
+CASES = [f"{kind} {name}" for kind, names in (("map", MAPS), ("zip", ZIPS), ("reduce", REDUCES))
+         for name in names]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_elementwise_and_reduce_kernels_compile(case: str, dtype: np.dtype) -> None:
+    kind, name = case.split()
+    kernel = FACTORIES[kind](getattr(operators, name), dtype)
+    ptx = _ptx(kernel, _signature(kind, dtype))
+    if dtype == np.float32:
+        assert not _DOUBLE.findall(ptx), _DOUBLE.findall(ptx)[:5]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matmul_fill_and_copy_kernels_compile(dtype: np.dtype) -> None:
+    storage = numba.from_dtype(dtype)[::1]
+    ints = numba.int64[::1]
+    ptx = _ptx(cuda_ops._matmul_kernel(dtype), (storage, ints, ints) * 3)
+    assert ".shared" in ptx  # the tiles
+    if dtype == np.float32:
+        assert not _DOUBLE.findall(ptx), _DOUBLE.findall(ptx)[:5]
+    _ptx(cuda_ops._fill_kernel, (storage, numba.from_dtype(dtype)))
+    other = numba.float32[::1] if dtype == np.float64 else numba.float64[::1]
+    _ptx(cuda_ops._copy_kernel, (storage, other))
+
+
+def test_practice_kernels_compile() -> None:
+    f64 = numba.float64[::1]
+    _ptx(cuda_ops.jit_sum_practice, (f64, f64, numba.int64))
+    _ptx(cuda_ops.jit_mm_practice, (f64, f64, f64, numba.int64))
