@@ -194,8 +194,9 @@ def tensor_reduce(fn: Callable[[float, float], float], dtype: Any = numba.float6
     return cuda.jit(_reduce)
 
 
-def matmul_kernel(dtype: Any) -> Kernel:
-    """The tiled matmul kernel for storages of ``dtype`` (a numba float type)."""
+def matmul_kernel(dtype: Any, tile: int = THREADS_PER_BLOCK) -> Kernel:
+    """The tiled matmul kernel for storages of ``dtype`` (a numba float type), in blocks
+    of ``tile`` x ``tile`` threads (a compile-time constant: it sizes the shared tiles)."""
 
     def _tensor_matrix_multiply(
         out: Storage,
@@ -210,16 +211,16 @@ def matmul_kernel(dtype: Any) -> Kernel:
     ) -> None:
         """Batched matmul on 3-D operands, tiled through shared memory.
 
-        Grid ``(ceil(M/32), ceil(N/32), batch)`` of 32x32 blocks; thread ``(x, y)``
-        computes ``out[batch, row0 + y, col0 + x]``. Per 32-wide step along the inner
-        dim, the block loads one tile of ``a`` and one of ``b`` (each thread one
-        element of each, consecutive threads reading consecutive columns), waits,
+        Grid ``(ceil(M/tile), ceil(N/tile), batch)`` of tile x tile blocks; thread
+        ``(x, y)`` computes ``out[batch, row0 + y, col0 + x]``. Per tile-wide step along
+        the inner dim, the block loads one tile of ``a`` and one of ``b`` (each thread
+        one element of each, consecutive threads reading consecutive columns), waits,
         and accumulates from shared memory. Out-of-range cells load as 0, so edge
-        tiles need no special case. A batch of size 1 broadcasts (stride 0).
+        tiles need no special case, and each element sums its products in k order
+        whatever the tile. A batch of size 1 broadcasts (stride 0).
         """
-        tile = THREADS_PER_BLOCK
-        a_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), dtype)
-        b_tile = cuda.shared.array((THREADS_PER_BLOCK, THREADS_PER_BLOCK), dtype)
+        a_tile = cuda.shared.array((tile, tile), dtype)
+        b_tile = cuda.shared.array((tile, tile), dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         row = cuda.blockIdx.x * tile + ty
@@ -308,8 +309,18 @@ def _reduce_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kern
 
 
 @functools.cache
-def _matmul_kernel(dtype: np.dtype) -> Kernel:
-    return tensor_matrix_multiply if dtype == np.float64 else matmul_kernel(_NUMBA_TYPES[dtype])
+def _matmul_kernel(dtype: np.dtype, tile: int = THREADS_PER_BLOCK) -> Kernel:
+    if dtype == np.float64 and tile == THREADS_PER_BLOCK:
+        return tensor_matrix_multiply
+    return matmul_kernel(_NUMBA_TYPES[dtype], tile)
+
+
+def matmul_tile(rows: int, cols: int) -> int:
+    """The side of a matmul block for an output of ``rows`` x ``cols``: 32 (a warp by a
+    warp), or 8 or 16 when that covers the output, so that a small product (a layer on
+    a small batch) does not start 1024 threads to use a few dozen."""
+    largest = max(rows, cols)
+    return 8 if largest <= 8 else 16 if largest <= 16 else THREADS_PER_BLOCK
 
 
 # Launch helpers ---------------------------------------------------------------------
@@ -510,9 +521,9 @@ class CudaOps(TensorOps):
         out = new_output(a, (batch, rows, cols), result_dtype(a, b))
         dtype = out.dtype
         if out.size:
-            tile = THREADS_PER_BLOCK
+            tile = matmul_tile(rows, cols)
             grid = (-(-rows // tile), -(-cols // tile), min(batch, MAX_GRID_Z))
-            _matmul_kernel(dtype)[grid, (tile, tile)](
+            _matmul_kernel(dtype, tile)[grid, (tile, tile)](
                 *_layout(out._tensor, False), *_layout(a3, False), *_layout(b3, False)
             )
         return out.view(*out_shape)

@@ -1,7 +1,7 @@
 """CudaOps kernels against NumPy (contract section 7), on a GPU or numba's simulator.
 
 The simulator runs one Python thread per CUDA thread, so tensors stay small;
-matmul blocks are always 32x32 (1024 threads), so matmul tests are few.
+a matmul block is 32x32 (1024 threads) unless the output fits in 16x16 or 8x8.
 """
 
 from __future__ import annotations
@@ -181,6 +181,34 @@ def test_matmul_non_contiguous_operands() -> None:
     tb = cuda_tensor(b).permute(1, 2, 0)
     assert not tb._tensor.is_contiguous()
     assert_close(ta @ tb, a.T @ b.transpose(1, 2, 0))
+
+
+def test_small_products_take_small_blocks() -> None:
+    outputs = ((1, 1), (6, 3), (8, 8), (9, 2), (3, 16), (17, 1), (100, 10))
+    assert [cuda_ops.matmul_tile(r, c) for r, c in outputs] == [8, 8, 8, 16, 16, 32, 32]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=str)
+def test_matmul_block_side_changes_no_bit(dtype: type) -> None:
+    """Each element sums its products in k order whatever the block side (an edge tile
+    adds exact zeros), so the small blocks of small products change no value."""
+    rng = np.random.default_rng(5)
+    a = rng.uniform(-1, 1, (2, 5, 20)).astype(dtype)  # k = 20: 3, 2 and 1 steps of tiles
+    b = rng.uniform(-1, 1, (1, 20, 7)).astype(dtype)  # a batch of 1 broadcasts
+    ta, tb = cuda_tensor(a), cuda_tensor(b)
+    cuda_ops._on_device(ta._tensor)
+    cuda_ops._on_device(tb._tensor)
+    results = []
+    for tile in (8, 16, 32):
+        out = minitorch.zeros((2, 5, 7), backend=CUDA, dtype=dtype)
+        kernel = cuda_ops._matmul_kernel(np.dtype(dtype), tile)
+        kernel[(1, 1, 2), (tile, tile)](*cuda_ops._layout(out._tensor, False),
+                                        *cuda_ops._layout(ta._tensor, False),
+                                        *cuda_ops._layout(tb._tensor, False))  # fmt: skip
+        results.append(out.to_numpy())
+    assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes()
+    np.testing.assert_allclose(results[0], a @ b, rtol=1e-5)
+    assert (ta @ tb).to_numpy().tobytes() == results[0].tobytes()  # the backend's: tile 8
 
 
 def test_matmul_rejects_mismatched_inner_dims() -> None:

@@ -107,10 +107,13 @@ def test_elementwise_and_reduce_kernels_compile(case: str, dtype: np.dtype) -> N
 def test_matmul_fill_and_copy_kernels_compile(dtype: np.dtype) -> None:
     storage = numba.from_dtype(dtype)[::1]
     ints = numba.int64[::1]
-    ptx = _ptx(cuda_ops._matmul_kernel(dtype), (storage, ints, ints) * 3)
-    assert ".shared" in ptx  # the tiles
-    if dtype == np.float32:
-        assert not _DOUBLE.findall(ptx), _DOUBLE.findall(ptx)[:5]
+    for tile in (8, 16, 32):  # the block sides of cuda_ops.matmul_tile
+        ptx = _ptx(cuda_ops._matmul_kernel(dtype, tile), (storage, ints, ints) * 3)
+        # The two tiles in shared memory, sized by the block side.
+        assert f".shared .align {dtype.itemsize} .b8" in ptx
+        assert f"[{tile * tile * dtype.itemsize}]" in ptx
+        if dtype == np.float32:
+            assert not _DOUBLE.findall(ptx), _DOUBLE.findall(ptx)[:5]
     _ptx(cuda_ops._fill_kernel, (storage, numba.from_dtype(dtype)))
     other = numba.float32[::1] if dtype == np.float64 else numba.float64[::1]
     _ptx(cuda_ops._copy_kernel, (storage, other))
