@@ -309,7 +309,9 @@ def _reduce_kernel(fn: Callable[[float, float], float], dtype: np.dtype) -> Kern
 
 
 @functools.cache
-def _matmul_kernel(dtype: np.dtype, tile: int = THREADS_PER_BLOCK) -> Kernel:
+def _matmul_kernel(dtype: np.dtype, tile: int) -> Kernel:
+    # ``tile`` has no default: the cache would key (dtype,) and (dtype, 32) apart and
+    # build the same kernel twice.
     if dtype == np.float64 and tile == THREADS_PER_BLOCK:
         return tensor_matrix_multiply
     return matmul_kernel(_NUMBA_TYPES[dtype], tile)

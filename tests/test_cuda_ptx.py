@@ -18,6 +18,7 @@ with no GPU the tests answer for it (``_no_device``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -54,29 +55,32 @@ def _no_device(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(
         dispatcher, "get_current_device", lambda: types.SimpleNamespace(compute_capability=CC)
     )
-    _require_compiler()
-    yield
-
-
-def _require_compiler() -> None:
-    """Skip (or fail, under MINITORCH_REQUIRE_PTX=1) when NVVM or NVRTC is missing."""
-
-    def copy(out, x):  # noqa: ANN001, ANN202
-        out[0] = x[0]
-
-    reason = None
-    try:
-        numba.cuda.compile_ptx(copy, (numba.float64[::1], numba.float64[::1]), cc=CC)
-    except Exception as e:  # noqa: BLE001 - whatever is missing, say so
-        reason = f"cannot compile PTX here ({type(e).__name__}: {str(e)[:200]})"
-    if reason is None and _ptxas() is None:
-        reason = "no ptxas (numba-cuda's cu12 extra brings one)"
+    reason = _missing_compiler()
     if reason is not None:
         if os.environ.get("MINITORCH_REQUIRE_PTX") == "1":
             pytest.fail(f"MINITORCH_REQUIRE_PTX=1, but {reason}")
         pytest.skip(reason)
+    yield
 
 
+@functools.cache
+def _missing_compiler() -> str | None:
+    """Why PTX cannot be compiled and assembled here (NVVM, NVRTC or ptxas missing), or
+    None; probed once per process."""
+
+    def copy(out, x):  # noqa: ANN001, ANN202
+        out[0] = x[0]
+
+    try:
+        numba.cuda.compile_ptx(copy, (numba.float64[::1], numba.float64[::1]), cc=CC)
+    except Exception as e:  # noqa: BLE001 - whatever is missing, say so
+        return f"cannot compile PTX here ({type(e).__name__}: {str(e)[:200]})"
+    if _ptxas() is None:
+        return "no ptxas (numba-cuda's cu12 extra brings one)"
+    return None
+
+
+@functools.cache
 def _ptxas() -> str | None:
     """The PTX assembler of the ``nvidia-cuda-nvcc`` wheel, else one on the PATH."""
     try:
