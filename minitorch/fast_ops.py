@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -50,6 +50,25 @@ _LANE_SAFE = {
 # Functions whose arguments may be swapped: IEEE addition and multiplication are
 # commutative bit for bit (bar which NaN's payload a pair of NaNs keeps).
 _COMMUTATIVE = (operators.add, operators.mul)
+
+# IEEE-exact scalar functions and the NumPy ufuncs that give the same bits (the same
+# single operation per element, in the arithmetic of the kernel's module: NumPy picks
+# its loop by the operands' dtypes and rounds into ``out`` as a kernel's store does).
+_UFUNCS: dict[Callable[..., float], np.ufunc] = {
+    operators.add: np.add,
+    operators.sub: np.subtract,
+    operators.mul: np.multiply,
+    operators.neg: np.negative,
+    operators.id: np.positive,
+    operators.lt: np.less,
+    operators.eq: np.equal,
+}
+
+# A serial kernel of one of those functions compiles on its STAND_IN_CALLS-th launch;
+# the launches before it run the ufunc instead. Compiling takes 0.07-0.15 s a kernel
+# (0.5 s of a cold course-MLP epoch) and saves at most about 1 us a call over the
+# ufunc, so a short run should not wait for it; a long one still gets it early.
+STAND_IN_CALLS = 1000
 
 # Below this many elements a thread launch costs more than the loop (the threshold the
 # convolution, pooling and optimiser kernels use too).
@@ -139,6 +158,48 @@ class _Elementwise:
         self.swaps = fn in _COMMUTATIVE
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
+        self.ufunc = _UFUNCS.get(fn)
+        # Launches so far of each serial kernel the ufunc still stands in for (see
+        # STAND_IN_CALLS); a kernel leaves once it runs itself.
+        self.stand_ins: dict[Any, int] = {}
+        if self.ufunc is not None:
+            self.stand_ins = dict.fromkeys(
+                [self.flat_ser, *(k for (p, par), k in self.d2.items() if p and not par)], 0
+            )
+
+    def _stood_in(self, kernel: Any, out: Storage, xs: Sequence[Storage],
+                  rows: tuple[int, ...] = ()) -> bool:  # fmt: skip
+        """Run the launch ``kernel(out, *xs, *rows)`` as the ufunc (``ufunc_launch``),
+        reported to a recorder as the kernel's, while the kernel has not yet run
+        ``STAND_IN_CALLS`` times. False when the kernel should run instead."""
+        calls = self.stand_ins[kernel]
+        if calls >= STAND_IN_CALLS or kernel.overloads:  # (compiled or loaded already)
+            del self.stand_ins[kernel]
+            return False
+        self.stand_ins[kernel] = calls + 1  # (counted even when declined: bounds the checks)
+        if not self.ufunc_launch(out, xs, rows):
+            return False
+        if recording.recorder is not None:
+            recording.recorder.launch(kernel, (out, *xs, *rows))
+        return True
+
+    def ufunc_launch(self, out: Storage, xs: Sequence[Storage], rows: tuple[int, ...] = ()) -> bool:
+        """Fill ``out`` as the kernel launch ``(out, *xs, *rows)`` would, with the ufunc: the
+        flat kernel's when ``rows`` is empty, else the 2-D kernel's (``n0, n1`` and each
+        storage's row and inner strides). False, writing nothing, for a layout this does
+        not map to NumPy views, or an input overlapping ``out`` elsewhere than in place
+        (a kernel reads each element just before writing it; a ufunc reads all first)."""
+        if any(x is not out and np.may_share_memory(out, x) for x in xs):
+            return False
+        if rows:
+            n0, n1, *strides = rows
+            views = _rows_views(n0, n1, (out, *xs), strides)
+            if views is None:
+                return False
+            self.ufunc(*views[1:], out=views[0])
+        else:
+            self.ufunc(*xs, out=out)
+        return True
 
     def run(self, otd: TensorData, *tds: TensorData, fresh: bool = False) -> None:
         """Fill ``otd`` (broadcasting every input into its shape).
@@ -171,13 +232,11 @@ class _Elementwise:
                         # Every input contiguous like the output.
                         # The flat kernel runs over its output's whole length: a view's
                         # storage may reach past its values, so cut every one to ``size``.
-                        _launch(
-                            self.flat_par if par else self.flat_ser,
-                            tuple(
-                                s if len(s) == size else s[:size]
-                                for s in (otd._storage, *(td._storage for td in tds))
-                            ),
-                        )
+                        storages = (otd._storage, *(td._storage for td in tds))
+                        out, *xs = (s if len(s) == size else s[:size] for s in storages)
+                        kernel = self.flat_par if par else self.flat_ser
+                        if kernel not in self.stand_ins or not self._stood_in(kernel, out, xs):
+                            _launch(kernel, (out, *xs))
                         return
                     if self.fn is operators.id and inner == 0:
                         # One value spread over the output (a gradient broadcast back):
@@ -218,7 +277,10 @@ class _Elementwise:
         size = len(out)
         if size == 0:
             return
-        kernel = self.flat_par if size >= PARALLEL_THRESHOLD else self.flat_ser
+        par = size >= PARALLEL_THRESHOLD
+        kernel = self.flat_par if par else self.flat_ser
+        if kernel in self.stand_ins and self._stood_in(kernel, out, storages):
+            return
         args = (out, *storages)
         try:
             kernel(*args)
@@ -254,7 +316,12 @@ class _Elementwise:
             # The same values from the kernel a function compiles anyway for ``x * c``.
             out, x0, x1, n0, n1, so0, so1, s00, s01, s10, s11 = args
             args, pattern = (out, x1, x0, n0, n1, so0, so1, s10, s11, s00, s01), "ub"
-        _launch(self.d2[pattern, par], args)
+        kernel = self.d2[pattern, par]
+        if kernel in self.stand_ins and self._stood_in(
+            kernel, args[0], args[1 : arity + 1], args[arity + 1 :]
+        ):
+            return
+        _launch(kernel, args)
 
 
 _F32 = np.dtype(np.float32)
@@ -295,6 +362,27 @@ class _ByDtype:
 def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
     """``fn``'s map or zip engines, by dtype."""
     return _ByDtype(fn, kind, lambda module: _Elementwise(fn, module, kind))
+
+
+def _rows_views(n0: int, n1: int, storages: tuple[Storage, ...],
+                strides: list[int]) -> tuple[Storage, ...] | None:  # fmt: skip
+    """NumPy views of ``storages`` as a 2-D kernel over ``(n0, n1)`` reads them at their
+    ``(row, inner)`` ``strides`` (in turn), broadcasting as it does: None unless each is
+    contiguous rows, one repeated row or one value, and the first contiguous rows."""
+    views = []
+    for n, storage in enumerate(storages):
+        s0, s1 = strides[2 * n], strides[2 * n + 1]
+        if (s0, s1) == (n1, 1) or (n0 == 1 and s1 == 1):
+            views.append(storage[: n0 * n1].reshape(n0, n1))
+        elif n == 0:
+            return None
+        elif (s0, s1) == (0, 1):
+            views.append(storage[:n1])
+        elif (s0, s1) == (0, 0):
+            views.append(storage[:1])
+        else:
+            return None
+    return tuple(views)
 
 
 def _rows_layout(ta: TensorData, tb: TensorData) -> tuple[bool, int] | None:

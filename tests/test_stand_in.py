@@ -1,0 +1,171 @@
+"""The NumPy stand-in for the first launches of FastOps' IEEE-exact elementwise kernels.
+
+``fast_ops.STAND_IN_CALLS``: a serial add / sub / mul / neg / id / lt / eq kernel
+compiles only on its STAND_IN_CALLS-th launch, and the launches before it run the
+matching NumPy ufunc. Both compute one IEEE operation per element in the same
+arithmetic, so the values must agree bit for bit with the kernel's on every layout
+the stand-in takes, for both dtypes and mixed operands, with NaN, infinities,
+signed zeros and subnormals; every other layout must be declined, writing nothing.
+The rest of the suite runs with the stand-in off (conftest.py), testing the kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minitorch import fast_ops, operators
+
+pytestmark = pytest.mark.kernels
+
+FUNCTIONS = sorted(fast_ops._UFUNCS, key=lambda fn: fn.__name__)
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -2.2e-308, 1e308, -1e308, 1.0, 3.0]
+values = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, width=64))
+DTYPES = [np.float64, np.float32]
+
+
+def _engine(fn, dtypes):  # noqa: ANN001, ANN202
+    """``fn``'s engine for operands of these dtypes (float32 arithmetic only when all are)."""
+    kind = "map" if fn in (operators.neg, operators.id) else "zip"
+    engines = fast_ops._elementwise(fn, kind)
+    return engines.f32() if all(d == np.float32 for d in dtypes) else engines.f64
+
+
+def _same_bits(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal bit for bit, except that any NaN matches any NaN (which operand's payload
+    a pair of NaNs keeps is the hardware's choice)."""
+    assert actual.dtype == expected.dtype
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual), nan)
+    width = np.uint64 if actual.dtype == np.float64 else np.uint32
+    assert np.array_equal(actual.view(width)[~nan], expected.view(width)[~nan])
+
+
+@st.composite
+def launches(draw):  # noqa: ANN001, ANN202
+    """A function, operand storages and a layout (empty for the flat kernel, else the
+    2-D kernel's ``n0, n1`` and each storage's row and inner strides)."""
+    fn = draw(st.sampled_from(FUNCTIONS))
+    arity = 1 if fn in (operators.neg, operators.id) else 2
+    n0, n1 = draw(st.integers(1, 5)), draw(st.integers(1, 9))
+    in_dtypes = [draw(st.sampled_from(DTYPES)) for _ in range(arity)]
+    mixed = any(d == np.float64 for d in in_dtypes)
+    # The output has the arithmetic's dtype (or, through ``out=``, the other one).
+    out_dtype = draw(st.sampled_from([np.float64 if mixed else np.float32, *DTYPES]))
+    flat = draw(st.booleans())
+    strides, xs = [], []
+    for dtype in in_dtypes:
+        if flat:
+            pair = (n1, 1)
+        else:
+            pair = draw(st.sampled_from([(n1, 1), (0, 1), (0, 0), (1, 0), (1, n0)]))
+        strides += pair
+        length = n0 * n1 if pair in ((n1, 1), (1, n0)) else (n0 if pair == (1, 0) else n1)
+        data = draw(st.lists(values, min_size=length, max_size=length))
+        with np.errstate(over="ignore"):  # (float32 rounds the large ones to inf)
+            xs.append(np.array(data, dtype=np.float64).astype(dtype))
+    out = np.full(n0 * n1, 7.0, dtype=out_dtype)
+    rows = () if flat else (n0, n1, n1, 1, *strides)
+    return fn, out, xs, rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(launches())
+def test_stand_in_matches_kernel_bit_for_bit(launch) -> None:  # noqa: ANN001
+    fn, out, xs, rows = launch
+    engine = _engine(fn, [x.dtype for x in xs])
+    expected = out.copy()
+    if rows:
+        engine.d2[None, False](expected, *xs, *rows)  # the general 2-D kernel: any strides
+    else:
+        engine.flat_ser(expected, *xs)
+    with np.errstate(all="ignore"):
+        taken = engine.ufunc_launch(out, xs, rows)
+    handled = not rows or all(
+        (s0, s1) in ((rows[1], 1), (0, 1), (0, 0)) or (rows[0] == 1 and s1 == 1)
+        for s0, s1 in zip(rows[4::2], rows[5::2])
+    )
+    assert taken == handled
+    if taken:
+        _same_bits(out, expected)
+    else:
+        assert np.all(out == 7.0)  # declined: nothing written
+
+
+def test_stand_in_declines_an_input_overlapping_the_output() -> None:
+    """``out`` one element past its input: a kernel sees its own writes, a ufunc would
+    not, so the stand-in leaves it to the kernel. In place (the same array) is fine."""
+    engine = _engine(operators.add, [np.float64])
+    base = np.arange(6.0)
+    out, x = base[1:], base[:-1]
+    assert not engine.ufunc_launch(out, [x, np.ones(5)])
+    assert np.array_equal(base, np.arange(6.0))
+    same = np.arange(5.0)
+    assert engine.ufunc_launch(same, [same, np.ones(5)])
+    assert np.array_equal(same, np.arange(5.0) + 1)
+
+
+_TRAINING = textwrap.dedent(
+    """
+    import hashlib, random, sys
+    import numpy as np
+    import minitorch
+    from minitorch import fast_ops, operators
+    fast_ops.STAND_IN_CALLS = int(sys.argv[1])
+    F = minitorch.TensorBackend(minitorch.FastOps)
+    random.seed(1)
+    data = minitorch.datasets["Xor"](40)
+    model = minitorch.Linear(2, 8, backend=F), minitorch.Linear(8, 1, backend=F)
+    params = [p for layer in model for p in layer.parameters()]
+    optim = minitorch.SGD(params, 0.5)
+    X = minitorch.tensor(data.X, backend=F)
+    y = minitorch.tensor(data.y, backend=F)
+
+    def step():
+        optim.zero_grad()
+        out = model[1](model[0](X).relu()).view(40).sigmoid()
+        prob = out * y + (out - 1.0) * (y - 1.0)
+        loss = -prob.log().sum() / 40.0
+        loss.backward()
+        optim.step()
+        return loss
+
+    compiled = minitorch.compile(step)
+    h = hashlib.sha256()
+    add = fast_ops._elementwise(operators.add, "zip").f64
+    compiled_at = None
+    for i in range(60):
+        loss = (compiled if i % 2 else step)()
+        h.update(np.float64(loss.item()).tobytes())
+        if compiled_at is None and add.flat_ser.overloads:
+            compiled_at = i
+    for p in params:
+        h.update(p.value.to_numpy().tobytes())
+    print(h.hexdigest(), compiled_at)
+    """
+)
+
+
+def test_training_is_the_same_with_and_without_the_stand_in() -> None:
+    """Eager and compiled (``minitorch.compile``) steps, alternating: the same losses and
+    parameters whether the first launches stand in or every launch is the kernel's.
+    With a stand-in of 20 launches the flat add kernel compiles after a few steps
+    (the compiled step's replay may compile it first); with 0 at once."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    results = {}
+    for calls in ("0", "20", "100000"):
+        proc = subprocess.run([sys.executable, "-c", _TRAINING, calls], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        results[calls] = proc.stdout.split()
+    digests = {digest for digest, _ in results.values()}
+    assert len(digests) == 1, results
+    assert results["0"][1] == "0"
+    assert results["20"][1] not in ("None", "0")
