@@ -172,12 +172,7 @@ class _Elementwise:
         """Run the launch ``kernel(out, *xs, *rows)`` as the ufunc (``ufunc_launch``),
         reported to a recorder as the kernel's, while the kernel has not yet run
         ``STAND_IN_CALLS`` times. False when the kernel should run instead."""
-        calls = self.stand_ins[kernel]
-        if calls >= STAND_IN_CALLS or kernel.overloads:  # (compiled or loaded already)
-            del self.stand_ins[kernel]
-            return False
-        self.stand_ins[kernel] = calls + 1  # (counted even when declined: bounds the checks)
-        if not self.ufunc_launch(out, xs, rows):
+        if not _stand_in_due(self.stand_ins, kernel) or not self.ufunc_launch(out, xs, rows):
             return False
         if recording.recorder is not None:
             recording.recorder.launch(kernel, (out, *xs, *rows))
@@ -364,6 +359,40 @@ def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
     return _ByDtype(fn, kind, lambda module: _Elementwise(fn, module, kind))
 
 
+def _stand_in_due(pending: dict[Any, int], kernel: Any) -> bool:
+    """Whether a ufunc still stands in for this launch of ``kernel`` (a key of ``pending``,
+    its launches so far): until its STAND_IN_CALLS-th, unless it is compiled (or loaded)
+    already; then it leaves ``pending``. Every launch counts, even one the ufunc then
+    declines, which bounds the cost of trying."""
+    calls = pending[kernel]
+    if calls >= STAND_IN_CALLS or kernel.overloads:
+        del pending[kernel]
+        return False
+    pending[kernel] = calls + 1
+    return True
+
+
+def _reduce_stand_in(ufunc: np.ufunc, lanes: bool, out: Storage, a: Storage, n_outer: int,
+                     n_reduce: int, n_inner: int, sa_outer: int, sa_reduce: int,
+                     sa_inner: int) -> bool:  # fmt: skip
+    """Fold as the serial ``reduce3`` kernel does, with ``ufunc`` (``out`` holds the start
+    values): each output strictly in order along the reduced dim, one row of outputs per
+    ufunc call. False, writing nothing, where the kernel folds in SIMD lanes instead
+    (``lanes``: a contiguous row of at least 8 vectors) or the row is long (over 64)."""
+    w = fast_simd.VECTOR_BYTES // a.itemsize  # (the kernel's ``fast_simd.lanes``)
+    if n_reduce > 64 or (lanes and n_inner == 1 and sa_reduce == 1 and n_reduce >= 8 * w):
+        return False
+    itemsize = a.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        a, (n_outer, n_reduce, n_inner),
+        (sa_outer * itemsize, sa_reduce * itemsize, sa_inner * itemsize), writeable=False,
+    )  # fmt: skip
+    acc = out.reshape(n_outer, n_inner)
+    for r in range(n_reduce):
+        ufunc(acc, view[:, r, :], out=acc)
+    return True
+
+
 def _rows_views(n0: int, n1: int, storages: tuple[Storage, ...],
                 strides: list[int]) -> tuple[Storage, ...] | None:  # fmt: skip
     """NumPy views of ``storages`` as a 2-D kernel over ``(n0, n1)`` reads them at their
@@ -525,7 +554,16 @@ class FastOps(TensorOps):
         # Folding in lanes reorders the fold: only for functions where that is exact
         # in real arithmetic. Both constants are frozen into the kernels and keyed.
         constants = {"LANES": fn in _LANE_SAFE, "VFN": _LANE_SAFE.get(fn, fast_simd.add)}
-        modules = _ByDtype(fn, "reduce", lambda module: module, constants)
+        # Sums and products fold in a ufunc at first, as elementwise add and mul do.
+        ufunc = _UFUNCS.get(fn) if fn in (operators.add, operators.mul) else None
+        stand_ins: dict[Any, int] = {}  # (see _stand_in_due)
+
+        def with_stand_in(module: Any) -> Any:
+            if ufunc is not None:
+                stand_ins[module.reduce3_ser] = 0
+            return module
+
+        modules = _ByDtype(fn, "reduce", with_stand_in, constants)
         start = float(start)
 
         def _reduce(a: Tensor, dim: int) -> Tensor:
@@ -543,7 +581,16 @@ class FastOps(TensorOps):
                 if layout is not None:
                     kernel = module.reduce3_par if par else module.reduce3_ser
                     chunk = _reduce_chunk(layout[0], layout[2]) if par else REDUCE_CHUNK
-                    _launch(kernel, (out._tensor._storage, td._storage, *layout, chunk))
+                    args = (out._tensor._storage, td._storage, *layout, chunk)
+                    stood_in = (
+                        kernel in stand_ins
+                        and _stand_in_due(stand_ins, kernel)
+                        and _reduce_stand_in(ufunc, constants["LANES"], *args[:-1])
+                    )
+                    if not stood_in:
+                        _launch(kernel, args)
+                    elif recording.recorder is not None:
+                        recording.recorder.launch(kernel, args)
                 else:
                     kernel = module.reduce_nd_par if par else module.reduce_nd_ser
                     _launch(kernel, (*out.tuple(), *td.tuple(), dim))

@@ -6,6 +6,8 @@ matching NumPy ufunc. Both compute one IEEE operation per element in the same
 arithmetic, so the values must agree bit for bit with the kernel's on every layout
 the stand-in takes, for both dtypes and mixed operands, with NaN, infinities,
 signed zeros and subnormals; every other layout must be declined, writing nothing.
+Sums and products stand in for the serial ``reduce3`` kernel the same way, folding
+each output in the kernel's order (values chosen so that order shows).
 The rest of the suite runs with the stand-in off (conftest.py), testing the kernels.
 """
 
@@ -28,6 +30,10 @@ pytestmark = pytest.mark.kernels
 FUNCTIONS = sorted(fast_ops._UFUNCS, key=lambda fn: fn.__name__)
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -2.2e-308, 1e308, -1e308, 1.0, 3.0]
 values = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, width=64))
+# For folds: values whose sums depend on their order (1e16 + 0.1 - 1e16 is not 0.1).
+fold_values = st.one_of(
+    st.sampled_from(SPECIAL), st.sampled_from([1e16, -1e16, 0.1, 0.7, 3.3]), st.floats(-1e3, 1e3)
+)
 DTYPES = [np.float64, np.float32]
 
 
@@ -110,6 +116,57 @@ def test_stand_in_declines_an_input_overlapping_the_output() -> None:
     same = np.arange(5.0)
     assert engine.ufunc_launch(same, [same, np.ones(5)])
     assert np.array_equal(same, np.arange(5.0) + 1)
+
+
+REDUCE_FUNCTIONS = [operators.add, operators.mul]
+
+
+@st.composite
+def reductions(draw):  # noqa: ANN001, ANN202
+    """A fold (add or mul), a dtype, start values and a ``reduce3`` layout over a storage:
+    any of the three dims may be broadcast (stride 0), and rows reach both sides of the
+    SIMD cut (8 vectors) and of the stand-in's own (64)."""
+    fn = draw(st.sampled_from(REDUCE_FUNCTIONS))
+    dtype = draw(st.sampled_from(DTYPES))
+    n_outer, n_inner = draw(st.integers(1, 4)), draw(st.sampled_from([1, 1, 2, 5]))
+    n_reduce = draw(st.sampled_from([1, 2, 7, 31, 32, 33, 63, 64, 65, 70]))
+    order = draw(st.permutations(range(3)))  # which dim is innermost in memory, and so on
+    sizes = (n_outer, n_reduce, n_inner)
+    strides, step = [0, 0, 0], 1
+    for d in reversed(order):
+        if draw(st.integers(0, 5)) == 0:
+            continue  # broadcast
+        strides[d] = step
+        step *= sizes[d]
+    data = draw(st.lists(fold_values, min_size=step, max_size=step))
+    with np.errstate(over="ignore"):
+        a = np.array(data, dtype=np.float64).astype(dtype)
+    start = draw(st.sampled_from([0.0, 1.0, -0.0]))
+    out = np.full(n_outer * n_inner, start, dtype=dtype)
+    return fn, out, a, (*sizes, *strides)
+
+
+@settings(max_examples=300, deadline=None)
+@given(reductions())
+def test_reduce_stand_in_matches_kernel_bit_for_bit(reduction) -> None:  # noqa: ANN001
+    fn, out, a, layout = reduction
+    lanes = fn in fast_ops._LANE_SAFE
+    constants = {"LANES": lanes, "VFN": fast_ops._LANE_SAFE.get(fn, fast_ops.fast_simd.add)}
+    engines = fast_ops._ByDtype(fn, "reduce", lambda module: module, constants)
+    module = engines.f32() if a.dtype == np.float32 else engines.f64
+    expected = out.copy()
+    module.reduce3_ser(expected, a, *layout, fast_ops.REDUCE_CHUNK)
+    start = out.copy()
+    with np.errstate(all="ignore"):
+        taken = fast_ops._reduce_stand_in(fast_ops._UFUNCS[fn], lanes, out, a, *layout)
+    n_reduce, n_inner, sa_reduce = layout[1], layout[2], layout[4]
+    w = fast_ops.fast_simd.VECTOR_BYTES // a.itemsize
+    simd = lanes and n_inner == 1 and sa_reduce == 1 and n_reduce >= 8 * w
+    assert taken == (n_reduce <= 64 and not simd)
+    if taken:
+        _same_bits(out, expected)
+    else:
+        assert np.array_equal(out.view(np.uint8), start.view(np.uint8))
 
 
 _TRAINING = textwrap.dedent(
