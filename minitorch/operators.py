@@ -77,11 +77,10 @@ def is_close(x: float, y: float) -> float:
 
 
 def sigmoid(x: float) -> float:
-    """Logistic function, computed so that neither branch overflows."""
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    ex = math.exp(x)
-    return ex / (1.0 + ex)
+    """Logistic function: 1 / (1 + e^-x), or e^x / (1 + e^x) below 0, so that neither
+    overflows; both from one exp, of -|x| (half the code to compile and run)."""
+    ex = math.exp(-abs(x))
+    return (1.0 if x >= 0.0 else ex) / (1.0 + ex)
 
 
 def relu(x: float) -> float:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 
 import numba
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,6 +130,54 @@ def test_sigmoid_properties(a: float) -> None:
 
 def test_sigmoid_at_zero() -> None:
     assert sigmoid(0.0) == 0.5
+
+
+def _two_branch_sigmoid(x: float) -> float:
+    """The textbook overflow-free form, one exp in each branch."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    ex = math.exp(x)
+    return ex / (1.0 + ex)
+
+
+SIGMOID_POINTS = [0.0, -0.0, 1.0, -1.0, 1e-310, -1e-310, 36.7, -36.7, 709.0, -709.0, 745.2,
+                  -745.2, 1e308, -1e308, math.inf, -math.inf, math.nan]  # fmt: skip
+
+
+@given(st.one_of(st.sampled_from(SIGMOID_POINTS), st.floats(allow_nan=True)))
+def test_sigmoid_is_the_two_branch_form_bit_for_bit(x: float) -> None:
+    """``sigmoid`` computes both branches from one exp of -|x|: the same bits as the
+    two-branch form (for x < 0, -|x| is x; NaN, -0.0 and the infinities included)."""
+    actual, expected = sigmoid(x), _two_branch_sigmoid(x)
+    assert math.isnan(actual) == math.isnan(expected)
+    if not math.isnan(expected):
+        assert struct.pack("<d", actual) == struct.pack("<d", expected)
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_kernel_is_the_two_branch_form_bit_for_bit(dtype: type) -> None:
+    """The same in FastOps kernels, whose exp is ``fast_math``'s (float32 arithmetic for
+    float32): both forms compiled into map kernels, over every float32 bit pattern of a
+    grid of exponents and the special points."""
+    from minitorch import fast_ops
+
+    bits = np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32)
+    with np.errstate(over="ignore", invalid="ignore"):  # (1e308 is inf in float32)
+        x = np.concatenate([bits.view(np.float32), np.array(SIGMOID_POINTS, np.float32)])
+        x = x.astype(dtype)
+    results = []
+    for fn in (sigmoid, _two_branch_sigmoid):
+        engines = fast_ops._elementwise(fn, "map")
+        engine = engines.f32() if dtype == np.float32 else engines.f64
+        out = np.empty_like(x)
+        engine.flat_par(out, x)
+        results.append(out)
+    actual, expected = results
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual), nan)
+    width = np.uint64 if dtype == np.float64 else np.uint32
+    assert np.array_equal(actual.view(width)[~nan], expected.view(width)[~nan])
 
 
 @given(small_floats, st.floats(min_value=1e-3, max_value=10))
