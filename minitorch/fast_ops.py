@@ -9,6 +9,7 @@ and cached on disk (``kernel_cache``).
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,20 @@ _UFUNCS: dict[Callable[..., float], np.ufunc] = {
 # the launches before it run the ufunc instead. Compiling takes 0.07-0.15 s a kernel
 # (0.5 s of a cold course-MLP epoch) and saves at most about 1 us a call over the
 # ufunc, so a short run should not wait for it; a long one still gets it early.
-STAND_IN_CALLS = 1000
+# ``$MINITORCH_STAND_IN_CALLS`` sets it (0: every kernel compiles at its first launch).
+STAND_IN_ENV = "MINITORCH_STAND_IN_CALLS"
+
+
+def _stand_in_calls() -> int:
+    chosen = os.environ.get(STAND_IN_ENV, "").strip()
+    if not chosen:
+        return 1000
+    if not chosen.isdigit():
+        raise ValueError(f"{STAND_IN_ENV} must be a whole number of launches, not {chosen!r}.")
+    return int(chosen)
+
+
+STAND_IN_CALLS = _stand_in_calls()
 
 # Below this many elements a thread launch costs more than the loop (the threshold the
 # convolution, pooling and optimiser kernels use too).

@@ -17,6 +17,7 @@ parametrised over ``minitorch.float64`` and ``minitorch.float32``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numba.cuda
@@ -35,8 +36,10 @@ settings.register_profile("minitorch", deadline=None)
 settings.load_profile("minitorch")
 
 # FastOps computes the first launches of a serial add / sub / mul / neg / id / lt / eq
-# kernel with NumPy (``fast_ops.STAND_IN_CALLS``). The suite tests the kernels
-# themselves; test_stand_in.py tests the NumPy stand-in against them.
+# kernel (and of sums and products) with NumPy (``fast_ops.STAND_IN_CALLS``). The suite
+# tests the kernels themselves, in this process and in the ones tests start (which
+# read the variable); test_stand_in.py tests the NumPy stand-in against them.
+os.environ[fast_ops.STAND_IN_ENV] = "0"
 fast_ops.STAND_IN_CALLS = 0
 
 

@@ -226,3 +226,27 @@ def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     assert len(digests) == 1, results
     assert results["0"][1] == "0"
     assert results["20"][1] not in ("None", "0")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("5", "5"), ("0", "0"), ("", "1000"), ("-1", "ValueError"),
+                            ("lots", "ValueError")],  # fmt: skip
+)
+def test_stand_in_calls_come_from_the_environment(value: str, expected: str) -> None:
+    """``$MINITORCH_STAND_IN_CALLS`` sets the count (the suite's processes use 0); anything
+    but a whole number is an error naming the variable, not a silent default."""
+    script = textwrap.dedent(
+        """
+        try:
+            from minitorch import fast_ops
+            print(fast_ops.STAND_IN_CALLS)
+        except ValueError as e:
+            assert "MINITORCH_STAND_IN_CALLS" in str(e), e
+            print("ValueError")
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), MINITORCH_STAND_IN_CALLS=value)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == expected
