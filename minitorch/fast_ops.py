@@ -65,6 +65,24 @@ _UFUNCS: dict[Callable[..., float], np.ufunc] = {
     operators.eq: np.equal,
 }
 
+
+def _ufunc_form(ufunc: np.ufunc) -> Callable[..., Any]:
+    return lambda out, *xs: ufunc(*xs, out=out)
+
+
+# NumPy forms of scalar functions, ``form(out, *xs)`` with the inputs in the kernel's
+# arithmetic: the same IEEE operations in the same order (Python's, left to right),
+# selections by ``where`` (``x if x > 0 else 0`` keeps a NaN's 0 and a -0's 0), so
+# the same bits. Only functions without libm calls (whose NumPy versions differ).
+_NUMPY_FORMS: dict[Callable[..., float], Callable[..., Any]] = {
+    **{fn: _ufunc_form(ufunc) for fn, ufunc in _UFUNCS.items()},
+    operators.relu: lambda out, x: np.copyto(out, np.where(x > 0.0, x, 0.0)),
+    operators.relu_back: lambda out, x, d: np.copyto(out, np.where(x > 0.0, d, 0.0)),
+    operators.sigmoid_back_from_output: lambda out, s, d: np.multiply(d * s, 1.0 - s, out=out),
+    # (d / +0 is d * inf, the scalar's own case for x + EPS == 0)
+    operators.log_back: lambda out, x, d: np.divide(d, x + operators.EPS, out=out),
+}
+
 # A serial kernel of one of those functions compiles on its STAND_IN_CALLS-th launch;
 # the launches before it run the ufunc instead. Compiling takes 0.07-0.15 s a kernel
 # (0.5 s of a cold course-MLP epoch) and saves at most about 1 us a call over the
@@ -152,7 +170,7 @@ def _layout_plan(operands: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) 
 class _Elementwise:
     """The map (one input) or zip (two inputs) kernels of one scalar function."""
 
-    def __init__(self, fn: Callable[..., float], module: Any, kind: str) -> None:
+    def __init__(self, fn: Callable[..., float], module: Any, kind: str, dtype: type) -> None:
         self.fn = fn
         self.arity = 1 if kind == "map" else 2
         self.flat_ser = getattr(module, kind + "_flat_ser")
@@ -172,32 +190,34 @@ class _Elementwise:
         self.swaps = fn in _COMMUTATIVE
         self.nd_ser = getattr(module, kind + "_nd_ser")
         self.nd_par = getattr(module, kind + "_nd_par")
-        self.ufunc = _UFUNCS.get(fn)
-        # Launches so far of each serial kernel the ufunc still stands in for (see
+        self.dtype = dtype
+        self.numpy_form = _NUMPY_FORMS.get(fn)
+        # Launches so far of each serial kernel the NumPy form still stands in for (see
         # STAND_IN_CALLS); a kernel leaves once it runs itself.
         self.stand_ins: dict[Any, int] = {}
-        if self.ufunc is not None:
+        if self.numpy_form is not None:
             self.stand_ins = dict.fromkeys(
                 [self.flat_ser, *(k for (p, par), k in self.d2.items() if p and not par)], 0
             )
 
     def _stood_in(self, kernel: Any, out: Storage, xs: Sequence[Storage],
                   rows: tuple[int, ...] = ()) -> bool:  # fmt: skip
-        """Run the launch ``kernel(out, *xs, *rows)`` as the ufunc (``ufunc_launch``),
-        reported to a recorder as the kernel's, while the kernel has not yet run
-        ``STAND_IN_CALLS`` times. False when the kernel should run instead."""
-        if not _stand_in_due(self.stand_ins, kernel) or not self.ufunc_launch(out, xs, rows):
+        """Run the launch ``kernel(out, *xs, *rows)`` in NumPy (``numpy_launch``), reported
+        to a recorder as the kernel's, while the kernel has not yet run ``STAND_IN_CALLS``
+        times. False when the kernel should run instead."""
+        if not _stand_in_due(self.stand_ins, kernel) or not self.numpy_launch(out, xs, rows):
             return False
         if recording.recorder is not None:
             recording.recorder.launch(kernel, (out, *xs, *rows))
         return True
 
-    def ufunc_launch(self, out: Storage, xs: Sequence[Storage], rows: tuple[int, ...] = ()) -> bool:
-        """Fill ``out`` as the kernel launch ``(out, *xs, *rows)`` would, with the ufunc: the
-        flat kernel's when ``rows`` is empty, else the 2-D kernel's (``n0, n1`` and each
-        storage's row and inner strides). False, writing nothing, for a layout this does
-        not map to NumPy views, or an input overlapping ``out`` elsewhere than in place
-        (a kernel reads each element just before writing it; a ufunc reads all first)."""
+    def numpy_launch(self, out: Storage, xs: Sequence[Storage], rows: tuple[int, ...] = ()) -> bool:
+        """Fill ``out`` as the kernel launch ``(out, *xs, *rows)`` would, with the function's
+        NumPy form: the flat kernel's launch when ``rows`` is empty, else the 2-D kernel's
+        (``n0, n1`` and each storage's row and inner strides). False, writing nothing, for
+        a layout this does not map to NumPy views, or an input overlapping ``out``
+        elsewhere than in place (a kernel reads each element just before writing it;
+        NumPy reads them all first). Like a kernel, it warns of no overflow or 0 / 0."""
         if any(x is not out and np.may_share_memory(out, x) for x in xs):
             return False
         if rows:
@@ -205,9 +225,10 @@ class _Elementwise:
             views = _rows_views(n0, n1, (out, *xs), strides)
             if views is None:
                 return False
-            self.ufunc(*views[1:], out=views[0])
-        else:
-            self.ufunc(*xs, out=out)
+            out, *xs = views
+        dtype = self.dtype
+        with np.errstate(all="ignore"):
+            self.numpy_form(out, *(x if x.dtype == dtype else x.astype(dtype) for x in xs))
         return True
 
     def run(self, otd: TensorData, *tds: TensorData, fresh: bool = False) -> None:
@@ -345,19 +366,19 @@ class _ByDtype:
     module per dtype, rather than one whose scalar picks by argument type, compiles
     each kernel faster (see ``jit_scalar``)."""
 
-    def __init__(self, fn: Callable[..., float], kind: str, wrap: Callable[[Any], Any],
+    def __init__(self, fn: Callable[..., float], kind: str, wrap: Callable[[Any, type], Any],
                  constants: dict[str, Any] | None = None) -> None:  # fmt: skip
         self._make = functools.partial(
             load_kernels, kind, _SOURCES[kind], fn, constants=constants
         )
         self._wrap = wrap
-        self.f64 = wrap(self._make(dtype=np.float64))
+        self.f64 = wrap(self._make(dtype=np.float64), np.float64)
         self._f32: Any = None
 
     def f32(self) -> Any:
         """The kernels for all-float32 operands."""
         if self._f32 is None:
-            self._f32 = self._wrap(self._make(dtype=np.float32))
+            self._f32 = self._wrap(self._make(dtype=np.float32), np.float32)
         return self._f32
 
     def for_storages(self, *storages: Storage) -> Any:
@@ -370,7 +391,7 @@ class _ByDtype:
 
 def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
     """``fn``'s map or zip engines, by dtype."""
-    return _ByDtype(fn, kind, lambda module: _Elementwise(fn, module, kind))
+    return _ByDtype(fn, kind, lambda module, dtype: _Elementwise(fn, module, kind, dtype))
 
 
 def _stand_in_due(pending: dict[Any, int], kernel: Any) -> bool:
@@ -402,8 +423,9 @@ def _reduce_stand_in(ufunc: np.ufunc, lanes: bool, out: Storage, a: Storage, n_o
         (sa_outer * itemsize, sa_reduce * itemsize, sa_inner * itemsize), writeable=False,
     )  # fmt: skip
     acc = out.reshape(n_outer, n_inner)
-    for r in range(n_reduce):
-        ufunc(acc, view[:, r, :], out=acc)
+    with np.errstate(all="ignore"):  # (as the kernel: no overflow warnings)
+        for r in range(n_reduce):
+            ufunc(acc, view[:, r, :], out=acc)
     return True
 
 
@@ -572,7 +594,7 @@ class FastOps(TensorOps):
         ufunc = _UFUNCS.get(fn) if fn in (operators.add, operators.mul) else None
         stand_ins: dict[Any, int] = {}  # (see _stand_in_due)
 
-        def with_stand_in(module: Any) -> Any:
+        def with_stand_in(module: Any, dtype: type) -> Any:
             if ufunc is not None:
                 stand_ins[module.reduce3_ser] = 0
             return module
