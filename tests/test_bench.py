@@ -143,3 +143,19 @@ def test_ratio_over_runs_pairs_each_runs_epochs() -> None:
     # Epoch counts that do not split into the runs: the ratio of the medians.
     uneven = bench.TrainingRow("digits", ours[:5], [0.5], theirs[:5], None, 1.0, runs=3)
     assert uneven.eager_ratio == pytest.approx(1.0)
+
+
+def test_start_rows_run_the_default_stand_ins_and_the_rest_the_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Timings of a long run's state time the kernels (no stand-ins, in this process and
+    the digits runs it starts); a timed start gets what a user gets: the default."""
+    from minitorch import fast_ops
+
+    monkeypatch.setattr(fast_ops, "STAND_IN_CALLS", 1000)
+    monkeypatch.setenv(fast_ops.STAND_IN_ENV, "1000")
+    bench._steady_state()
+    assert fast_ops.STAND_IN_CALLS == 0
+    env = bench._start_env("/some/cache")
+    assert fast_ops.STAND_IN_ENV not in env
+    assert env["MINITORCH_CACHE_DIR"] == env["NUMBA_CACHE_DIR"] == "/some/cache"
