@@ -658,8 +658,15 @@ def _key(a: Any) -> int:
 
 
 def _entry_point(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
+    """The compiled entry of a kernel for ``args``, compiled (or loaded from disk) now if
+    the eager call did not run it (NumPy stood in for its first launches: see
+    ``fast_ops.STAND_IN_CALLS``), so that the compile cost stays with the first call."""
     if isinstance(fn, Dispatcher):
-        overload = fn.overloads.get(tuple(fn.typeof_pyval(a) for a in args))
+        signature = tuple(fn.typeof_pyval(a) for a in args)
+        overload = fn.overloads.get(signature)
+        if overload is None:
+            fn.compile(signature)
+            overload = fn.overloads.get(signature)
         if overload is not None and overload.entry_point is not None:
             return overload.entry_point
     return fn
