@@ -220,6 +220,7 @@ _TRAINING = textwrap.dedent(
 )
 
 
+@pytest.mark.not_boundschecked  # (subprocesses rerunning kernels covered elsewhere)
 def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     """Eager and compiled (``minitorch.compile``) steps, alternating: the same losses and
     parameters whether the first launches stand in or every launch is the kernel's.
@@ -238,6 +239,7 @@ def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     assert results["20"][1] not in ("None", "0")
 
 
+@pytest.mark.not_boundschecked
 @pytest.mark.parametrize(
     ("value", "expected"), [("5", "5"), ("0", "0"), ("", "1000"), ("-1", "ValueError"),
                             ("lots", "ValueError")],  # fmt: skip
@@ -300,6 +302,7 @@ _FIRST_CALL = textwrap.dedent(
 )
 
 
+@pytest.mark.not_boundschecked  # (subprocesses rerunning kernels covered elsewhere)
 def test_a_compiled_step_compiles_its_replay_in_the_first_call() -> None:
     """NumPy stands in for kernels while the first call records the step, but the replay
     runs kernels: they compile (or load) at the end of the first call, with the rest of
