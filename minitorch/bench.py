@@ -560,8 +560,9 @@ def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | Non
     return lines
 
 
-_FIRST_CALL = """
-import time
+# The course step on FastOps through ``minitorch.compile`` (``compiled``, and its inputs
+# ``x`` and ``y``), as the start of a script for a fresh process (the tests run it too).
+COMPILED_COURSE_STEP = """
 import numpy as np
 import minitorch
 from minitorch.train import make_network
@@ -580,6 +581,10 @@ def step(x, y):
 compiled = minitorch.compile(step)
 x = minitorch.tensor_from_numpy(np.random.default_rng(0).uniform(-1, 1, (10, 2)), backend=be)
 y = minitorch.tensor_from_numpy(np.arange(10) % 2 * 1.0, backend=be)
+"""
+
+_FIRST_CALL = COMPILED_COURSE_STEP + """
+import time
 times = []
 for _ in range(2):
     start = time.perf_counter()

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minitorch import fast_ops, operators
+from minitorch import bench, fast_ops, operators
 
 pytestmark = pytest.mark.kernels
 
@@ -264,35 +264,18 @@ def test_stand_in_calls_come_from_the_environment(value: str, expected: str) -> 
     assert proc.stdout.split()[-1] == expected
 
 
-_FIRST_CALL = textwrap.dedent(
+# The bench's compiled course step, recorded under stand-ins (the environment sets their
+# count), counting the launches NumPy took and the replay entries left to compile.
+_FIRST_CALL = bench.COMPILED_COURSE_STEP + textwrap.dedent(
     """
-    import numpy as np
-    import minitorch
     from numba.core.dispatcher import Dispatcher
     from minitorch import fast_ops
-    fast_ops.STAND_IN_CALLS = 1000
     launches = []
     numpy_launch = fast_ops._Elementwise.numpy_launch
     def counted(self, *args):
         launches.append(self.fn.__name__)
         return numpy_launch(self, *args)
     fast_ops._Elementwise.numpy_launch = counted
-    F = minitorch.TensorBackend(minitorch.FastOps)
-    from minitorch.train import make_network
-    model = make_network(20, F)
-    optim = minitorch.SGD(model.parameters(), 0.5)
-
-    def step(x, y):
-        optim.zero_grad()
-        out = model(x).view(y.shape[0])
-        loss = -(out * y + (out - 1.0) * (y - 1.0)).log()
-        (loss / y.shape[0]).sum().view(1).backward()
-        optim.step()
-        return loss
-
-    compiled = minitorch.compile(step)
-    x = minitorch.tensor_from_numpy(np.random.default_rng(0).uniform(-1, 1, (10, 2)), backend=F)
-    y = minitorch.tensor_from_numpy(np.arange(10) % 2 * 1.0, backend=F)
     compiled(x, y)
     assert compiled.last_call == "recorded"
     (record,) = compiled._records.values()
@@ -307,7 +290,7 @@ def test_a_compiled_step_compiles_its_replay_in_the_first_call() -> None:
     """NumPy stands in for kernels while the first call records the step, but the replay
     runs kernels: they compile (or load) at the end of the first call, with the rest of
     its compile cost, not in the second (the bench's first-call figures)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), MINITORCH_STAND_IN_CALLS="1000")
     proc = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
