@@ -244,6 +244,16 @@ def assert_exact(actual: Tensor, expected: Any, dtype: np.dtype | None = None) -
     np.testing.assert_array_equal(actual.to_numpy(), expected)
 
 
+def assert_same_bits(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal bit for bit (so -0.0 is not 0.0), except that any NaN matches any NaN (which
+    operand's payload a pair of NaNs keeps is the hardware's choice)."""
+    assert actual.dtype == expected.dtype
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual), nan)
+    width = np.uint64 if actual.dtype == np.float64 else np.uint32
+    assert np.array_equal(actual.view(width)[~nan], expected.view(width)[~nan])
+
+
 # Where a MathTest function is kinked, discontinuous or singular, as predicates on its
 # inputs: a central difference is meaningless there, so gradient tests skip them.
 NEAR_KINK: dict[str, Callable[..., bool]] = {

@@ -5,9 +5,9 @@
 sigmoid_back_from_output written in NumPy) compiles only on its STAND_IN_CALLS-th
 launch, and the launches before it run the form. Both compute the same IEEE
 operations in the same arithmetic, so the values must agree bit for bit with the
-kernel's on every layout
-the stand-in takes, for both dtypes and mixed operands, with NaN, infinities,
-signed zeros and subnormals; every other layout must be declined, writing nothing.
+kernel's on every layout the stand-in takes, for both dtypes and mixed operands,
+with NaN, infinities, signed zeros and subnormals; every other layout must be
+declined, writing nothing.
 Sums and products stand in for the serial ``reduce3`` kernel the same way, folding
 each output in the kernel's order (values chosen so that order shows).
 The rest of the suite runs with the stand-in off (conftest.py), testing the kernels.
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import assert_same_bits
 
 from minitorch import bench, fast_ops, operators
 
@@ -50,16 +51,6 @@ def _engine(fn, dtypes):  # noqa: ANN001, ANN202
     kind = "map" if _arity(fn) == 1 else "zip"
     engines = fast_ops._elementwise(fn, kind)
     return engines.f32() if all(d == np.float32 for d in dtypes) else engines.f64
-
-
-def _same_bits(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Equal bit for bit, except that any NaN matches any NaN (which operand's payload
-    a pair of NaNs keeps is the hardware's choice)."""
-    assert actual.dtype == expected.dtype
-    nan = np.isnan(expected)
-    assert np.array_equal(np.isnan(actual), nan)
-    width = np.uint64 if actual.dtype == np.float64 else np.uint32
-    assert np.array_equal(actual.view(width)[~nan], expected.view(width)[~nan])
 
 
 @st.composite
@@ -109,7 +100,7 @@ def test_stand_in_matches_kernel_bit_for_bit(launch) -> None:  # noqa: ANN001
     )
     assert taken == handled
     if taken:
-        _same_bits(out, expected)
+        assert_same_bits(out, expected)
     else:
         assert np.all(out == 7.0)  # declined: nothing written
 
@@ -174,7 +165,7 @@ def test_reduce_stand_in_matches_kernel_bit_for_bit(reduction) -> None:  # noqa:
     simd = lanes and n_inner == 1 and sa_reduce == 1 and n_reduce >= 8 * w
     assert taken == (n_reduce <= 64 and not simd)
     if taken:
-        _same_bits(out, expected)
+        assert_same_bits(out, expected)
     else:
         assert np.array_equal(out.view(np.uint8), start.view(np.uint8))
 
