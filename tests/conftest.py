@@ -35,8 +35,9 @@ CUDA_AVAILABLE = numba.cuda.is_available()
 settings.register_profile("minitorch", deadline=None)
 settings.load_profile("minitorch")
 
-# FastOps computes the first launches of a serial add / sub / mul / neg / id / lt / eq
-# kernel (and of sums and products) with NumPy (``fast_ops.STAND_IN_CALLS``). The suite
+# FastOps computes the first launches of the serial kernels of functions with a NumPy
+# form (add, mul, relu, ..., and of sums and products) with NumPy
+# (``fast_ops.STAND_IN_CALLS``). The suite
 # tests the kernels themselves, in this process and in the ones tests start (which
 # read the variable); test_stand_in.py tests the NumPy stand-in against them.
 os.environ[fast_ops.STAND_IN_ENV] = "0"
