@@ -288,9 +288,10 @@ class _Elementwise:
         else one row (a bias). ``run``'s answer for these, without its layout work."""
         size = len(out)
         repeated = (0, 0) if cols == size else (0, 1)
-        pairs = [repeated, None] if first else [None, repeated]
+        strides = (*repeated, cols, 1) if first else (cols, 1, *repeated)
         try:
-            self._launch_rows(size >= PARALLEL_THRESHOLD, out, [x0, x1], cols, pairs)
+            self._launch_2d(size >= PARALLEL_THRESHOLD,
+                            (out, x0, x1, size // cols, cols, cols, 1, *strides))  # fmt: skip
         except NumbaError as e:
             raise _compile_error(self.fn, e) from None
 
@@ -352,7 +353,9 @@ class _Elementwise:
             kernel, args[0], args[1 : arity + 1], args[arity + 1 :]
         ):
             return
-        _launch(kernel, args)
+        kernel(*args)  # (``_launch``, written out: most ops with a number or a bias come here)
+        if recording.recorder is not None:
+            recording.recorder.launch(kernel, args)
 
 
 _F32 = np.dtype(np.float32)
@@ -566,13 +569,27 @@ class FastOps(TensorOps):
                                          out.shape)  # fmt: skip
                 engines.for_storages(ta._storage, tb._storage).run(out._tensor, ta, tb)
                 return out
-            dtype = result_dtype(a, b)  # float32 only when both are
+            xa, xb = ta._storage, tb._storage
+            dtype = xa.dtype
+            if dtype is not xb.dtype:
+                dtype = result_dtype(a, b)  # float32 only when both are
             engine = engines.f64 if dtype is not _F32 else engines.f32()
             if sa == sb and ta.strides == tb.strides == strides_from_shape(sa):
-                # The commonest call of all (same-shape contiguous operands): no layout work.
-                out = np.empty(ta.size, dtype)
-                engine.run_flat(out, ta._storage, tb._storage)
-                return a._make_like(out, sa, ta.size, ta.strides)
+                # The commonest call of all (same-shape contiguous operands): no layout
+                # work, and ``run_flat`` written out, as this runs for most ops.
+                size = ta.size
+                out = np.empty(size, dtype)
+                kernel = engine.flat_par if size >= PARALLEL_THRESHOLD else engine.flat_ser
+                if size and (
+                    kernel not in engine.stand_ins or not engine._stood_in(kernel, out, (xa, xb))
+                ):
+                    try:
+                        kernel(out, xa, xb)
+                    except NumbaError as e:
+                        raise _compile_error(engine.fn, e) from None
+                    if recording.recorder is not None:
+                        recording.recorder.launch(kernel, (out, xa, xb))
+                return a._make_like(out, sa, size, ta.strides)
             rows = _rows_layout(ta, tb)
             if rows is not None:
                 # Next commonest: ``x * 0.5`` and a bias, with no layout work.

@@ -197,7 +197,7 @@ class Tensor:
                 return ToBackend.apply(b, self.backend)
             return b
         if isinstance(b, (int, float, np.integer, np.floating)):
-            c = self._make_like(self.backend.full(1, b, self._tensor._storage.dtype), (1,), 1)
+            c = self._make_like(self.backend.full(1, b, self._tensor._storage.dtype), (1,), 1, (1,))
             if recording.recorder is not None:
                 recording.recorder.constant(c._tensor._storage)
             return c
@@ -206,8 +206,10 @@ class Tensor:
     def _operands(self, b: Any) -> tuple[Tensor, Tensor]:
         """``self`` and ``b`` as tensors of one backend and one dtype: the float32 one is
         cast to float64 (differentiably) when they differ, as PyTorch promotes."""
-        b = self._ensure_tensor(b)
         da = self._tensor._storage.dtype
+        if b.__class__ is Tensor and b.backend is self.backend and b._tensor._storage.dtype is da:
+            return self, b  # the commonest case, checked first
+        b = self._ensure_tensor(b)
         db = b._tensor._storage.dtype
         if da is db or da == db:
             return self, b

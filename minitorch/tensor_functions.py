@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 
-@dataclass
+@dataclass(slots=True)
 class History:
     """How a tensor was made: the function, its context and its inputs."""
 
@@ -112,12 +112,17 @@ class Function:
         if not autodiff._grad_enabled:  # inside no_grad()
             c = cls.forward(Context(True), *raw)  # type: ignore[attr-defined]
             return _fresh_result(c, vals) if detach else c
-        ctx = Context(False)
+        # ``Context(False)`` without the dataclass ``__init__`` (every field keeps the
+        # class's default): each op makes one.
+        ctx = _new_context(Context)
         c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if detach:
             c = _fresh_result(c, vals)
         c.history = History(cls, ctx, vals)
         return c
+
+
+_new_context = object.__new__
 
 
 def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:
@@ -281,7 +286,11 @@ class Exp(Function):
 
 def _reduce_all(a: Tensor, reduce: Any) -> Tensor:
     """Reduce every element into shape (1,)."""
-    flat = a if a.dims == 1 else a.contiguous()._flat()
+    if a.dims == 1:
+        flat = a
+    else:
+        # A row-major tensor is read in place: the same values in the same order.
+        flat = (a if a._tensor.is_row_major() else a.contiguous())._flat()
     return reduce(flat, 0)
 
 
