@@ -112,17 +112,20 @@ class Function:
         if not autodiff._grad_enabled:  # inside no_grad()
             c = cls.forward(Context(True), *raw)  # type: ignore[attr-defined]
             return _fresh_result(c, vals) if detach else c
-        # ``Context(False)`` without the dataclass ``__init__`` (every field keeps the
-        # class's default): each op makes one.
-        ctx = _new_context(Context)
+        # Each op makes a Context and a History: both without their dataclass ``__init__``
+        # (the context's fields keep the class's defaults, as ``Context(False)`` sets them).
+        ctx = _bare(Context)
         c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if detach:
             c = _fresh_result(c, vals)
-        c.history = History(cls, ctx, vals)
+        c.history = history = _bare(History)  # History(cls, ctx, vals)
+        history.last_fn = cls
+        history.ctx = ctx
+        history.inputs = vals
         return c
 
 
-_new_context = object.__new__
+_bare = object.__new__  # an instance, without running its class's __init__
 
 
 def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:

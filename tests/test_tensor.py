@@ -130,6 +130,20 @@ def test_tensor_and_rand_track_gradients() -> None:
     assert_close(x.grad, [2.0, 4.0, 6.0])
 
 
+def test_op_history_and_context_are_complete(backend: TensorBackend) -> None:
+    # Function.apply makes both without their __init__: every field must still be set,
+    # to what the constructors would give (a new field would fail here).
+    a = minitorch.tensor([1.0, 2.0], backend=backend)
+    b = minitorch.tensor([3.0, 4.0], backend=backend)
+    c = a + b
+    h = c.history
+    assert h == History(minitorch.tensor_functions.Add, minitorch.Context(False), (a, b))
+    assert (h.last_fn, h.inputs[0], h.inputs[1]) == (minitorch.tensor_functions.Add, a, b)
+    d = a * b
+    assert d.history.ctx == minitorch.Context(False, (a, b))
+    assert d.history.ctx.needs_input_grad == ()
+
+
 def test_properties() -> None:
     td = TensorData(np.arange(24.0), (2, 3, 4))
     t = Tensor(td)
