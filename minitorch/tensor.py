@@ -35,6 +35,7 @@ from .tensor_functions import (
     Copy,
     Exp,
     Extremum,
+    Function,
     GetItem,
     History,
     Inv,
@@ -64,6 +65,27 @@ from .tensor_functions import (
 from .tensor_ops import SimpleBackend, TensorBackend, check_backend, check_reduce_dim
 
 _ids = itertools.count()
+
+
+def _binary(function: type[Function], name: str, reflected: bool = False) -> Any:
+    """The operator ``Tensor.<name>``: ``function`` of the two operands (the right one
+    first when ``reflected``), made alike by ``Tensor._operands``. Two tensors of one
+    backend and one dtype, the commonest case by far, are checked here and skip it."""
+
+    def operator(self: Tensor, b: Any) -> Tensor:
+        if (
+            b.__class__ is Tensor
+            and b.f is self.f
+            and b._tensor._storage.dtype is self._tensor._storage.dtype
+        ):
+            x, y = self, b
+        else:
+            x, y = self._operands(b)
+        return function.apply(y, x) if reflected else function.apply(x, y)
+
+    operator.__name__ = name
+    operator.__qualname__ = f"Tensor.{name}"
+    return operator
 
 
 class Tensor:
@@ -223,10 +245,8 @@ class Tensor:
     def _operands(self, b: Any) -> tuple[Tensor, Tensor]:
         """``self`` and ``b`` as tensors of one backend and one dtype: the float32 one is
         cast to float64 (differentiably) when they differ, as PyTorch promotes."""
-        da = self._tensor._storage.dtype
-        if b.__class__ is Tensor and b.backend is self.backend and b._tensor._storage.dtype is da:
-            return self, b  # the commonest case, checked first
         b = self._ensure_tensor(b)
+        da = self._tensor._storage.dtype
         db = b._tensor._storage.dtype
         if da is db or da == db:
             return self, b
@@ -530,28 +550,14 @@ class Tensor:
     # Operators --------------------------------------------------------------
 
     # Binary operators take ``_operands``: one backend, one dtype (float32 with
-    # float64 gives float64), a number in the tensor's dtype.
+    # float64 gives float64), a number in the tensor's dtype (see ``_binary``).
 
-    def __add__(self, b: Any) -> Tensor:
-        return Add.apply(*self._operands(b))
-
-    def __radd__(self, b: Any) -> Tensor:
-        x, y = self._operands(b)
-        return Add.apply(y, x)
-
-    def __sub__(self, b: Any) -> Tensor:
-        return Sub.apply(*self._operands(b))
-
-    def __rsub__(self, b: Any) -> Tensor:
-        x, y = self._operands(b)
-        return Sub.apply(y, x)
-
-    def __mul__(self, b: Any) -> Tensor:
-        return Mul.apply(*self._operands(b))
-
-    def __rmul__(self, b: Any) -> Tensor:
-        x, y = self._operands(b)
-        return Mul.apply(y, x)
+    __add__ = _binary(Add, "__add__")
+    __radd__ = _binary(Add, "__radd__", reflected=True)
+    __sub__ = _binary(Sub, "__sub__")
+    __rsub__ = _binary(Sub, "__rsub__", reflected=True)
+    __mul__ = _binary(Mul, "__mul__")
+    __rmul__ = _binary(Mul, "__rmul__", reflected=True)
 
     def __truediv__(self, b: Any) -> Tensor:
         if isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, bool):
@@ -572,21 +578,14 @@ class Tensor:
         x, y = self._operands(b)
         return Mul.apply(y, Inv.apply(x))
 
-    def __matmul__(self, b: Tensor) -> Tensor:
-        return MatMul.apply(*self._operands(b))
+    __matmul__ = _binary(MatMul, "__matmul__")
 
     def __neg__(self) -> Tensor:
         return Neg.apply(self)
 
-    def __lt__(self, b: Any) -> Tensor:
-        return LT.apply(*self._operands(b))
-
-    def __gt__(self, b: Any) -> Tensor:
-        x, y = self._operands(b)
-        return LT.apply(y, x)
-
-    def __eq__(self, b: Any) -> Tensor:  # type: ignore[override]
-        return EQ.apply(*self._operands(b))
+    __lt__ = _binary(LT, "__lt__")
+    __gt__ = _binary(LT, "__gt__", reflected=True)
+    __eq__ = _binary(EQ, "__eq__")  # type: ignore[assignment]
 
     __hash__ = object.__hash__
 
