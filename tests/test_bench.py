@@ -159,3 +159,25 @@ def test_start_rows_run_the_default_stand_ins_and_the_rest_the_kernels(
     env = bench._start_env("/some/cache")
     assert fast_ops.STAND_IN_ENV not in env
     assert env["MINITORCH_CACHE_DIR"] == env["NUMBA_CACHE_DIR"] == "/some/cache"
+
+
+def test_count_instructions_tool_runs_each_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tools/count_instructions.py``, the command behind the per-op instruction counts."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "count_instructions.py"
+    spec = importlib.util.spec_from_file_location("count_instructions", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    add = tool.op("add")()
+    assert add.shape == (10, 100) and add.history is not None
+    assert tool.op("mul_number")().shape == (10, 100)
+    assert tool.op("sum")().shape == (1,)
+    step = tool.op("course_step")
+    step()  # a training step returns nothing, and trains
+    monkeypatch.setattr("sys.argv", ["count_instructions.py", "sum", "3"])
+    tool.main()
+    with pytest.raises(SystemExit, match="unknown op"):
+        tool.op("nope")
