@@ -461,17 +461,21 @@ def _rows_layout(ta: TensorData, tb: TensorData) -> tuple[bool, int] | None:
     """``(first, cols)`` when one operand is contiguous and has the output's shape and the
     other (the first operand when ``first``) is one value or a contiguous row of ``cols``
     (its shape ends the first one's, with fewer dims); else None."""
-    for big, small, first in ((ta, tb, False), (tb, ta, True)):
-        if not 0 < small.size < big.size:
-            continue
-        sg, ss = big.shape, small.shape
-        if big.strides != strides_from_shape(sg):
-            return None
-        if small.size == 1:
-            return (first, big.size) if len(ss) <= len(sg) else None
-        trailing = len(ss) < len(sg) and _is_trailing_block(small, sg)
-        return (first, small.size) if trailing else None
-    return None
+    if tb.size < ta.size:
+        big, small, first = ta, tb, False
+    elif ta.size < tb.size:
+        big, small, first = tb, ta, True
+    else:
+        return None
+    if small.size == 0:
+        return None
+    sg, ss = big.shape, small.shape
+    if big.strides != strides_from_shape(sg):
+        return None
+    if small.size == 1:
+        return (first, big.size) if len(ss) <= len(sg) else None
+    trailing = len(ss) < len(sg) and _is_trailing_block(small, sg)
+    return (first, small.size) if trailing else None
 
 
 def _spread(out: Storage, x: Storage) -> None:
