@@ -72,10 +72,13 @@ class TensorOps:
     @staticmethod
     def full(size: int, value: float, dtype: np.dtype) -> Storage:
         """A new storage of ``size`` copies of ``value`` (rounded to ``dtype``)."""
-        if size == 1:
-            return np.array((value,), dtype)  # the number in ``x * 0.5``: the fast way
         storage = np.empty(size, dtype)  # ``np.full`` is this, behind a Python layer
-        storage.fill(value)
+        if size == 1:
+            # The number in ``x * 0.5``: 180 ns, against 300 for ``np.array((value,), dtype)``
+            # (the same value, warnings and errors, for any number).
+            storage[0] = value
+        else:
+            storage.fill(value)
         return storage
 
     @staticmethod

@@ -14,6 +14,7 @@ import math
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -515,3 +516,34 @@ def test_storage_is_the_backends_business(name: str) -> None:
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not {"cuda_ops", "fast_ops", "numba.cuda"} & {n.module for n in imports}
     assert not any(alias.name == "cuda" for n in imports for alias in n.names)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "value",
+    [2.0, -0.0, math.nan, math.inf, 1e300, 1e-320, 10**30, 10**400, 16777217, True,
+     np.float64(2.5), np.int64(7), np.float32(0.1)],  # fmt: skip
+    ids=repr,
+)
+def test_full_of_one_value_is_the_number_in_the_dtype(dtype: type, value: object) -> None:
+    """``TensorOps.full(1, ...)`` (the tensor of ``x * 0.5``) gives what NumPy's conversion
+    of the number gives: the same bits and warnings (1e300 overflows float32), or the same
+    error (10**400 does not fit a float)."""
+    import warnings
+
+    from minitorch.tensor_ops import TensorOps
+
+    def outcome(make: Any) -> tuple[Any, ...]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                array = make()
+            except OverflowError:
+                return ("OverflowError",)
+        return array.dtype, array.tobytes(), [w.category for w in caught]
+
+    dt = np.dtype(dtype)
+    expected = outcome(lambda: np.array((value,), dt))
+    assert outcome(lambda: TensorOps.full(1, value, dt)) == expected
+    if expected[0] != "OverflowError":
+        assert outcome(lambda: TensorOps.full(3, value, dt))[1] == expected[1] * 3
