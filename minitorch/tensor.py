@@ -57,6 +57,7 @@ from .tensor_functions import (
     ToBackend,
     ToDtype,
     View,
+    _alloc,
     arg_extremum,
     key_view,
     max_reduce,
@@ -826,9 +827,6 @@ class Tensor:
 
     def _view_raw(self, shape: tuple[int, ...]) -> Tensor:
         return self._new(self._tensor.strided_view(shape, strides_from_shape(shape)))
-
-
-_alloc = object.__new__
 
 
 def _wrap(td: TensorData, backend: TensorBackend) -> Tensor:

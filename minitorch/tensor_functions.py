@@ -114,18 +114,18 @@ class Function:
             return _fresh_result(c, vals) if detach else c
         # Each op makes a Context and a History: both without their dataclass ``__init__``
         # (the context's fields keep the class's defaults, as ``Context(False)`` sets them).
-        ctx = _bare(Context)
+        ctx = _alloc(Context)
         c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if detach:
             c = _fresh_result(c, vals)
-        c.history = history = _bare(History)  # History(cls, ctx, vals)
+        c.history = history = _alloc(History)  # History(cls, ctx, vals)
         history.last_fn = cls
         history.ctx = ctx
         history.inputs = vals
         return c
 
 
-_bare = object.__new__  # an instance, without running its class's __init__
+_alloc = object.__new__  # an instance, without running its class's __init__ (tensor.py uses it too)
 
 
 def _fresh_result(c: Tensor, vals: tuple[Any, ...]) -> Tensor:

@@ -144,6 +144,25 @@ def test_op_history_and_context_are_complete(backend: TensorBackend) -> None:
     assert d.history.ctx.needs_input_grad == ()
 
 
+def test_make_like_builds_what_trusted_data_and_wrap_build(backend: TensorBackend) -> None:
+    # Tensor._make_like (every op's result) writes out TensorData._trusted and
+    # tensor._wrap: a slot added to either class and not set there would fail here.
+    from minitorch.tensor import _wrap
+
+    a = minitorch.tensor([1.0, 2.0], backend=backend)
+    storage = a._tensor._storage
+    made = a._make_like(storage, (2, 1), 2)
+    twin = _wrap(TensorData._trusted(storage, (2, 1), (1, 1), 2), a.backend)
+    assert made._tensor._storage is twin._tensor._storage
+    for slot in TensorData.__slots__:
+        if slot != "_storage":
+            assert getattr(made._tensor, slot) == getattr(twin._tensor, slot), slot
+    for slot in Tensor.__slots__:
+        if slot not in ("_tensor", "unique_id"):
+            assert getattr(made, slot) is getattr(twin, slot), slot
+    assert twin.unique_id > made.unique_id
+
+
 def test_properties() -> None:
     td = TensorData(np.arange(24.0), (2, 3, 4))
     t = Tensor(td)
