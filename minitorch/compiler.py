@@ -843,9 +843,12 @@ def _fused_kernel(
     source = "\n".join([
         "import numpy as np",
         "",
+        "from minitorch import fast_simd",
+        "",
         "",
         '@njit(cache=True, error_model="numpy")',
         f"def fused_ser({', '.join(params)}):",
+        "    fast_simd.wide_loops()",
         *body,
         "",
     ])  # fmt: skip

@@ -80,6 +80,7 @@ def _two_d(kind: str, arity: int, pattern: str | None, parallel: bool) -> list[s
         lines += [
             "    chunks = (n1 + CHUNK - 1) // CHUNK",
             "    for t in prange(n0 * chunks):",
+            "        fast_simd.wide_loops()",
             "        r = t // chunks",
             "        j0 = (t - r * chunks) * CHUNK",
             "        m = min(CHUNK, n1 - j0)",
@@ -88,7 +89,7 @@ def _two_d(kind: str, arity: int, pattern: str | None, parallel: bool) -> list[s
         lines += [f"        p{i} = r * s{i}0 + j0 * s{i}1" for i in range(arity)]
         length = "m"
     else:
-        lines += ["    for r in range(n0):", "        po = r * so0"]
+        lines += ["    fast_simd.wide_loops()", "    for r in range(n0):", "        po = r * so0"]
         lines += [f"        p{i} = r * s{i}0" for i in range(arity)]
         length = "n1"
     if pattern is None:
@@ -139,6 +140,7 @@ def elementwise_template(kind: str, arity: int, parallel: bool) -> str:
             "    n = len(out)",
             "    chunks = (n + CHUNK - 1) // CHUNK",
             "    for t in prange(chunks):",
+            "        fast_simd.wide_loops()",
             "        j0 = t * CHUNK",
             "        m = min(CHUNK, n - j0)",
             "        o_ = out[j0:j0 + m]",
@@ -148,6 +150,7 @@ def elementwise_template(kind: str, arity: int, parallel: bool) -> str:
         ]
     else:
         flat = [
+            "    fast_simd.wide_loops()",
             "    for j in range(len(out)):",
             f"        out[j] = fn({', '.join(f'{x}[j]' for x in xs)})",
         ]
@@ -186,6 +189,7 @@ def elementwise_template(kind: str, arity: int, parallel: bool) -> str:
         "    inner = out_shape[nd - 1]",
         "    so1 = out_strides[nd - 1]",
         "    for row in {loop}(size // inner):",
+        "        fast_simd.wide_loops()",
         "        rem = row + 0  # a copy: numba forbids reassigning the prange index",
         "        po = 0",
     ]
@@ -290,6 +294,7 @@ _COLUMNS_PARALLEL = '''
         # each output still folds the reduced dim in order, whatever the chunks.
         chunks = (n_inner + chunk - 1) // chunk
         for t in {loop}(n_outer * chunks):
+            fast_simd.wide_loops()
             o = t // chunks
             i0 = (t - o * chunks) * chunk
             m = min(chunk, n_inner - i0)
@@ -323,6 +328,7 @@ _COLUMNS_SERIAL = '''
         # Each outer row streams the rows of the reduced dim, in order, into its row
         # of accumulators held in ``out`` (a unit-stride loop LLVM vectorises): the
         # parallel variant's fold, without its chunks and unrolling.
+        fast_simd.wide_loops()
         for o in range(n_outer):
             po = o * n_inner
             pa = o * sa_outer

@@ -1162,6 +1162,7 @@ def _matmul_rows(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # no
     """C = A @ B for small or thin products: each row of C accumulates k scaled
     rows of B (a unit-stride inner loop when B is row-major)."""
     for t in prange(batch * m):
+        fast_simd.wide_loops()
         p = t // m
         i = t - p * m
         o_ = out[t * n : t * n + n]

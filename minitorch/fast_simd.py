@@ -13,6 +13,9 @@ machine), and ``FULL_BYTES``, the machine's own register width (64 with
 AVX-512), for the ``full_*`` intrinsics of kernels whose values do not depend on
 it (the matmul micro-kernel: each output element is the same chain of fused
 multiply-adds at any width). ``MINITORCH_SIMD_BYTES=32`` keeps those at 32 too.
+``wide_loops`` lets LLVM vectorise a kernel's plain loops at the full width as
+well (it picks 32 bytes on Intel's AVX-512 CPUs), where that width cannot change
+a value: the elementwise, column-reduction and row-matmul kernels.
 
 Loads and stores are unaligned and take a flat index into a 1-D array; under
 ``NUMBA_BOUNDSCHECK=1`` both ends of every access are checked like ``a[i]``.
@@ -25,6 +28,7 @@ from typing import Any
 
 from llvmlite import binding as llvm
 from llvmlite import ir
+from llvmlite.ir.values import FunctionAttributes
 from numba import types
 from numba.core import cgutils
 from numba.core import config as numba_config
@@ -38,19 +42,23 @@ VECTOR_BYTES = 32
 SIMD_BYTES_ENV = "MINITORCH_SIMD_BYTES"
 
 
-def _full_bytes() -> int:
+def machine_bytes() -> int:
     """The vector register width of the CPU numba compiles for: 64 bytes with AVX-512
-    (numba's ``NUMBA_CPU_FEATURES`` when set, else the host's), else 32; or
-    ``$MINITORCH_SIMD_BYTES`` (32 or 64)."""
+    (numba's ``NUMBA_CPU_FEATURES`` when set, else the host's), else 32."""
+    features = numba_config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+def _full_bytes() -> int:
+    """``machine_bytes()``, or ``$MINITORCH_SIMD_BYTES`` (32 or 64)."""
     chosen = os.environ.get(SIMD_BYTES_ENV, "").strip()
     if chosen:
         if chosen not in ("32", "64"):
             raise ValueError(f"{SIMD_BYTES_ENV} must be 32 or 64, not {chosen!r}.")
         return int(chosen)
-    features = numba_config.CPU_FEATURES
-    if features is None:
-        features = llvm.get_host_cpu_features().flatten()
-    return 64 if "+avx512f" in features.split(",") else 32
+    return machine_bytes()
 
 
 # Every full_* intrinsic's width (part of the kernel cache key: see kernel_cache), and
@@ -285,6 +293,43 @@ def lane(typingctx, vector, index):
         return builder.extract_element(args[0], args[1])
 
     return vector.dtype(vector, index), codegen
+
+
+# LLVM's string attribute asking its vectorisers for vectors of the full width in one
+# function (clang's -mprefer-vector-width=512). llvmlite's attribute set takes only the
+# names it lists, so a subclass lists this one too.
+_WIDE_LOOPS = '"prefer-vector-width"="512"'
+
+
+class _WideLoopAttributes(FunctionAttributes):
+    _known = FunctionAttributes._known | {_WIDE_LOOPS}
+
+
+@intrinsic
+def wide_loops(typingctx):
+    """Let LLVM vectorise the loops of the function this is called in (for a
+    ``prange`` body: call it inside the body, which numba compiles as a function of
+    its own) at the machine's full width: 64 bytes with AVX-512.
+
+    LLVM tunes Intel's AVX-512 CPUs to vectorise loops in 32-byte vectors; a loop
+    bound by arithmetic, not memory (``exp``, an optimiser's update), then runs at
+    half the width of its registers. Only the width changes: each element is
+    computed the same way, so results do not (a kernel whose float reductions may
+    reassociate, such as the dot products, must not call this). It emits no code.
+    """
+    wide = FULL_BYTES == 64
+
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        if wide and _WIDE_LOOPS not in attributes:
+            widened = _WideLoopAttributes(list(attributes))
+            widened.alignstack = attributes.alignstack
+            widened.personality = attributes.personality
+            widened.add(_WIDE_LOOPS)
+            builder.function.attributes = widened
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @intrinsic

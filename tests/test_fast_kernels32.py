@@ -738,6 +738,92 @@ def test_gemm_is_bit_identical_at_both_vector_widths() -> None:
     assert digest32 == digest64
 
 
+LOOP_WIDTH_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    import numpy as np
+    import minitorch
+    from minitorch import fast_simd, kernel_cache
+
+    FB = minitorch.TensorBackend(minitorch.FastOps)
+    rng = np.random.default_rng(5)
+    digest = hashlib.sha256()
+    for dtype in (np.float64, np.float32):
+        # Lengths with and without a tail past the last whole vector; both the serial
+        # and the parallel (chunked) kernels; every value exp and sigmoid meet.
+        for n in (7, 37, 1003, 70001):
+            x = rng.standard_normal(n) * 30
+            x[: min(n, 4)] = [np.nan, np.inf, -np.inf, 800.0][: min(n, 4)]
+            t = minitorch.tensor_from_numpy(x.astype(dtype), backend=FB)
+            u = minitorch.tensor_from_numpy(rng.standard_normal(n).astype(dtype), backend=FB)
+            for r in (t.exp(), t.sigmoid(), t * u + 0.5, t.relu() * u):
+                digest.update(r.to_numpy().tobytes())
+        m = minitorch.tensor_from_numpy(rng.standard_normal((300, 67)).astype(dtype), backend=FB)
+        w = minitorch.tensor_from_numpy(rng.standard_normal((67, 45)).astype(dtype), backend=FB)
+        for r in (m.sum(0), m.exp().sum(0), m[:5] @ w, m.permute(1, 0).exp()):
+            digest.update(r.to_numpy().tobytes())
+    print(fast_simd.FULL_BYTES, kernel_cache._ENGINE_KEY, digest.hexdigest())
+    """
+)
+
+
+@pytest.mark.not_boundschecked
+def test_elementwise_kernels_are_bit_identical_at_both_loop_widths() -> None:
+    """At a full width of 64 bytes, the elementwise, column-reduction and row-matmul
+    kernels ask LLVM for 64-byte vectors (``fast_simd.wide_loops``; 32 is its choice on
+    Intel's AVX-512 CPUs). Only the width may change, never a value: both widths run
+    here, each in its own process with its own cached kernels."""
+    results = []
+    for width in ("32", "64"):
+        env = dict(os.environ, MINITORCH_SIMD_BYTES=width, PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, "-c", LOOP_WIDTH_SCRIPT], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results.append(proc.stdout.split())
+    (w32, key32, digest32), (w64, key64, digest64) = results
+    assert (w32, w64) == ("32", "64")
+    assert key32 != key64
+    assert digest32 == digest64
+
+
+def test_wide_loops_widens_the_loops_of_its_function_only() -> None:
+    """``wide_loops`` marks the function it is called in (for a ``prange`` body, the
+    body's own function), and only when the full width is 64 bytes: where LLVM's own
+    choice is 32-byte vectors (Intel's AVX-512 CPUs), those loops get 64-byte ones
+    (zmm registers) and other functions keep 32."""
+
+    @njit
+    def wide(out: np.ndarray, x: np.ndarray) -> None:
+        fast_simd.wide_loops()
+        for i in range(len(x)):
+            out[i] = math.sqrt(x[i]) * 2.0
+
+    @njit(parallel=True)
+    def wide_body(out: np.ndarray, x: np.ndarray) -> None:
+        for i in numba.prange(len(x)):
+            fast_simd.wide_loops()
+            out[i] = math.sqrt(x[i]) * 2.0
+
+    @njit
+    def plain(out: np.ndarray, x: np.ndarray) -> None:
+        for i in range(len(x)):
+            out[i] = math.sqrt(x[i]) * 2.0
+
+    x = np.arange(1000.0)
+    for kernel in (wide, wide_body, plain):
+        out = np.zeros_like(x)
+        kernel(out, x)
+        np.testing.assert_array_equal(out, np.sqrt(x) * 2.0)
+    ir_text = wide.inspect_llvm(wide.signatures[0])
+    marked = re.findall(r"^attributes #\d+ = \{[^\n]*\"prefer-vector-width\"=\"512\"",
+                        ir_text, re.M)  # fmt: skip
+    assert bool(marked) == (fast_simd.FULL_BYTES == 64)
+    assert "prefer-vector-width" not in plain.inspect_llvm(plain.signatures[0])
+    if fast_simd.FULL_BYTES == 64 and fast_simd.machine_bytes() == 64:
+        for kernel in (wide, wide_body):
+            assert "zmm" in kernel.inspect_asm(kernel.signatures[0])
+
+
 @pytest.mark.parametrize("value", ["48", "avx", "0"])
 def test_bad_simd_width_setting_is_a_clear_error(value: str) -> None:
     env = dict(os.environ, MINITORCH_SIMD_BYTES=value, PYTHONPATH=str(ROOT))
