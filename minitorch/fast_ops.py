@@ -735,13 +735,13 @@ def _reduce_layout(td: TensorData, dim: int) -> tuple[int, ...] | None:
 # so transposed and broadcast operands are read where they lie.
 
 # The micro-kernel's register block of C: _MR rows by two SIMD vectors of columns,
-# vectors as wide as the machine's up to 8 lanes (``fast_simd.full_*``): 8 float64
-# or 16 float32 columns on AVX2, where 12 accumulators, 2 vectors of B and one
-# broadcast of A fill 15 of the 16 vector registers; 16 float64 columns with
-# AVX-512 (32 registers). An element's arithmetic is the same at either width.
+# vectors as wide as the machine's (``fast_simd.full_*``): 8 float64 or 16 float32
+# columns on AVX2, where 12 accumulators, 2 vectors of B and one broadcast of A fill
+# 15 of the 16 vector registers; 16 float64 or 32 float32 columns with AVX-512 (32
+# registers; float32 keeps 16 on Zen 4). An element's arithmetic is the same at any width.
 _MR = 6
 # k is taken _KC at a time: a packed strip of B (32 KiB in either dtype at AVX2
-# width, 64 KiB of float64 at AVX-512 width) stays close to L1 while it meets every
+# width, 64 KiB at AVX-512 width) stays close to L1 while it meets every
 # strip of a block of A (up to _MC rows: 288 KiB of float32, 576 of float64) that
 # stays mostly in L2; a task computes a block of rows by _NB_STRIPS strips of C.
 # (Measured on Zen 3: these beat 256 or 384 for _KC and 72 or 96 for _MC by 5-15%.

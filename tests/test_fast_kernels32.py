@@ -676,8 +676,8 @@ GEMM_WIDTH_SCRIPT = textwrap.dedent(
     cases = [(1, 13, 5, 40, 0, 0, ""), (1, 31, 20, 600, 1, 0, ""), (2, 7, 37, 70, 0, 1, ""),
              (3, 20, 24, 9, 1, 1, "a"), (2, 12, 41, 130, 0, 0, "b"), (1, 100, 200, 200, 0, 0, ""),
              (1, 64, 16, 64, 0, 0, ""), (1, 45, 33, 1100, 0, 1, "")]
-    # float64 only: float32 vectors are 8 lanes at either width (fast_simd.FULL_LANES).
-    for dtype in (np.float64,):
+    # (float32 vectors are 8 lanes at either width on Zen 4: see fast_simd.FULL_LANES.)
+    for dtype in (np.float64, np.float32):
         for batch, m, n, k, ta, tb, bcast in cases:
             x = rng.standard_normal((1 if bcast == "a" else batch, m, k)).astype(dtype)
             y = rng.standard_normal((1 if bcast == "b" else batch, k, n)).astype(dtype)
@@ -979,7 +979,7 @@ def test_float32_specialisations_stay_float32_and_vectorise() -> None:
         assert not _double_arithmetic(ir), _double_arithmetic(ir)[:5]
         # Vectorised at 8 floats or wider (LLVM picks 16 for a lone exp loop on AVX-512).
         assert re.search(r"<(8|16) x float>", ir), kernel
-    assert "@llvm.fmuladd.v8f32" in _ir(micro, F32)
+    assert f"@llvm.fmuladd.v{fast_simd.full_lane_count(4)}f32" in _ir(micro, F32)
 
 
 @pytest.mark.not_boundschecked
