@@ -1041,16 +1041,14 @@ def _pack_b(dst, at, b, pb, sb1, sb2, cols, kc, nr):  # noqa: ANN001
             fast_simd.store(dst, at + kk * nr + w, fast_simd.full_load(b, src + w))
         return
     d = dst[at : at + kc * nr]
-    if sb1 == 1:
+    # Row by row of the packed strip, also when B's columns are contiguous (a transposed
+    # B): its nr columns are read as nr sequential streams, and each row of the strip is
+    # written whole. (Column by column, the strip was written nr times over at a stride
+    # of nr: 512 x 144 of float64 took 115 us to pack instead of 22.)
+    for kk in range(kc):
+        src = b[pb + kk * sb1 :]
         for c in range(cols):
-            src = b[pb + c * sb2 : pb + c * sb2 + kc]
-            for kk in range(kc):
-                d[kk * nr + c] = src[kk]
-    else:
-        for kk in range(kc):
-            src = b[pb + kk * sb1 :]
-            for c in range(cols):
-                d[kk * nr + c] = src[c * sb2]
+            d[kk * nr + c] = src[c * sb2]
     for kk in range(kc):
         for c in range(cols, nr):
             d[kk * nr + c] = 0
