@@ -350,8 +350,14 @@ def _dense(td: TensorData, shape: tuple[int, ...]) -> bool:
     return td.shape == shape and td.strides == strides_from_shape(shape)
 
 
-def _blocks(size: int) -> int:
-    return (size + ELEMENTWISE_THREADS - 1) // ELEMENTWISE_THREADS
+def _grid(size: int) -> tuple[int, int]:
+    """(blocks, threads) for one thread per element of ``size`` (> 0): full blocks, or one
+    block of just enough threads. A GPU runs a part warp as a whole one, so rounding a
+    small block up to a warp would gain nothing; numba's simulator runs a Python thread
+    per thread, and filling one element started 256 (nine tenths of its threads in the
+    loss tests)."""
+    threads = min(ELEMENTWISE_THREADS, size)
+    return -(-size // threads), threads
 
 
 def device_full(size: int, value: float, dtype: np.dtype = np.float64) -> DeviceStorage:
@@ -359,7 +365,7 @@ def device_full(size: int, value: float, dtype: np.dtype = np.float64) -> Device
     _require_gpu()
     storage = cuda.device_array(size, dtype=dtype)
     if size:
-        _fill_kernel[_blocks(size), ELEMENTWISE_THREADS](storage, storage.dtype.type(value))
+        _fill_kernel[_grid(size)](storage, storage.dtype.type(value))
     return storage
 
 
@@ -383,10 +389,7 @@ def _elementwise(kernel: Kernel, out: Tensor, *inputs: Tensor) -> Tensor:
         return out
     flat = all(_dense(td, out.shape) for td in (out_td, *tds))
     args = [arg for td in tds for arg in _layout(td, flat)]
-    # Small tensors get one block of just enough warps; large ones full blocks.
-    threads = min(ELEMENTWISE_THREADS, -(-out.size // THREADS_PER_BLOCK) * THREADS_PER_BLOCK)
-    blocks = -(-out.size // threads)
-    kernel[blocks, threads](*_layout(out_td, flat), out.size, *args)
+    kernel[_grid(out.size)](*_layout(out_td, flat), out.size, *args)
     return out
 
 
@@ -432,7 +435,7 @@ class CudaOps(TensorOps):
         source = CudaOps.adopt(storage)
         out = cuda.device_array(len(source), dtype=dtype)
         if len(source):
-            _copy_kernel[_blocks(len(source)), ELEMENTWISE_THREADS](out, source)
+            _copy_kernel[_grid(len(source))](out, source)
         return out
 
     @staticmethod

@@ -719,16 +719,14 @@ def test_matmul_part_strips_match_numpy(dtype: type, launched_kernels: list[str]
     assert set(launched_kernels) == {"_gemm_into_ser"}, launched_kernels
 
 
-@pytest.mark.not_boundschecked
-def test_gemm_is_bit_identical_at_both_vector_widths() -> None:
-    """The GEMM's strips are 2 vectors of the machine's width (``fast_simd.full_*``); each
-    element's sum is the same either way, so AVX2 and AVX-512 machines agree bit for bit.
-    Both widths run here (``MINITORCH_SIMD_BYTES``), each in its own process, and neither
-    reuses the other's cached kernels (the width is part of the cache key)."""
+def _same_digest_at_both_widths(script: str) -> None:
+    """Run ``script`` (which prints the full width, the engine key and a digest of its
+    results) at ``MINITORCH_SIMD_BYTES`` 32 and 64, each in its own process with its own
+    cached kernels (the width is part of the cache key), and compare the digests."""
     results = []
     for width in ("32", "64"):
         env = dict(os.environ, MINITORCH_SIMD_BYTES=width, PYTHONPATH=str(ROOT))
-        proc = subprocess.run([sys.executable, "-c", GEMM_WIDTH_SCRIPT], env=env,
+        proc = subprocess.run([sys.executable, "-c", script], env=env,
                               capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         results.append(proc.stdout.split())
@@ -736,6 +734,15 @@ def test_gemm_is_bit_identical_at_both_vector_widths() -> None:
     assert (w32, w64) == ("32", "64")
     assert key32 != key64
     assert digest32 == digest64
+
+
+@pytest.mark.not_boundschecked
+def test_gemm_is_bit_identical_at_both_vector_widths() -> None:
+    """The GEMM's strips are 2 vectors of the machine's width (``fast_simd.full_*``); each
+    element's sum is the same either way, so AVX2 and AVX-512 machines agree bit for bit.
+    Both widths run here (``MINITORCH_SIMD_BYTES``), each in its own process, and neither
+    reuses the other's cached kernels (the width is part of the cache key)."""
+    _same_digest_at_both_widths(GEMM_WIDTH_SCRIPT)
 
 
 LOOP_WIDTH_SCRIPT = textwrap.dedent(
@@ -773,17 +780,7 @@ def test_elementwise_kernels_are_bit_identical_at_both_loop_widths() -> None:
     kernels ask LLVM for 64-byte vectors (``fast_simd.wide_loops``; 32 is its choice on
     Intel's AVX-512 CPUs). Only the width may change, never a value: both widths run
     here, each in its own process with its own cached kernels."""
-    results = []
-    for width in ("32", "64"):
-        env = dict(os.environ, MINITORCH_SIMD_BYTES=width, PYTHONPATH=str(ROOT))
-        proc = subprocess.run([sys.executable, "-c", LOOP_WIDTH_SCRIPT], env=env,
-                              capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        results.append(proc.stdout.split())
-    (w32, key32, digest32), (w64, key64, digest64) = results
-    assert (w32, w64) == ("32", "64")
-    assert key32 != key64
-    assert digest32 == digest64
+    _same_digest_at_both_widths(LOOP_WIDTH_SCRIPT)
 
 
 def test_wide_loops_widens_the_loops_of_its_function_only() -> None:
