@@ -134,6 +134,38 @@ def exp(x: float) -> float:
     return math.exp(x)
 
 
+def exp_numpy(x: np.ndarray) -> np.ndarray:
+    """``exp`` of a float64 or float32 array in NumPy, bit for bit the kernels' (a stand-in
+    for a kernel not compiled yet): ``_exp64`` or ``_exp32`` operation by operation, in
+    the same order and precision (kernels compile without contraction into fused
+    multiply-adds), selections by ``np.where`` as the kernels' ``a if c else b``."""
+    f32 = x.dtype == np.float32
+    if f32:
+        top, bottom, log2e, half = _MAX_32, _MIN_32, _LOG2E_32, _HALF_32
+        ln2_hi, ln2_lo, coefficients = _LN2_HI_32, _LN2_LO_32, (*_TAYLOR_32, _ONE_32, _ONE_32)
+    else:
+        x = x.astype(np.float64, copy=False)
+        top, bottom, log2e, half, ln2_hi, ln2_lo = 710.0, -746.0, _LOG2E, 0.5, _LN2_HI, _LN2_LO
+        coefficients = tuple(1.0 / math.factorial(n) for n in range(13, 1, -1)) + (1.0, 1.0)
+    xc = np.where(x < top, x, top)
+    xc = np.where(xc > bottom, xc, bottom)
+    k = np.floor(xc * log2e + half)
+    if not f32:
+        k = k.astype(np.int64).astype(np.float64)  # (``math.floor`` is an int to numba)
+    r = xc - k * ln2_hi - k * ln2_lo
+    p = coefficients[0] * r + coefficients[1]
+    for c in coefficients[2:]:
+        p *= r
+        p += c
+    ki = k.astype(np.int64)
+    half_k = ki >> 1
+    bias, shift, bits = (127, 23, np.float32) if f32 else (1023, 52, np.float64)
+    scale1 = ((half_k + bias) << shift).astype(bits.__name__.replace("float", "int"))
+    scale2 = ((ki - half_k + bias) << shift).astype(scale1.dtype)
+    result = p * scale1.view(bits) * scale2.view(bits)
+    return np.where(x == x, result, x)
+
+
 @overload(exp)
 def _exp_for(x):
     if isinstance(x, nbtypes.Float) and x.bitwidth == 32:

@@ -19,8 +19,15 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaError
 
-from . import fast_kernels, fast_optim, fast_simd, operators, recording
-from .kernel_cache import PARALLEL_ELEMENTS, ScalarCompileError, load_kernels, njit, variant
+from . import fast_kernels, fast_math, fast_optim, fast_simd, operators, recording
+from .kernel_cache import (
+    PARALLEL_ELEMENTS,
+    ScalarCompileError,
+    launch_into,
+    load_kernels,
+    njit,
+    variant,
+)
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -70,6 +77,17 @@ def _ufunc_form(ufunc: np.ufunc) -> Callable[..., Any]:
     return lambda out, *xs: ufunc(*xs, out=out)
 
 
+# (A kernel's ``math.exp`` is fast_math's, whose NumPy twin gives its bits; libm's
+# ``log`` has no such twin.)
+def _exp_form(out: Storage, x: Storage) -> None:
+    np.copyto(out, np.where(x > operators.EXP_MAX, np.inf, fast_math.exp_numpy(x)))
+
+
+def _sigmoid_form(out: Storage, x: Storage) -> None:
+    ex = fast_math.exp_numpy(-np.abs(x))
+    np.divide(np.where(x >= 0.0, 1.0, ex), 1.0 + ex, out=out)
+
+
 # NumPy forms of scalar functions, ``form(out, *xs)`` with the inputs in the kernel's
 # arithmetic: the same IEEE operations in the same order (Python's, left to right),
 # selections by ``where`` (``x if x > 0 else 0`` keeps a NaN's 0 and a -0's 0), so
@@ -81,7 +99,13 @@ _NUMPY_FORMS: dict[Callable[..., float], Callable[..., Any]] = {
     operators.sigmoid_back_from_output: lambda out, s, d: np.multiply(d * s, 1.0 - s, out=out),
     # (d / +0 is d * inf, the scalar's own case for x + EPS == 0)
     operators.log_back: lambda out, x, d: np.divide(d, x + operators.EPS, out=out),
+    operators.exp: _exp_form,
+    operators.sigmoid: _sigmoid_form,
 }
+# Forms of some thirty NumPy calls stand in only for launches up to this many elements:
+# beyond, they cost more than compiling the kernel saves (0.1-0.4 s).
+_COSTLY_FORMS = {operators.exp, operators.sigmoid}
+_COSTLY_FORM_ELEMENTS = 1024
 
 # A serial kernel of one of those functions (and the serial reduction of a sum or a
 # product) compiles on its STAND_IN_CALLS-th launch; the launches before it run the
@@ -193,6 +217,7 @@ class _Elementwise:
         self.nd_par = getattr(module, kind + "_nd_par")
         self.dtype = dtype
         self.numpy_form = _NUMPY_FORMS.get(fn)
+        self.costly_form = fn in _COSTLY_FORMS
         # Launches so far of each serial kernel the NumPy form still stands in for (see
         # STAND_IN_CALLS); a kernel leaves once it runs itself.
         self.stand_ins: dict[Any, int] = {}
@@ -219,6 +244,8 @@ class _Elementwise:
         a layout this does not map to NumPy views, or an input overlapping ``out``
         elsewhere than in place (a kernel reads each element just before writing it;
         NumPy reads them all first). Like a kernel, it warns of no overflow or 0 / 0."""
+        if self.costly_form and len(out) > _COSTLY_FORM_ELEMENTS:
+            return False
         if any(x is not out and np.may_share_memory(out, x) for x in xs):
             return False
         if rows:
@@ -414,6 +441,23 @@ def _stand_in_due(pending: dict[Any, int], kernel: Any) -> bool:
     return True
 
 
+# The launches so far of each serial optimiser kernel NumPy still stands in for.
+_OPTIMISER_STAND_INS = dict.fromkeys(fast_optim.NUMPY_FORMS, 0)
+
+
+def _optimiser_launch(kernels: tuple[Any, Any], out: Storage, *args: Storage) -> None:
+    """``launch_into`` for the optimiser updates, with the rule's NumPy form
+    (``fast_optim.NUMPY_FORMS``) standing in for the serial kernel's first launches."""
+    serial = kernels[1]
+    if out.size >= PARALLEL_THRESHOLD or not _stand_in_due(_OPTIMISER_STAND_INS, serial):
+        launch_into(kernels, out, *args)
+        return
+    with np.errstate(all="ignore"):
+        fast_optim.NUMPY_FORMS[serial](out, *args)
+    if recording.recorder is not None:
+        recording.recorder.launch(serial, (out, *args))
+
+
 def _reduce_stand_in(ufunc: np.ufunc, lanes: bool, out: Storage, a: Storage, n_outer: int,
                      n_reduce: int, n_inner: int, sa_outer: int, sa_reduce: int,
                      sa_inner: int) -> bool:  # fmt: skip
@@ -523,8 +567,8 @@ class FastOps(TensorOps):
     """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
 
     records_launches = True
-    adam_update = staticmethod(fast_optim.adam_update)
-    sgd_update = staticmethod(fast_optim.sgd_update)
+    adam_update = staticmethod(functools.partial(fast_optim.adam_update, launch=_optimiser_launch))
+    sgd_update = staticmethod(functools.partial(fast_optim.sgd_update, launch=_optimiser_launch))
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:

@@ -16,7 +16,10 @@ refills.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from numba import prange
 
 from .kernel_cache import kernel_pair, launch_into
@@ -69,29 +72,53 @@ _SCALED_STEP = kernel_pair(_scaled_step, error_model="numpy")
 _DECAY_ADD = kernel_pair(_decay_add, error_model="numpy")
 
 
+def _adam_move_numpy(value, m, v, v_scale, eps, step_size):  # noqa: ANN001, ANN202
+    one = value.dtype.type(1)
+    denom = np.sqrt(v) * v_scale[0] + eps[0]
+    np.subtract(value, m * (one / denom) * step_size[0], out=value)
+
+
+# Each rule in NumPy, keyed by its serial kernel: the same operations in the same order
+# and arithmetic, so the same bits. They stand in for a serial kernel's first launches,
+# as FastOps' elementwise forms do (``fast_ops.STAND_IN_CALLS``).
+NUMPY_FORMS: dict[Any, Callable[..., Any]] = {
+    _FIRST_MOMENT[1]: lambda m, grad, b1, c1: np.add(m * b1[0], grad * c1[0], out=m),
+    _SECOND_MOMENT[1]: lambda v, grad, b2, c2: np.add(v * b2[0], (grad * grad) * c2[0], out=v),
+    _ADAM_MOVE[1]: _adam_move_numpy,
+    _SCALED_STEP[1]: lambda value, delta, scale: np.subtract(value, delta * scale[0], out=value),
+    _DECAY_ADD[1]: lambda velocity, grad, momentum: np.add(
+        velocity * momentum[0], grad, out=velocity
+    ),
+}
+
+
 def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
-                coefficients: tuple[Storage, ...]) -> None:  # fmt: skip
+                coefficients: tuple[Storage, ...], launch: Callable[..., None] = launch_into,
+                ) -> None:  # fmt: skip
     """One Adam step on contiguous storages of one length and dtype, in place.
 
     ``coefficients`` are the one-element storages of ``(b1, 1 - b1, b2, 1 - b2,
-    v_scale, eps, step_size)`` (see ``optim.Adam``).
+    v_scale, eps, step_size)`` (see ``optim.Adam``). ``launch(kernels, out, *args)``
+    runs each kernel (``kernel_cache.launch_into`` or a stand-in).
     """
     b1, c1, b2, c2, v_scale, eps, step_size = coefficients
-    launch_into(_FIRST_MOMENT, m, grad, b1, c1)
-    launch_into(_SECOND_MOMENT, v, grad, b2, c2)
-    launch_into(_ADAM_MOVE, value, m, v, v_scale, eps, step_size)
+    launch(_FIRST_MOMENT, m, grad, b1, c1)
+    launch(_SECOND_MOMENT, v, grad, b2, c2)
+    launch(_ADAM_MOVE, value, m, v, v_scale, eps, step_size)
 
 
 def sgd_update(value: Storage, grad: Storage, velocity: Storage | None,
-               coefficients: tuple[Storage, ...]) -> None:  # fmt: skip
+               coefficients: tuple[Storage, ...], launch: Callable[..., None] = launch_into,
+               ) -> None:  # fmt: skip
     """One SGD step on contiguous storages of one length and dtype, in place:
     ``value -= grad * lr``, or with a ``velocity`` (momentum kept from an earlier
     step) ``velocity = velocity * momentum + grad; value -= velocity * lr``.
-    ``coefficients`` are the one-element storages of ``(lr,)`` or ``(lr, momentum)``.
+    ``coefficients`` are the one-element storages of ``(lr,)`` or ``(lr, momentum)``;
+    ``launch`` as for ``adam_update``.
     """
     if velocity is None:
-        launch_into(_SCALED_STEP, value, grad, coefficients[0])
+        launch(_SCALED_STEP, value, grad, coefficients[0])
         return
     lr, momentum = coefficients
-    launch_into(_DECAY_ADD, velocity, grad, momentum)
-    launch_into(_SCALED_STEP, value, velocity, lr)
+    launch(_DECAY_ADD, velocity, grad, momentum)
+    launch(_SCALED_STEP, value, velocity, lr)

@@ -2,7 +2,8 @@
 
 ``fast_ops.STAND_IN_CALLS``: a serial kernel of a function with a NumPy form
 (add / sub / mul / neg / id / lt / eq as ufuncs; relu, relu_back, log_back and
-sigmoid_back_from_output written in NumPy) compiles only on its STAND_IN_CALLS-th
+sigmoid_back_from_output, and exp and sigmoid through ``fast_math.exp_numpy``, written
+in NumPy) compiles only on its STAND_IN_CALLS-th
 launch, and the launches before it run the form. Both compute the same IEEE
 operations in the same arithmetic, so the values must agree bit for bit with the
 kernel's on every layout the stand-in takes, for both dtypes and mixed operands,
@@ -27,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import assert_same_bits
 
-from minitorch import bench, fast_ops, operators
+from minitorch import bench, fast_ops, fast_optim, operators
 
 pytestmark = pytest.mark.kernels
 
@@ -105,6 +106,31 @@ def test_stand_in_matches_kernel_bit_for_bit(launch) -> None:  # noqa: ANN001
         assert np.all(out == 7.0)  # declined: nothing written
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", [operators.exp, operators.sigmoid])
+def test_exp_forms_match_the_kernels_across_exps_ranges(fn, dtype) -> None:  # noqa: ANN001
+    """``fast_math.exp_numpy`` against the kernel on dense grids where exp's reduction
+    and scaling change case: the overflow and subnormal edges of both precisions, the
+    clamps, and around 0, with NaN, infinities and signed zeros (random floats
+    rarely land there)."""
+    x = np.concatenate([np.linspace(lo, hi, 20_000) for lo, hi in (
+        (-800.0, 800.0), (-746.5, -700.0), (700.0, 711.0), (-110.0, -85.0), (85.0, 90.0),
+        (-1.0, 1.0), (-1e-8, 1e-8))] + [SPECIAL, [operators.EXP_MAX]])  # fmt: skip
+    with np.errstate(over="ignore"):
+        x = x.astype(dtype)
+    engine = _engine(fn, [dtype])
+    expected, out = np.empty_like(x), np.empty_like(x)
+    engine.flat_ser(expected, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine.numpy_launch(out[:1024], [x[:1024]])
+        assert not engine.numpy_launch(out, [x])  # (past _COSTLY_FORM_ELEMENTS: the kernel)
+    assert_same_bits(out[:1024], expected[:1024])
+    with np.errstate(all="ignore"):
+        fast_ops._NUMPY_FORMS[fn](out, x)
+    assert_same_bits(out, expected)
+
+
 def test_stand_in_declines_an_input_overlapping_the_output() -> None:
     """``out`` one element past its input: a kernel sees its own writes, a ufunc would
     not, so the stand-in leaves it to the kernel. In place (the same array) is fine."""
@@ -168,6 +194,42 @@ def test_reduce_stand_in_matches_kernel_bit_for_bit(reduction) -> None:  # noqa:
         assert_same_bits(out, expected)
     else:
         assert np.array_equal(out.view(np.uint8), start.view(np.uint8))
+
+
+OPTIMISER_RULES = sorted(fast_optim.NUMPY_FORMS.items(), key=lambda rule: rule[0].py_func.__name__)
+
+
+@st.composite
+def optimiser_launches(draw):  # noqa: ANN001, ANN202
+    """A serial optimiser kernel and its NumPy form, with its storages: arrays of one
+    length and the coefficients as one-element arrays, all of one dtype."""
+    kernel, form = draw(st.sampled_from(OPTIMISER_RULES))
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(1, 40))
+    arity = kernel.py_func.__code__.co_argcount
+    arrays = 3 if kernel is fast_optim._ADAM_MOVE[1] else 2  # (before the coefficients)
+    args = []
+    for i in range(arity):
+        length = n if i < arrays else 1
+        data = draw(st.lists(values, min_size=length, max_size=length))
+        with np.errstate(over="ignore"):
+            args.append(np.array(data, dtype=np.float64).astype(dtype))
+    return kernel, form, args
+
+
+@settings(max_examples=300, deadline=None)
+@given(optimiser_launches())
+def test_optimiser_stand_in_matches_kernel_bit_for_bit(launch) -> None:  # noqa: ANN001
+    """``fast_optim.NUMPY_FORMS``: each rule's NumPy form writes its first storage with the
+    serial kernel's bits (NaN, infinities, signed zeros, subnormals; no warnings)."""
+    kernel, form, args = launch
+    expected = [a.copy() for a in args]
+    kernel(*expected)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("error")
+        form(*args)
+    for actual, wanted in zip(args, expected):
+        assert_same_bits(actual, wanted)
 
 
 _TRAINING = textwrap.dedent(
