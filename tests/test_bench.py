@@ -149,15 +149,18 @@ def test_start_rows_run_the_default_stand_ins_and_the_rest_the_kernels(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Timings of a long run's state time the kernels (no stand-ins, in this process and
-    the digits runs it starts); a timed start gets what a user gets: the default."""
+    the digits runs it starts); a timed start gets what a user gets: the default stand-ins
+    and Python's bytecode cache."""
     from minitorch import fast_ops
 
     monkeypatch.setattr(fast_ops, "STAND_IN_CALLS", 1000)
     monkeypatch.setenv(fast_ops.STAND_IN_ENV, "1000")
     bench._steady_state()
     assert fast_ops.STAND_IN_CALLS == 0
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     env = bench._start_env("/some/cache")
     assert fast_ops.STAND_IN_ENV not in env
+    assert "PYTHONDONTWRITEBYTECODE" not in env  # (bytecode cached, as by default)
     assert env["MINITORCH_CACHE_DIR"] == env["NUMBA_CACHE_DIR"] == "/some/cache"
 
 
