@@ -9,6 +9,7 @@ and cached on disk (``kernel_cache``).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -88,6 +89,19 @@ def _sigmoid_form(out: Storage, x: Storage) -> None:
     np.divide(np.where(x >= 0.0, 1.0, ex), 1.0 + ex, out=out)
 
 
+# ``math.log`` in Python calls the C library's ``log``, as a float64 kernel's does (the
+# float32 one calls ``logf``, which Python cannot).
+_libm_log = np.frompyfunc(math.log, 1, 1)
+
+
+def _log_form(out: Storage, y: Storage) -> None:
+    y = y + operators.EPS
+    positive = y > 0.0
+    result = np.where(y == 0.0, -np.inf, np.nan)
+    result[positive] = _libm_log(y[positive])
+    np.copyto(out, result)
+
+
 # NumPy forms of scalar functions, ``form(out, *xs)`` with the inputs in the kernel's
 # arithmetic: the same IEEE operations in the same order (Python's, left to right),
 # selections by ``where`` (``x if x > 0 else 0`` keeps a NaN's 0 and a -0's 0), so
@@ -101,11 +115,14 @@ _NUMPY_FORMS: dict[Callable[..., float], Callable[..., Any]] = {
     operators.log_back: lambda out, x, d: np.divide(d, x + operators.EPS, out=out),
     operators.exp: _exp_form,
     operators.sigmoid: _sigmoid_form,
+    operators.log: _log_form,
 }
-# Forms of some thirty NumPy calls stand in only for launches up to this many elements:
-# beyond, they cost more than compiling the kernel saves (0.1-0.4 s).
-_COSTLY_FORMS = {operators.exp, operators.sigmoid}
-_COSTLY_FORM_ELEMENTS = 1024
+# Forms that stand in only for launches up to this many elements (some thirty NumPy
+# calls, or a Python call per element): beyond, they would cost more over the
+# STAND_IN_CALLS launches than compiling the kernel saves (0.1-0.4 s).
+_FORM_ELEMENTS = {operators.exp: 1024, operators.sigmoid: 1024, operators.log: 256}
+# Forms for float64 arithmetic only.
+_FLOAT64_FORMS = {operators.log}
 
 # A serial kernel of one of those functions (and the serial reduction of a sum or a
 # product) compiles on its STAND_IN_CALLS-th launch; the launches before it run the
@@ -217,7 +234,9 @@ class _Elementwise:
         self.nd_par = getattr(module, kind + "_nd_par")
         self.dtype = dtype
         self.numpy_form = _NUMPY_FORMS.get(fn)
-        self.costly_form = fn in _COSTLY_FORMS
+        if fn in _FLOAT64_FORMS and dtype != np.float64:
+            self.numpy_form = None
+        self.form_elements = _FORM_ELEMENTS.get(fn)
         # Launches so far of each serial kernel the NumPy form still stands in for (see
         # STAND_IN_CALLS); a kernel leaves once it runs itself.
         self.stand_ins: dict[Any, int] = {}
@@ -244,7 +263,8 @@ class _Elementwise:
         a layout this does not map to NumPy views, or an input overlapping ``out``
         elsewhere than in place (a kernel reads each element just before writing it;
         NumPy reads them all first). Like a kernel, it warns of no overflow or 0 / 0."""
-        if self.costly_form and len(out) > _COSTLY_FORM_ELEMENTS:
+        limit = self.form_elements
+        if self.numpy_form is None or (limit is not None and len(out) > limit):
             return False
         if any(x is not out and np.may_share_memory(out, x) for x in xs):
             return False

@@ -2,8 +2,8 @@
 
 ``fast_ops.STAND_IN_CALLS``: a serial kernel of a function with a NumPy form
 (add / sub / mul / neg / id / lt / eq as ufuncs; relu, relu_back, log_back and
-sigmoid_back_from_output, and exp and sigmoid through ``fast_math.exp_numpy``, written
-in NumPy) compiles only on its STAND_IN_CALLS-th
+sigmoid_back_from_output, exp and sigmoid through ``fast_math.exp_numpy``, and log
+(float64) through Python's ``math.log``, written in NumPy) compiles only on its STAND_IN_CALLS-th
 launch, and the launches before it run the form. Both compute the same IEEE
 operations in the same arithmetic, so the values must agree bit for bit with the
 kernel's on every layout the stand-in takes, for both dtypes and mixed operands,
@@ -95,10 +95,11 @@ def test_stand_in_matches_kernel_bit_for_bit(launch) -> None:  # noqa: ANN001
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow or 0 / 0 warnings (kernels give none)
         taken = engine.numpy_launch(out, xs, rows)
-    handled = not rows or all(
+    # (log's form is float64's only: the float32 kernel calls ``logf``)
+    handled = engine.numpy_form is not None and (not rows or all(
         (s0, s1) in ((rows[1], 1), (0, 1), (0, 0)) or (rows[0] == 1 and s1 == 1)
         for s0, s1 in zip(rows[4::2], rows[5::2])
-    )
+    ))  # fmt: skip
     assert taken == handled
     if taken:
         assert_same_bits(out, expected)
@@ -129,6 +130,27 @@ def test_exp_forms_match_the_kernels_across_exps_ranges(fn, dtype) -> None:  # n
     with np.errstate(all="ignore"):
         fast_ops._NUMPY_FORMS[fn](out, x)
     assert_same_bits(out, expected)
+
+
+def test_log_form_calls_the_kernels_log() -> None:
+    """log's form calls the C library's ``log`` through Python, as the float64 kernel
+    does: the same bits over the whole positive range, at 1 and at the EPS shift, and
+    for 0, negatives, infinities and NaN; the float32 kernel (``logf``) has no form."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(0.0, 10.0, 20_000), 10.0 ** rng.uniform(-320, 308, 20_000),
+                        rng.uniform(1 - 1e-6, 1 + 1e-6, 5_000), SPECIAL,
+                        [-2 * operators.EPS, np.nextafter(-operators.EPS, 0)]])  # fmt: skip
+    engine = _engine(operators.log, [np.float64])
+    expected, out = np.empty_like(x), np.empty_like(x)
+    engine.flat_ser(expected, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine.numpy_launch(out[:256], [x[:256]])
+        assert not engine.numpy_launch(out[:257], [x[:257]])
+    assert_same_bits(out[:256], expected[:256])
+    fast_ops._NUMPY_FORMS[operators.log](out, x)
+    assert_same_bits(out, expected)
+    assert _engine(operators.log, [np.float32]).numpy_form is None
 
 
 def test_stand_in_declines_an_input_overlapping_the_output() -> None:
