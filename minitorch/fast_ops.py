@@ -117,10 +117,13 @@ _NUMPY_FORMS: dict[Callable[..., float], Callable[..., Any]] = {
     operators.sigmoid: _sigmoid_form,
     operators.log: _log_form,
 }
-# Forms that stand in only for launches up to this many elements (some thirty NumPy
-# calls, or a Python call per element): beyond, they would cost more over the
-# STAND_IN_CALLS launches than compiling the kernel saves (0.1-0.4 s).
-_FORM_ELEMENTS = {operators.exp: 1024, operators.sigmoid: 1024, operators.log: 256}
+# Costly forms (some thirty NumPy calls, or a Python call per element: 5-50 us a launch
+# more than the kernel) stand in only for launches up to this many elements, and only
+# for a kernel's first _COSTLY_FORM_CALLS launches: enough for a short run's first
+# epoch, without slowing a long run's first thousand steps (the course MLP's epoch by
+# 11% when its kernels are on disk already, with the usual count).
+_COSTLY_FORMS = {operators.exp: 1024, operators.sigmoid: 1024, operators.log: 256}
+_COSTLY_FORM_CALLS = 32
 # Forms for float64 arithmetic only.
 _FLOAT64_FORMS = {operators.log}
 
@@ -236,7 +239,7 @@ class _Elementwise:
         self.numpy_form = _NUMPY_FORMS.get(fn)
         if fn in _FLOAT64_FORMS and dtype != np.float64:
             self.numpy_form = None
-        self.form_elements = _FORM_ELEMENTS.get(fn)
+        self.form_elements = _COSTLY_FORMS.get(fn)
         # Launches so far of each serial kernel the NumPy form still stands in for (see
         # STAND_IN_CALLS); a kernel leaves once it runs itself.
         self.stand_ins: dict[Any, int] = {}
@@ -248,9 +251,12 @@ class _Elementwise:
     def _stood_in(self, kernel: Any, out: Storage, xs: Sequence[Storage],
                   rows: tuple[int, ...] = ()) -> bool:  # fmt: skip
         """Run the launch ``kernel(out, *xs, *rows)`` in NumPy (``numpy_launch``), reported
-        to a recorder as the kernel's, until the kernel's ``STAND_IN_CALLS``-th launch.
-        False when the kernel should run instead."""
-        if not _stand_in_due(self.stand_ins, kernel) or not self.numpy_launch(out, xs, rows):
+        to a recorder as the kernel's, until the kernel's ``STAND_IN_CALLS``-th launch
+        (a costly form's _COSTLY_FORM_CALLS-th). False when the kernel should run instead."""
+        limit = None if self.form_elements is None else _COSTLY_FORM_CALLS
+        if not _stand_in_due(self.stand_ins, kernel, limit) or not self.numpy_launch(
+            out, xs, rows
+        ):
             return False
         if recording.recorder is not None:
             recording.recorder.launch(kernel, (out, *xs, *rows))
@@ -445,16 +451,19 @@ def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
     return _ByDtype(fn, kind, lambda module, dtype: _Elementwise(fn, module, kind, dtype))
 
 
-def _stand_in_due(pending: dict[Any, int], kernel: Any) -> bool:
+def _stand_in_due(pending: dict[Any, int], kernel: Any, limit: int | None = None) -> bool:
     """Whether NumPy still stands in for this launch of ``kernel`` (a key of ``pending``,
-    its launches so far): until its STAND_IN_CALLS-th, unless this process has compiled
-    (or loaded) it already; then it leaves ``pending``. Every launch counts, even one the
-    form then declines, which bounds the cost of trying. (Safe from several threads: the
-    count is only a count, and a kernel another thread retired is simply not due.)"""
+    its launches so far): until its STAND_IN_CALLS-th (or ``limit``-th, if fewer), unless
+    this process has compiled (or loaded) it already; then it leaves ``pending``. Every
+    launch counts, even one the form then declines, which bounds the cost of trying.
+    (Safe from several threads: the count is only a count, and a kernel another thread
+    retired is simply not due.)"""
     calls = pending.get(kernel)
     if calls is None:
         return False
-    if calls >= STAND_IN_CALLS or kernel.overloads:
+    if calls >= (STAND_IN_CALLS if limit is None else min(STAND_IN_CALLS, limit)) or (
+        kernel.overloads
+    ):
         pending.pop(kernel, None)
         return False
     pending[kernel] = calls + 1

@@ -153,6 +153,31 @@ def test_log_form_calls_the_kernels_log() -> None:
     assert _engine(operators.log, [np.float32]).numpy_form is None
 
 
+class _NotCompiled:
+    """A kernel this process has neither compiled nor loaded."""
+
+    overloads: dict = {}
+
+
+@pytest.mark.parametrize(("fn", "costly"), [(operators.sigmoid, True), (operators.log, True),
+                                            (operators.relu, False)])  # fmt: skip
+def test_costly_forms_stand_in_for_a_kernels_first_launches_only(
+    monkeypatch: pytest.MonkeyPatch, fn, costly: bool  # noqa: ANN001
+) -> None:
+    """A costly form (exp, sigmoid, log: 5-50 us a launch more than the kernel) takes only
+    a kernel's first _COSTLY_FORM_CALLS launches, so that a run whose kernels are on disk
+    already does not pay it for a thousand; a cheap form takes STAND_IN_CALLS (here 50)."""
+    monkeypatch.setattr(fast_ops, "STAND_IN_CALLS", 50)
+    launches = fast_ops._COSTLY_FORM_CALLS if costly else 50
+    assert fast_ops._COSTLY_FORM_CALLS < 50  # (else the two would not differ here)
+    engine = _engine(fn, [np.float64])
+    kernel = _NotCompiled()
+    monkeypatch.setattr(engine, "stand_ins", {kernel: 0})
+    x, out = np.linspace(0.5, 2.0, 10), np.empty(10)
+    taken = [engine._stood_in(kernel, out, [x]) for _ in range(60)]
+    assert taken == [True] * launches + [False] * (60 - launches)
+
+
 def test_stand_in_declines_an_input_overlapping_the_output() -> None:
     """``out`` one element past its input: a kernel sees its own writes, a ufunc would
     not, so the stand-in leaves it to the kernel. In place (the same array) is fine."""
