@@ -129,9 +129,10 @@ _FLOAT64_FORMS = {operators.log}
 
 # A serial kernel of one of those functions (and the serial reduction of a sum or a
 # product) compiles on its STAND_IN_CALLS-th launch; the launches before it run the
-# NumPy form instead. Compiling takes 0.07-0.3 s a kernel (13 of the 18 kernels of a
-# cold course-MLP epoch, 1.6 s) and saves 0.1-2 us a call over the form, so a short run
-# should not wait for it; a long one still gets it early. ``$MINITORCH_STAND_IN_CALLS``
+# NumPy form instead. Compiling takes 0.07-0.4 s a kernel (16 of the 18 kernels of a
+# cold course-MLP epoch: only its two matmul kernels compile) and saves 0.1-2 us a call
+# over a cheap form, so a short run should not wait for it; a long one still gets it
+# early. ``$MINITORCH_STAND_IN_CALLS``
 # sets the count (0: every kernel compiles at its first launch).
 STAND_IN_ENV = "MINITORCH_STAND_IN_CALLS"
 
