@@ -21,14 +21,7 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_math, fast_optim, fast_simd, operators, recording
-from .kernel_cache import (
-    PARALLEL_ELEMENTS,
-    ScalarCompileError,
-    launch_into,
-    load_kernels,
-    njit,
-    variant,
-)
+from .kernel_cache import PARALLEL_ELEMENTS, ScalarCompileError, load_kernels, njit, variant
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -476,16 +469,17 @@ _OPTIMISER_STAND_INS = dict.fromkeys(fast_optim.NUMPY_FORMS, 0)
 
 
 def _optimiser_launch(kernels: tuple[Any, Any], out: Storage, *args: Storage) -> None:
-    """``launch_into`` for the optimiser updates, with the rule's NumPy form
-    (``fast_optim.NUMPY_FORMS``) standing in for the serial kernel's first launches."""
-    serial = kernels[1]
-    if out.size >= PARALLEL_THRESHOLD or not _stand_in_due(_OPTIMISER_STAND_INS, serial):
-        launch_into(kernels, out, *args)
-        return
-    with np.errstate(all="ignore"):
-        fast_optim.NUMPY_FORMS[serial](out, *args)
+    """``launch_into`` for the optimiser updates (written out: six of them a step of a
+    three-layer network), with the rule's NumPy form (``fast_optim.NUMPY_FORMS``)
+    standing in for the serial kernel's first launches."""
+    kernel = kernels[0] if out.size >= PARALLEL_THRESHOLD else kernels[1]
+    if kernel in _OPTIMISER_STAND_INS and _stand_in_due(_OPTIMISER_STAND_INS, kernel):
+        with np.errstate(all="ignore"):
+            fast_optim.NUMPY_FORMS[kernel](out, *args)
+    else:
+        kernel(out, *args)
     if recording.recorder is not None:
-        recording.recorder.launch(serial, (out, *args))
+        recording.recorder.launch(kernel, (out, *args))
 
 
 def _reduce_stand_in(ufunc: np.ufunc, lanes: bool, out: Storage, a: Storage, n_outer: int,
@@ -597,8 +591,8 @@ class FastOps(TensorOps):
     """Numba-compiled, parallel map / zip / reduce / matrix multiply."""
 
     records_launches = True
-    adam_update = staticmethod(functools.partial(fast_optim.adam_update, launch=_optimiser_launch))
-    sgd_update = staticmethod(functools.partial(fast_optim.sgd_update, launch=_optimiser_launch))
+    adam_update = staticmethod(functools.partial(fast_optim.adam_update, _optimiser_launch))
+    sgd_update = staticmethod(functools.partial(fast_optim.sgd_update, _optimiser_launch))
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from .kernel_cache import kernel_pair, launch_into
+from .kernel_cache import kernel_pair
 from .tensor_data import Storage
 
 
@@ -92,9 +92,8 @@ NUMPY_FORMS: dict[Any, Callable[..., Any]] = {
 }
 
 
-def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
-                coefficients: tuple[Storage, ...], launch: Callable[..., None] = launch_into,
-                ) -> None:  # fmt: skip
+def adam_update(launch: Callable[..., None], value: Storage, grad: Storage, m: Storage,
+                v: Storage, coefficients: tuple[Storage, ...]) -> None:  # fmt: skip
     """One Adam step on contiguous storages of one length and dtype, in place.
 
     ``coefficients`` are the one-element storages of ``(b1, 1 - b1, b2, 1 - b2,
@@ -107,9 +106,8 @@ def adam_update(value: Storage, grad: Storage, m: Storage, v: Storage,
     launch(_ADAM_MOVE, value, m, v, v_scale, eps, step_size)
 
 
-def sgd_update(value: Storage, grad: Storage, velocity: Storage | None,
-               coefficients: tuple[Storage, ...], launch: Callable[..., None] = launch_into,
-               ) -> None:  # fmt: skip
+def sgd_update(launch: Callable[..., None], value: Storage, grad: Storage,
+               velocity: Storage | None, coefficients: tuple[Storage, ...]) -> None:  # fmt: skip
     """One SGD step on contiguous storages of one length and dtype, in place:
     ``value -= grad * lr``, or with a ``velocity`` (momentum kept from an earlier
     step) ``velocity = velocity * momentum + grad; value -= velocity * lr``.

@@ -670,7 +670,8 @@ def launch_into(kernels: tuple[Any, Any], out: np.ndarray, *args: Any, reads: in
     """Fill ``out`` with ``kernels``' parallel or serial form, reported to a recorder:
     parallel from PARALLEL_ELEMENTS elements written, or ``reads`` read where a kernel
     reads more than it writes (a pooling, a gather)."""
-    kernel = kernels[0] if max(out.size, reads) >= PARALLEL_ELEMENTS else kernels[1]
+    parallel = out.size >= PARALLEL_ELEMENTS or reads >= PARALLEL_ELEMENTS
+    kernel = kernels[0] if parallel else kernels[1]
     kernel(out, *args)
     if recording.recorder is not None:
         recording.recorder.launch(kernel, (out, *args))
