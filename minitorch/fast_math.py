@@ -159,10 +159,10 @@ def exp_numpy(x: np.ndarray) -> np.ndarray:
         p += c
     ki = k.astype(np.int64)
     half_k = ki >> 1
-    bias, shift, bits = (127, 23, np.float32) if f32 else (1023, 52, np.float64)
-    scale1 = ((half_k + bias) << shift).astype(bits.__name__.replace("float", "int"))
-    scale2 = ((ki - half_k + bias) << shift).astype(scale1.dtype)
-    result = p * scale1.view(bits) * scale2.view(bits)
+    bias, shift, ints = (127, 23, np.int32) if f32 else (1023, 52, np.int64)
+    scale1 = ((half_k + bias) << shift).astype(ints).view(x.dtype)
+    scale2 = ((ki - half_k + bias) << shift).astype(ints).view(x.dtype)
+    result = p * scale1 * scale2
     return np.where(x == x, result, x)
 
 

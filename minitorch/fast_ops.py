@@ -71,8 +71,7 @@ def _ufunc_form(ufunc: np.ufunc) -> Callable[..., Any]:
     return lambda out, *xs: ufunc(*xs, out=out)
 
 
-# (A kernel's ``math.exp`` is fast_math's, whose NumPy twin gives its bits; libm's
-# ``log`` has no such twin.)
+# (A kernel's ``math.exp`` is fast_math's, whose NumPy twin gives its bits.)
 def _exp_form(out: Storage, x: Storage) -> None:
     np.copyto(out, np.where(x > operators.EXP_MAX, np.inf, fast_math.exp_numpy(x)))
 
@@ -98,7 +97,8 @@ def _log_form(out: Storage, y: Storage) -> None:
 # NumPy forms of scalar functions, ``form(out, *xs)`` with the inputs in the kernel's
 # arithmetic: the same IEEE operations in the same order (Python's, left to right),
 # selections by ``where`` (``x if x > 0 else 0`` keeps a NaN's 0 and a -0's 0), so
-# the same bits. Only functions without libm calls (whose NumPy versions differ).
+# the same bits. Only functions whose every step has such a twin: NumPy's own exp, log
+# or tanh round differently from the C library's (``log`` goes through Python's).
 _NUMPY_FORMS: dict[Callable[..., float], Callable[..., Any]] = {
     **{fn: _ufunc_form(ufunc) for fn, ufunc in _UFUNCS.items()},
     operators.relu: lambda out, x: np.copyto(out, np.where(x > 0.0, x, 0.0)),
