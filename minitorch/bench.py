@@ -600,9 +600,9 @@ print(*times)
 def first_call_times() -> tuple[float, float, float, float]:
     """The compiled step's first and second call (seconds), with a cold then a warm
     kernel cache, each in a fresh process."""
+    _write_bytecode()
     with tempfile.TemporaryDirectory() as tmp:
         env = _start_env(tmp)
-        _write_bytecode(env)
         times = []
         for _ in range(2):
             result = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
@@ -807,12 +807,11 @@ def startup_times(repeats: int = 3) -> tuple[list[float], list[float]]:
     Each repeat starts one process with an empty kernel cache (cold) and then one
     with the cache it filled (warm). Returns the cold and the warm times.
     """
+    _write_bytecode()
     cold, warm = [], []
-    for i in range(repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             env = _start_env(tmp)
-            if i == 0:
-                _write_bytecode(env)
             for times in (cold, warm):
                 start = time.time()
                 result = subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
@@ -985,15 +984,15 @@ def _start_env(cache: str) -> dict[str, str]:
     return env
 
 
-def _write_bytecode(env: dict[str, str]) -> None:
-    """Import what a timed start imports, once and untimed, so that its modules' bytecode
-    is cached (``__pycache__``): a start times the kernels' compiling, not Python's
-    compiling of minitorch's sources, which an install (pip byte-compiles) or any run
-    before it has done. (A machine with ``PYTHONDONTWRITEBYTECODE`` set, as this
-    project's sandbox has, pays about 0.1-0.15 s more at every start.)"""
+def _write_bytecode() -> None:
+    """Import what a timed start imports, once and untimed (in a throwaway kernel cache),
+    so that its modules' bytecode is cached (``__pycache__``): a start times the kernels'
+    compiling, not Python's compiling of minitorch's sources, which an install (pip
+    byte-compiles) or any run before it has done. (A machine with
+    ``PYTHONDONTWRITEBYTECODE`` set, as this project's sandbox has, pays about 0.1-0.15 s
+    more at every start.)"""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-c", "import minitorch.bench"],
-                       env=dict(env, MINITORCH_CACHE_DIR=tmp, NUMBA_CACHE_DIR=tmp),
+        subprocess.run([sys.executable, "-c", "import minitorch.bench"], env=_start_env(tmp),
                        check=True, capture_output=True)  # fmt: skip
 
 

@@ -49,6 +49,8 @@ _MAX_32 = np.float32(89.0)
 _MIN_32 = np.float32(-104.0)
 # 1/n! for n = 7 .. 2: the Taylor polynomial of degree 7 is exact to 5e-9 on |r| <= ln2/2.
 _TAYLOR_32 = tuple(np.float32(1.0 / math.factorial(n)) for n in range(7, 1, -1))
+# 1/n! for n = 13 .. 2, as _exp64 spells them out (for ``exp_numpy``).
+_TAYLOR_64 = tuple(1.0 / math.factorial(n) for n in range(13, 1, -1))
 
 
 @intrinsic
@@ -146,18 +148,18 @@ def exp_numpy(x: np.ndarray) -> np.ndarray:
     else:
         x = x.astype(np.float64, copy=False)
         top, bottom, log2e, half, ln2_hi, ln2_lo = 710.0, -746.0, _LOG2E, 0.5, _LN2_HI, _LN2_LO
-        coefficients = tuple(1.0 / math.factorial(n) for n in range(13, 1, -1)) + (1.0, 1.0)
+        coefficients = (*_TAYLOR_64, 1.0, 1.0)
     xc = np.where(x < top, x, top)
     xc = np.where(xc > bottom, xc, bottom)
     k = np.floor(xc * log2e + half)
+    ki = k.astype(np.int64)
     if not f32:
-        k = k.astype(np.int64).astype(np.float64)  # (``math.floor`` is an int to numba)
+        k = ki.astype(np.float64)  # (``math.floor`` is an int to numba)
     r = xc - k * ln2_hi - k * ln2_lo
     p = coefficients[0] * r + coefficients[1]
     for c in coefficients[2:]:
         p *= r
         p += c
-    ki = k.astype(np.int64)
     half_k = ki >> 1
     bias, shift, ints = (127, 23, np.int32) if f32 else (1023, 52, np.int64)
     scale1 = ((half_k + bias) << shift).astype(ints).view(x.dtype)
