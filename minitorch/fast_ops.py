@@ -21,7 +21,14 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from . import fast_kernels, fast_math, fast_optim, fast_simd, operators, recording
-from .kernel_cache import PARALLEL_ELEMENTS, ScalarCompileError, load_kernels, njit, variant
+from .kernel_cache import (
+    PARALLEL_ELEMENTS,
+    ScalarCompileError,
+    load_kernels,
+    njit,
+    on_disk,
+    variant,
+)
 from .tensor_data import Shape, Storage, Strides, TensorData, strides_from_shape
 from .tensor_ops import (
     MapProto,
@@ -248,9 +255,9 @@ class _Elementwise:
         to a recorder as the kernel's, until the kernel's ``STAND_IN_CALLS``-th launch
         (a costly form's _COSTLY_FORM_CALLS-th). False when the kernel should run instead."""
         limit = None if self.form_elements is None else _COSTLY_FORM_CALLS
-        if not _stand_in_due(self.stand_ins, kernel, limit) or not self.numpy_launch(
-            out, xs, rows
-        ):
+        if not _stand_in_due(
+            self.stand_ins, kernel, (out, *xs, *rows), limit
+        ) or not self.numpy_launch(out, xs, rows):
             return False
         if recording.recorder is not None:
             recording.recorder.launch(kernel, (out, *xs, *rows))
@@ -445,18 +452,23 @@ def _elementwise(fn: Callable[..., float], kind: str) -> _ByDtype:
     return _ByDtype(fn, kind, lambda module, dtype: _Elementwise(fn, module, kind, dtype))
 
 
-def _stand_in_due(pending: dict[Any, int], kernel: Any, limit: int | None = None) -> bool:
-    """Whether NumPy still stands in for this launch of ``kernel`` (a key of ``pending``,
-    its launches so far): until its STAND_IN_CALLS-th (or ``limit``-th, if fewer), unless
-    this process has compiled (or loaded) it already; then it leaves ``pending``. Every
-    launch counts, even one the form then declines, which bounds the cost of trying.
-    (Safe from several threads: the count is only a count, and a kernel another thread
-    retired is simply not due.)"""
+def _stand_in_due(pending: dict[Any, int], kernel: Any, args: tuple[Any, ...],
+                  limit: int | None = None) -> bool:  # fmt: skip
+    """Whether NumPy still stands in for this launch ``kernel(*args)`` (``kernel`` a key of
+    ``pending``, its launches so far): until its STAND_IN_CALLS-th (or ``limit``-th, if
+    fewer), unless this process has compiled (or loaded) it already, or, at its first
+    launch, its machine code is on disk (``kernel_cache.on_disk``: loading it costs less
+    than a thousand stand-ins, which took 3 ms of each 8 ms epoch of the demo); then it
+    leaves ``pending``. Every launch counts, even one the form then declines, which
+    bounds the cost of trying. (Safe from several threads: the count is only a count, and
+    a kernel another thread retired is simply not due.)"""
     calls = pending.get(kernel)
     if calls is None:
         return False
-    if calls >= (STAND_IN_CALLS if limit is None else min(STAND_IN_CALLS, limit)) or (
-        kernel.overloads
+    if (
+        calls >= (STAND_IN_CALLS if limit is None else min(STAND_IN_CALLS, limit))
+        or kernel.overloads
+        or (calls == 0 and on_disk(kernel, args))
     ):
         pending.pop(kernel, None)
         return False
@@ -473,7 +485,9 @@ def _optimiser_launch(kernels: tuple[Any, Any], out: Storage, *args: Storage) ->
     three-layer network), with the rule's NumPy form (``fast_optim.NUMPY_FORMS``)
     standing in for the serial kernel's first launches."""
     kernel = kernels[0] if out.size >= PARALLEL_THRESHOLD else kernels[1]
-    if kernel in _OPTIMISER_STAND_INS and _stand_in_due(_OPTIMISER_STAND_INS, kernel):
+    if kernel in _OPTIMISER_STAND_INS and _stand_in_due(
+        _OPTIMISER_STAND_INS, kernel, (out, *args)
+    ):
         with np.errstate(all="ignore"):
             fast_optim.NUMPY_FORMS[kernel](out, *args)
     else:
@@ -713,7 +727,7 @@ class FastOps(TensorOps):
                     args = (out._tensor._storage, td._storage, *layout, chunk)
                     stood_in = (
                         kernel in stand_ins
-                        and _stand_in_due(stand_ins, kernel)
+                        and _stand_in_due(stand_ins, kernel, args)
                         and _reduce_stand_in(ufunc, constants["LANES"], *args[:-1])
                     )
                     if not stood_in:

@@ -696,6 +696,23 @@ def _parallel_diagnostics(
         report(twin, sig, level)
 
 
+def on_disk(kernel: Any, args: tuple[Any, ...]) -> bool:
+    """Whether the cache directory holds ``kernel``'s machine code for a launch with
+    ``args`` (loading it takes milliseconds; compiling it, a tenth of a second or more).
+    False for anything but a dispatcher of ``njit(cache=True)``, or arguments numba
+    cannot type."""
+    cache = getattr(kernel, "_cache", None)
+    if not isinstance(cache, _DiskCache):
+        return False
+    try:
+        # The signature the dispatcher compiles a call for (``_compile_for_args``).
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+    except (TypeError, ValueError):
+        return False
+    path = cache._entry_path(sig, kernel.targetctx.codegen())
+    return path is not None and path.is_file()
+
+
 class _DiskCache(_Cache):
     """Numba's cache interface over checksummed entry files in ``cache_dir()/kernels``."""
 

@@ -178,6 +178,42 @@ def test_costly_forms_stand_in_for_a_kernels_first_launches_only(
     assert taken == [True] * launches + [False] * (60 - launches)
 
 
+def _double_into(out, x):  # noqa: ANN001, ANN202 - a kernel for the test below
+    for i in range(len(out)):
+        out[i] = 2.0 * x[i]
+
+
+def test_a_kernel_on_disk_loads_at_its_first_launch_instead_of_standing_in(
+    monkeypatch: pytest.MonkeyPatch, tmp_path  # noqa: ANN001
+) -> None:
+    """NumPy stands in for a kernel whose machine code would have to be compiled, not for
+    one another process saved already (``kernel_cache.on_disk``, for the launch's
+    argument types): loading it is cheaper than the stand-ins' overhead."""
+    from minitorch import kernel_cache
+
+    monkeypatch.setenv(kernel_cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(fast_ops, "STAND_IN_CALLS", 1000)
+    args = (np.empty(4), np.arange(4.0))
+    first = kernel_cache.njit(cache=True)(_double_into)
+    assert not kernel_cache.on_disk(first, args)
+    assert fast_ops._stand_in_due({first: 0}, first, args)
+    first(*args)  # compiles, and saves to tmp_path
+    again = kernel_cache.njit(cache=True)(_double_into)  # as in the next process
+    assert not again.overloads
+    assert kernel_cache.on_disk(again, args)
+    pending = {again: 0}
+    assert not fast_ops._stand_in_due(pending, again, args)
+    assert pending == {}
+    # Only the types on disk count: float32 operands have no entry yet.
+    args32 = (np.empty(4, np.float32), np.arange(4.0, dtype=np.float32))
+    other = kernel_cache.njit(cache=True)(_double_into)
+    assert not kernel_cache.on_disk(other, args32)
+    assert fast_ops._stand_in_due({other: 0}, other, args32)
+    # Not a cached dispatcher, or arguments numba cannot type: not on disk.
+    assert not kernel_cache.on_disk(_NotCompiled(), args)
+    assert not kernel_cache.on_disk(again, (object(), 1))
+
+
 def test_stand_in_declines_an_input_overlapping_the_output() -> None:
     """``out`` one element past its input: a kernel sees its own writes, a ufunc would
     not, so the stand-in leaves it to the kernel. In place (the same array) is fine."""
@@ -286,6 +322,9 @@ _TRAINING = textwrap.dedent(
     import minitorch
     from minitorch import fast_ops, operators
     fast_ops.STAND_IN_CALLS = int(sys.argv[1])
+    if sys.argv[2:] != ["from-disk"]:
+        # Stand in as if no kernel were on disk yet (a first run on this machine).
+        fast_ops.on_disk = lambda kernel, args: False
     F = minitorch.TensorBackend(minitorch.FastOps)
     random.seed(1)
     data = minitorch.datasets["Xor"](40)
@@ -325,18 +364,21 @@ def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     """Eager and compiled (``minitorch.compile``) steps, alternating: the same losses and
     parameters whether the first launches stand in or every launch is the kernel's.
     With a stand-in of 20 launches the flat add kernel compiles after a few steps
-    (the compiled step's replay may compile it first); with 0 at once."""
+    (the compiled step's replay may compile it first); with 0 at once. With the default
+    count, kernels already on disk (the first run saved them) load at their first launch
+    instead of standing in."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     results = {}
-    for calls in ("0", "20", "100000"):
-        proc = subprocess.run([sys.executable, "-c", _TRAINING, calls], env=env,
+    for run in (["0"], ["20"], ["100000"], ["1000", "from-disk"]):
+        proc = subprocess.run([sys.executable, "-c", _TRAINING, *run], env=env,
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        results[calls] = proc.stdout.split()
+        results[" ".join(run)] = proc.stdout.split()
     digests = {digest for digest, _ in results.values()}
     assert len(digests) == 1, results
     assert results["0"][1] == "0"
     assert results["20"][1] not in ("None", "0")
+    assert results["1000 from-disk"][1] == "0"
 
 
 @pytest.mark.not_boundschecked
@@ -370,6 +412,7 @@ _FIRST_CALL = bench.COMPILED_COURSE_STEP + textwrap.dedent(
     """
     from numba.core.dispatcher import Dispatcher
     from minitorch import fast_ops
+    fast_ops.on_disk = lambda kernel, args: False  # (as on a first run: see _TRAINING)
     launches = []
     numpy_launch = fast_ops._Elementwise.numpy_launch
     def counted(self, *args):
