@@ -118,6 +118,15 @@ class Function:
         c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if detach:
             c = _fresh_result(c, vals)
+        saved = ctx.saved_values
+        for v in saved:
+            if v is c:  # (by identity: ``in`` would compare tensors with ``==``)
+                # A forward that saves its own result (sigmoid, exp...) would make a
+                # cycle, result -> history -> context -> result, holding the graph behind
+                # it (every activation of a step) until Python's cycle collector ran:
+                # the context keeps the same data without the history instead.
+                ctx.saved_values = tuple(c.detach() if s is c else s for s in saved)
+                break
         c.history = history = _alloc(History)  # History(cls, ctx, vals)
         history.last_fn = cls
         history.ctx = ctx
