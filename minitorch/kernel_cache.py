@@ -696,6 +696,14 @@ def _parallel_diagnostics(
         report(twin, sig, level)
 
 
+@functools.cache
+def _magic_tuple(codegen: Any) -> tuple[str, ...]:
+    """``codegen.magic_tuple()`` (the target and CPU features), once per code generator:
+    it asks LLVM for the host's features every time, 0.3-0.5 ms (of every kernel's load
+    from disk, save and ``on_disk`` check)."""
+    return codegen.magic_tuple()
+
+
 def on_disk(kernel: Any, args: tuple[Any, ...]) -> bool:
     """Whether the cache directory holds ``kernel``'s machine code for a launch with
     ``args`` (loading it takes milliseconds; compiling it, a tenth of a second or more).
@@ -758,7 +766,7 @@ class _DiskCache(_Cache):
             return None
         args, return_type = sigutils.normalize_signature(sig)
         settings = [getattr(numba_config, name, None) for name in _CODEGEN_SETTINGS]
-        text = (f"{identity}\0{args}\0{return_type}\0{codegen.magic_tuple()}\0{settings}\0"
+        text = (f"{identity}\0{args}\0{return_type}\0{_magic_tuple(codegen)}\0{settings}\0"
                 f"{numba.__version__}\0{sys.version}\0{sys.abiflags}")  # fmt: skip
         digest = hashlib.sha256(text.encode()).hexdigest()[:32]
         label = re.sub(r"[^A-Za-z0-9_.]", "_", self._py_func.__qualname__)[:60]

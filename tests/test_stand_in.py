@@ -183,12 +183,13 @@ def _double_into(out, x):  # noqa: ANN001, ANN202 - a kernel for the test below
         out[i] = 2.0 * x[i]
 
 
-def test_a_kernel_on_disk_loads_at_its_first_launch_instead_of_standing_in(
+def test_a_kernel_on_disk_stands_in_for_fewer_launches(
     monkeypatch: pytest.MonkeyPatch, tmp_path  # noqa: ANN001
 ) -> None:
-    """NumPy stands in for a kernel whose machine code would have to be compiled, not for
-    one another process saved already (``kernel_cache.on_disk``, for the launch's
-    argument types): loading it is cheaper than the stand-ins' overhead."""
+    """NumPy stands in for STAND_IN_CALLS launches of a kernel whose machine code would
+    have to be compiled, but only for _ON_DISK_CALLS of one another process saved already
+    (``kernel_cache.on_disk``, for the launch's argument types): loading it is cheaper
+    than the stand-ins' overhead over a long run."""
     from minitorch import kernel_cache
 
     monkeypatch.setenv(kernel_cache.CACHE_ENV, str(tmp_path))
@@ -196,19 +197,25 @@ def test_a_kernel_on_disk_loads_at_its_first_launch_instead_of_standing_in(
     args = (np.empty(4), np.arange(4.0))
     first = kernel_cache.njit(cache=True)(_double_into)
     assert not kernel_cache.on_disk(first, args)
-    assert fast_ops._stand_in_due({first: 0}, first, args)
+    few = fast_ops._ON_DISK_CALLS
+    launches = 2 * few
+    assert few < launches < fast_ops.STAND_IN_CALLS
+    pending = {first: 0}
+    assert all(fast_ops._stand_in_due(pending, first, args) for _ in range(launches))
     first(*args)  # compiles, and saves to tmp_path
     again = kernel_cache.njit(cache=True)(_double_into)  # as in the next process
     assert not again.overloads
     assert kernel_cache.on_disk(again, args)
     pending = {again: 0}
-    assert not fast_ops._stand_in_due(pending, again, args)
+    taken = [fast_ops._stand_in_due(pending, again, args) for _ in range(launches)]
+    assert taken == [True] * few + [False] * (launches - few)
     assert pending == {}
     # Only the types on disk count: float32 operands have no entry yet.
     args32 = (np.empty(4, np.float32), np.arange(4.0, dtype=np.float32))
     other = kernel_cache.njit(cache=True)(_double_into)
     assert not kernel_cache.on_disk(other, args32)
-    assert fast_ops._stand_in_due({other: 0}, other, args32)
+    pending = {other: 0}
+    assert all(fast_ops._stand_in_due(pending, other, args32) for _ in range(launches))
     # Not a cached dispatcher, or arguments numba cannot type: not on disk.
     assert not kernel_cache.on_disk(_NotCompiled(), args)
     assert not kernel_cache.on_disk(again, (object(), 1))
@@ -365,8 +372,8 @@ def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     parameters whether the first launches stand in or every launch is the kernel's.
     With a stand-in of 20 launches the flat add kernel compiles after a few steps
     (the compiled step's replay may compile it first); with 0 at once. With the default
-    count, kernels already on disk (the first run saved them) load at their first launch
-    instead of standing in."""
+    count, kernels already on disk (the first run saved them) load after _ON_DISK_CALLS
+    launches instead."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     results = {}
     for run in (["0"], ["20"], ["100000"], ["1000", "from-disk"]):
@@ -378,7 +385,6 @@ def test_training_is_the_same_with_and_without_the_stand_in() -> None:
     assert len(digests) == 1, results
     assert results["0"][1] == "0"
     assert results["20"][1] not in ("None", "0")
-    assert results["1000 from-disk"][1] == "0"
 
 
 @pytest.mark.not_boundschecked
