@@ -118,20 +118,26 @@ class Function:
         c = cls.forward(ctx, *raw)  # type: ignore[attr-defined]
         if detach:
             c = _fresh_result(c, vals)
-        saved = ctx.saved_values
-        for v in saved:
-            if v is c:  # (by identity: ``in`` would compare tensors with ``==``)
-                # A forward that saves its own result (sigmoid, exp...) would make a
-                # cycle, result -> history -> context -> result, holding the graph behind
-                # it (every activation of a step) until Python's cycle collector ran:
-                # the context keeps the same data without the history instead.
-                ctx.saved_values = tuple(c.detach() if s is c else s for s in saved)
-                break
+            _keep_result_without_history(ctx, c)
         c.history = history = _alloc(History)  # History(cls, ctx, vals)
         history.last_fn = cls
         history.ctx = ctx
         history.inputs = vals
         return c
+
+
+def _keep_result_without_history(ctx: Context, c: Tensor) -> None:
+    """A forward that saves its own result (a user's, as the course's sigmoid does) would
+    make a cycle, result -> history -> context -> result, holding the graph behind it
+    (every activation of a step) until Python's cycle collector ran: the context keeps
+    the same data without the history instead. (Only for functions that see detached
+    inputs, users' among them; minitorch's others save ``out.detach()`` themselves, as
+    this check costs 300-800 instructions of every op's 23,000.)"""
+    saved = ctx.saved_values
+    for v in saved:
+        if v is c:  # (by identity: ``in`` would compare tensors with ``==``)
+            ctx.saved_values = tuple(c.detach() if s is c else s for s in saved)
+            return
 
 
 _alloc = object.__new__  # an instance, without running its class's __init__ (tensor.py uses it too)
@@ -244,7 +250,7 @@ class Sigmoid(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.sigmoid_map(t1)
-        ctx.save_for_backward(out)
+        ctx.save_for_backward(out.detach())  # (see _keep_result_without_history)
         return out
 
     @staticmethod
@@ -287,7 +293,7 @@ class Exp(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.exp_map(t1)
-        ctx.save_for_backward(out)
+        ctx.save_for_backward(out.detach())  # (see _keep_result_without_history)
         return out
 
     @staticmethod
@@ -685,7 +691,7 @@ class Tanh(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.map_of(operators.tanh)(t1)
-        ctx.save_for_backward(out)
+        ctx.save_for_backward(out.detach())  # (see _keep_result_without_history)
         return out
 
     @staticmethod
@@ -700,7 +706,7 @@ class Sqrt(Function):
     @staticmethod
     def forward(ctx: Context, t1: Tensor) -> Tensor:
         out = t1.f.map_of(operators.sqrt)(t1)
-        ctx.save_for_backward(out)
+        ctx.save_for_backward(out.detach())  # (see _keep_result_without_history)
         return out
 
     @staticmethod
