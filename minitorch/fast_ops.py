@@ -129,7 +129,8 @@ _COSTLY_FORM_CALLS = 32
 # (the layout checks, the error state, NumPy's dispatch; 80 us more for relu's at 20,000
 # elements). A thousand stand-ins made `make demo`'s 100 epochs 7.4-8.3 ms each against
 # 4.6-5.7 with the kernels; loading every kernel at its first launch made a warm start
-# 0.08 s longer (0.72 -> 0.80 s, the course MLP's first epoch, every kernel on disk).
+# 0.08 s longer (0.72 -> 0.80 s, the course MLP's first epoch, every kernel on disk; each
+# lookup then also asked LLVM for the CPU's features, see kernel_cache._magic_tuple).
 _ON_DISK_CALLS = 32
 # Forms for float64 arithmetic only.
 _FLOAT64_FORMS = {operators.log}

@@ -131,8 +131,8 @@ def _keep_result_without_history(ctx: Context, c: Tensor) -> None:
     make a cycle, result -> history -> context -> result, holding the graph behind it
     (every activation of a step) until Python's cycle collector ran: the context keeps
     the same data without the history instead. (Only for functions that see detached
-    inputs, users' among them; minitorch's others save ``out.detach()`` themselves, as
-    this check costs 300-800 instructions of every op's 23,000.)"""
+    inputs, users' among them; minitorch's others save ``out.detach()`` themselves: made
+    in every op, the check cost 843 of the 21,800 instructions of ``a + b``.)"""
     saved = ctx.saved_values
     for v in saved:
         if v is c:  # (by identity: ``in`` would compare tensors with ``==``)
