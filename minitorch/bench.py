@@ -10,6 +10,7 @@ matmul GFLOP/s plot beside it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import platform
@@ -984,11 +985,12 @@ def _start_env(cache: str) -> dict[str, str]:
     return env
 
 
+@functools.cache
 def _write_bytecode() -> None:
-    """Import what a timed start imports, once and untimed (in a throwaway kernel cache),
-    so that its modules' bytecode is cached (``__pycache__``): a start times the kernels'
-    compiling, not Python's compiling of minitorch's sources, which an install (pip
-    byte-compiles) or any run before it has done. (A machine with
+    """Import what a timed start imports, untimed and once per process (in a throwaway
+    kernel cache), so that its modules' bytecode is cached (``__pycache__``): a start
+    times the kernels' compiling, not Python's compiling of minitorch's sources, which
+    an install (pip byte-compiles) or any run before it has done. (A machine with
     ``PYTHONDONTWRITEBYTECODE`` set, as this project's sandbox has, pays about 0.1-0.15 s
     more at every start.)"""
     with tempfile.TemporaryDirectory() as tmp:
