@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import math
 import os
 import platform
 import random
@@ -267,18 +268,22 @@ def _minitorch_epoch_times(
 
 
 def _minitorch_training(
-    points: int, hidden: int, batch: int, backend: Any, compiled: bool = False
+    points: int, hidden: int, batch: int, backend: Any, compiled: bool = False,
+    dtype_name: str = "float64",
 ) -> tuple[Any, Callable[[Any, Any], None]]:
     """The course's network, data and SGD step on minitorch (as in the PyTorch twin),
-    the step run through ``minitorch.compile`` when ``compiled``."""
+    in ``dtype_name``, the step run through ``minitorch.compile`` when ``compiled``."""
+    dtype = np.dtype(dtype_name)
 
     class Linear(minitorch.Module):
         def __init__(self, n_in: int, n_out: int) -> None:
             super().__init__()
             self.weights = minitorch.Parameter(
-                2 * (minitorch.rand((n_in, n_out), backend=backend) - 0.5)
+                2 * (minitorch.rand((n_in, n_out), backend=backend, dtype=dtype) - 0.5)
             )
-            self.bias = minitorch.Parameter(2 * (minitorch.rand((n_out,), backend=backend) - 0.5))
+            self.bias = minitorch.Parameter(
+                2 * (minitorch.rand((n_out,), backend=backend, dtype=dtype) - 0.5)
+            )
 
         def forward(self, x: minitorch.Tensor) -> minitorch.Tensor:
             rows, cols = x.shape
@@ -312,8 +317,8 @@ def _minitorch_training(
     run = minitorch.compile(step) if compiled else step
 
     def from_lists(xs: Any, ys: Any) -> None:
-        x = minitorch.tensor_from_numpy(np.array(xs), backend=backend)
-        run(x, minitorch.tensor_from_numpy(np.array(ys, dtype=np.float64), backend=backend))
+        x = minitorch.tensor_from_numpy(np.array(xs, dtype=dtype), backend=backend)
+        run(x, minitorch.tensor_from_numpy(np.array(ys, dtype=dtype), backend=backend))
 
     return data, from_lists
 
@@ -407,6 +412,8 @@ class TrainingRow:
     # Else the epochs of ``runs`` runs, each of both sides, one after the other: ratios
     # pair each run's epochs (when the lists have a run's epochs each).
     runs: int = 1
+    # Eager minitorch in float32 (its twin is ``torch32``), where it was measured.
+    eager32: list[float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -417,6 +424,14 @@ class TrainingRow:
     def eager_ratio(self) -> float:
         """Eager minitorch over PyTorch's eager float64 (target 1.0x)."""
         return _ratio(self.eager, self.torch64, self.paired, self.runs)
+
+    @property
+    def eager32_ratio(self) -> float:
+        """Eager minitorch over PyTorch's eager step, both float32 (target 1.0x); the
+        float32 sides of a row of ``runs`` ran once, so theirs is a ratio of medians."""
+        if not self.eager32:
+            return float("nan")
+        return _ratio(self.eager32, self.torch32, self.paired)
 
 
 def _ratio(ours: list[float], theirs: list[float] | None, paired: bool, runs: int = 1) -> float:
@@ -468,9 +483,13 @@ def training_cases(quick: bool) -> list[TrainingRow]:
             _minitorch_training(points, hidden, batch, FAST, compiled=True),
             _torch_training(points, hidden, batch, "float64"),
             _torch_training(points, hidden, batch, "float32"),
+            _minitorch_training(points, hidden, batch, FAST, dtype_name="float32"),
         ]
-        times = _taking_turns(sides, batch, quick_epochs if quick else epochs)
-        rows.append(TrainingRow(name, *times, limit, paired=True))  # type: ignore[arg-type]
+        eager, compiled, torch64, torch32, eager32 = _taking_turns(
+            sides, batch, quick_epochs if quick else epochs
+        )
+        rows.append(TrainingRow(name, eager, compiled, torch64, torch32, limit,  # type: ignore[arg-type]
+                                paired=True, eager32=eager32))  # fmt: skip
     return rows
 
 
@@ -485,8 +504,7 @@ DIGITS_RUNS = 3
 def digits_training_row(quick: bool) -> TrainingRow | None:
     """The digits CNN as a training row, in seconds per epoch: ``DIGITS_RUNS`` runs of
     the example with its PyTorch twin (float64; one when ``quick``), one compiled, one
-    of the twin in float32. None (and a line on stderr) when the example cannot run
-    here."""
+    of both in float32. None (and a line on stderr) when the example cannot run here."""
     unavailable = _digits_unavailable()
     if unavailable:
         print(f"    digits CNN skipped: {unavailable}", file=sys.stderr)
@@ -499,12 +517,11 @@ def digits_training_row(quick: bool) -> TrainingRow | None:
             eager[library] += times
         time.sleep(SETTLE)
     compiled = _digits_run(epochs, "--compile")["minitorch"]
-    torch32 = None
-    if twin:
-        time.sleep(SETTLE)
-        torch32 = _digits_run(epochs, *twin, "--dtype", "float32")["pytorch"]
+    time.sleep(SETTLE)
+    float32 = _digits_run(epochs, *twin, "--dtype", "float32")
     return TrainingRow(DIGITS_CASE, eager["minitorch"], compiled, eager["pytorch"] or None,
-                       torch32, DIGITS_COMPILED_TARGET, runs=runs)  # fmt: skip
+                       float32["pytorch"] or None, DIGITS_COMPILED_TARGET, runs=runs,
+                       eager32=float32["minitorch"])  # fmt: skip
 
 
 def _spread(times: list[float] | None) -> str:
@@ -513,6 +530,15 @@ def _spread(times: list[float] | None) -> str:
         return "—"
     ms = [t * 1e3 for t in times]
     return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
+
+
+def _verdict(ratio: float, limit: float, target: bool = False) -> str:
+    """A ratio and whether it meets ``limit`` (a dash when either side was not measured);
+    ``target`` names the limit too."""
+    if math.isnan(ratio):
+        return "—"
+    met = "met" if ratio <= limit else "NOT met"
+    return f"{ratio:.2f} (<= {limit}x: {met})" if target else f"{ratio:.2f} ({met})"
 
 
 def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | None) -> list[str]:
@@ -525,28 +551,29 @@ def _training_lines(rows: list[TrainingRow], first_call: tuple[float, ...] | Non
         "brackets. The sides take turns, a block of epochs each, so a slow spell of the",
         "shared machine falls on all of them alike; the ratios are the median over the",
         "turns of each turn's ratio. Targets: eager <= 1.0x and compiled <= 0.5x (the",
-        "digits CNN: 1.0x) PyTorch's eager float64 step (minitorch runs float64 here). The",
+        "digits CNN: 1.0x) PyTorch's eager float64 step (minitorch float64 eager and",
+        "compiled), and eager float32 <= 1.0x PyTorch's eager float32 step. The",
         "digits CNN runs `examples/digits_cnn.py` in a fresh process each time: with",
         f"`--torch` {DIGITS_RUNS} times (its eager ratio is the median of the runs' ratios of",
-        "medians), then with `--compile` and with `--torch --dtype float32` once (ratio of",
-        "the medians); its figures are ms per epoch after the first one of each run.",
+        "medians), then with `--compile` and with `--torch --dtype float32` once (both",
+        "libraries in float32; ratios of the medians); its figures are ms per epoch after",
+        "the first one of each run.",
         "These and all the other timings but the start-up ones run the kernels from their",
         "first launch (`MINITORCH_STAND_IN_CALLS=0`: the state of a long run); the cold and",
         "warm starts and the compiled step's first call run with the default stand-ins,",
         "in fresh processes with Python's bytecode cache on (written by an untimed import",
         "first), as on a machine that does not set `PYTHONDONTWRITEBYTECODE`.",
         "",
-        "| case | minitorch eager | minitorch compiled | PyTorch float64 | PyTorch float32 "
-        "| eager / PyTorch (<= 1.0x) | compiled / PyTorch (target) |",
-        "|---|---|---|---|---|---|---|",
+        "| case | minitorch eager | minitorch compiled | PyTorch float64 "
+        "| minitorch eager float32 | PyTorch float32 | eager / PyTorch (<= 1.0x) "
+        "| float32: eager / PyTorch (<= 1.0x) | compiled / PyTorch (target) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        eager_met = "met" if r.eager_ratio <= 1.0 else "NOT met"
-        met = "met" if r.ratio <= r.limit else "NOT met"
         lines.append(
             f"| {r.case} | {_spread(r.eager)} | {_spread(r.compiled)} | {_spread(r.torch64)} | "
-            f"{_spread(r.torch32)} | {r.eager_ratio:.2f} ({eager_met}) | "
-            f"{r.ratio:.2f} (<= {r.limit}x: {met}) |"
+            f"{_spread(r.eager32)} | {_spread(r.torch32)} | {_verdict(r.eager_ratio, 1.0)} | "
+            f"{_verdict(r.eager32_ratio, 1.0)} | {_verdict(r.ratio, r.limit, target=True)} |"
         )
     if first_call:
         cold, cold_replay, warm, warm_replay = first_call
@@ -1016,7 +1043,7 @@ def main(args: argparse.Namespace) -> int:
     say("[+] conv2d forward and backward at the digits CNN's sizes (float64, float32)")
     rows += conv_cases(repeat)
     rows32 += conv_cases(repeat, np.float32)
-    say("[3/6] training epochs (minitorch eager and compiled, PyTorch float64 and float32)")
+    say("[3/6] training epochs (minitorch eager, compiled, float32; PyTorch float64, float32)")
     training = training_cases(args.quick)
     say("[+] digits CNN epochs (examples/digits_cnn.py: eager, compiled, PyTorch)")
     digits = digits_training_row(args.quick)

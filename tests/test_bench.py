@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import minitorch
 from minitorch import bench
 
 pytestmark = [pytest.mark.kernels, pytest.mark.not_boundschecked]
@@ -80,14 +81,38 @@ def test_scaling_is_skipped_with_a_reason_without_mpi(monkeypatch: pytest.Monkey
     assert "pip install 'minitorch[mpi]'" in str(bench._scaling_unavailable())
 
 
-def test_training_table_has_eager_compiled_and_both_pytorch_columns() -> None:
-    rows = [bench.TrainingRow("mlp", [0.004, 0.002, 0.003], [0.001], [0.0025], None, 0.5)]
+def test_training_table_has_eager_compiled_float32_and_both_pytorch_columns() -> None:
+    rows = [
+        bench.TrainingRow("mlp", [0.004, 0.002, 0.003], [0.001], [0.0025], None, 0.5),
+        bench.TrainingRow("f32", [0.004], [0.001], [0.005], [0.002], 0.5, eager32=[0.0018]),
+    ]
     table = "\n".join(bench._training_lines(rows, (1.5, 0.001, 0.25, 0.0005)))
     assert (
-        "| mlp | 3.00 (2.00-4.00) | 1.00 (1.00-1.00) | 2.50 (2.50-2.50) | — | 1.20 (NOT met) "
-        "| 0.40 (<= 0.5x: met) |"
+        "| mlp | 3.00 (2.00-4.00) | 1.00 (1.00-1.00) | 2.50 (2.50-2.50) | — | — | 1.20 (NOT met) "
+        "| — | 0.40 (<= 0.5x: met) |"
+    ) in table
+    assert (
+        "| f32 | 4.00 (4.00-4.00) | 1.00 (1.00-1.00) | 5.00 (5.00-5.00) | 1.80 (1.80-1.80) "
+        "| 2.00 (2.00-2.00) | 0.80 (met) | 0.90 (met) | 0.20 (<= 0.5x: met) |"
     ) in table
     assert "first call 1.50 s, second 1.00 ms" in table and "first call 0.25 s" in table
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_sides_train_in_their_dtype(dtype: str) -> None:
+    data, step = bench._minitorch_training(20, 4, 10, bench.FAST, dtype_name=dtype)
+    seen: list[minitorch.Tensor] = []
+    real_backward = minitorch.Tensor.backward
+
+    def backward(self: minitorch.Tensor, *args: object) -> None:
+        seen.append(self)
+        real_backward(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(minitorch.Tensor, "backward", backward)
+        bench._epoch(data, 10, step)
+    assert len(seen) == 2 and {t.dtype for t in seen} == {np.dtype(dtype)}
+    assert all(np.isfinite(t.item()) for t in seen)
 
 
 def test_paired_ratio_takes_the_median_over_turns_so_a_slow_turn_cancels() -> None:
@@ -184,3 +209,15 @@ def test_count_instructions_tool_runs_each_op(monkeypatch: pytest.MonkeyPatch) -
     tool.main()
     with pytest.raises(SystemExit, match="unknown op"):
         tool.op("nope")
+
+
+def test_training_rows_time_every_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "TRAINING_CASES", (("tiny", 20, 4, 10, 2, 2, 0.5),))
+    monkeypatch.setattr(bench, "SETTLE", 0.0)
+    (row,) = bench.training_cases(quick=True)
+    assert row.paired and len(row.eager) == len(row.compiled) == 2
+    assert row.eager32 is not None and len(row.eager32) == 2
+    assert all(t > 0 for t in row.eager + row.compiled + row.eager32)
+    with_torch = bench._torch() is not None
+    assert (row.torch32 is not None) == with_torch
+    assert np.isfinite(row.eager32_ratio) == with_torch
