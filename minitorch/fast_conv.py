@@ -163,6 +163,10 @@ def _im2col(cols, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3)
     A task fills one patch row (c, i, j) for the whole batch, so the row's
     decomposition (integer divisions) is paid once, not per image: at the digits
     CNN's second layer (4 x 4 planes) per-image tasks cost 3x more than the copying.
+    A plane whose rows follow each other (the usual contiguous input) is copied as one
+    unit-stride run per image, which LLVM vectorises, and the columns that wrapped in
+    from the next row are zeroed after: the digits CNN's first layer 24 -> 10 us,
+    second 68 -> 53 us, (32, 16, 16, 16) 940 -> 350 us (two threads).
     """
     positions = height * width
     n = batch * positions
@@ -177,13 +181,24 @@ def _im2col(cols, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3)
         for b in range(batch):
             d0 = row * n + b * positions
             base = b * s0 + c * s1 + i * s2 + j * s3
-            for y in range(height - i):
-                d = d0 + y * width
-                src = base + y * s2
-                for x in range(inside):
-                    cols[d + x] = input[src + x * s3]
-                for x in range(inside, width):
-                    cols[d + x] = zero
+            if s3 == 1 and s2 == width:
+                # From the window's first element to the plane's last (read - j: no
+                # further), then the wrapped columns (x >= inside) back to zero.
+                dst = cols[d0 : d0 + positions]
+                run = input[base : base + read - j]
+                for p in range(read - j):
+                    dst[p] = run[p]
+                for y in range(height - i):
+                    for x in range(inside, width):
+                        dst[y * width + x] = zero
+            else:
+                for y in range(height - i):
+                    d = d0 + y * width
+                    src = base + y * s2
+                    for x in range(inside):
+                        cols[d + x] = input[src + x * s3]
+                    for x in range(inside, width):
+                        cols[d + x] = zero
             for p in range(d0 + read, d0 + positions):
                 cols[p] = zero
 
@@ -197,7 +212,14 @@ def _channel_major(dst, grad, batch, channels, height, width, s0, s1, s2, s3):  
         b = t - c * batch
         d0 = c * n + b * positions
         base = b * s0 + c * s1
-        if s2 == width * s3:  # the plane's rows follow each other: one run
+        if s3 == 1 and s2 == width:
+            # A contiguous plane: unit-stride slices, which LLVM vectorises (the digits
+            # CNN's first layer 24 -> 8 us on two threads).
+            plane = dst[d0 : d0 + positions]
+            run = grad[base : base + positions]
+            for p in range(positions):
+                plane[p] = run[p]
+        elif s2 == width * s3:  # the plane's rows follow each other: one run
             for p in range(positions):
                 dst[d0 + p] = grad[base + p * s3]
         else:

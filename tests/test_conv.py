@@ -398,6 +398,34 @@ def test_im2col_and_channel_major_kernels_match_numpy(variant: int) -> None:
     check()
 
 
+@pytest.mark.kernels
+@pytest.mark.parametrize("variant", [0, 1], ids=["parallel", "serial"])
+def test_unrolling_contiguous_planes_in_runs_matches_numpy(variant: int) -> None:
+    """The unit-stride paths of im2col and the channel-major copy (contiguous planes, the
+    usual layout), for every kernel size up to one wider and taller than the plane: a
+    run never reads past its plane's last element (the wrapped columns it copies are
+    zeroed), so the last plane of the storage ends the run."""
+    rng = np.random.default_rng(5)
+    for b, c, h, w in ((2, 3, 4, 4), (1, 2, 3, 5), (3, 1, 5, 2), (1, 1, 1, 3)):
+        view = rng.normal(size=(b, c, h, w))
+        storage = view.ravel().copy()
+        strides = (c * h * w, h * w, w, 1)
+        for kh in range(1, h + 2):
+            for kw in range(1, w + 2):
+                padded = np.zeros((b, c, h + kh, w + kw))
+                padded[:, :, :h, :w] = view
+                expected = np.stack([padded[:, :, i:i + h, j:j + w] for i in range(kh)
+                                     for j in range(kw)], axis=2)  # fmt: skip
+                cols = np.full(c * kh * kw * b * h * w, np.nan)
+                fast_conv._IM2COL[variant](cols, storage, b, c, h, w, kh, kw, *strides)
+                np.testing.assert_array_equal(
+                    cols, expected.transpose(1, 2, 0, 3, 4).reshape(-1)
+                )
+        dst = np.full(view.size, np.nan)
+        fast_conv._CHANNEL_MAJOR[variant](dst, storage, b, c, h, w, *strides)
+        np.testing.assert_array_equal(dst, view.transpose(1, 0, 2, 3).reshape(-1))
+
+
 # Determinism across thread counts -------------------------------------------------
 
 DETERMINISM_SCRIPT = textwrap.dedent(

@@ -546,6 +546,8 @@ ROUTING_SIZES = {
     "narrow_cols_edge": (3 * fast_ops._MR - 1, 300, 32),  # GEMM in either dtype
     "gemm_parallel_edge": (64, 256, 64),  # 2^20: the parallel GEMM
     "gemm_parallel_below": (63, 256, 64),
+    "thin_serial_k_edge": (2 * fast_ops._MR - 1, fast_ops._THIN_K, 2048),  # rows
+    "thin_serial_k_above": (2 * fast_ops._MR - 1, fast_ops._THIN_K + 1, 2048),  # GEMM
 }
 ROUTING_LAYOUTS = ("row_major", "a_t", "b_t", "both_t", "batch_b_t", "bcast_a_t")
 
@@ -632,7 +634,14 @@ def test_course_mlp_products_never_run_the_gemm(launched_kernels: list[str]) -> 
      (17, 256, 15, "row_major", "_gemm_into_ser"),  # not along k
      (64, 256, 64, "row_major", "_gemm_into_par"),  # 2^20 multiply-adds
      (63, 256, 64, "row_major", "_gemm_into_ser"),
-     (32, 9, 16 * 32, "batch_b_t", "_gemm_into_ser")],
+     (32, 9, 16 * 32, "batch_b_t", "_gemm_into_ser"),
+     # Under two strips of rows and k <= _THIN_K, serial: rows (the digits CNN's conv1
+     # input gradient); a k or a row more, or the parallel size, the GEMM.
+     (9, 16, 2048, "row_major", "_matmul_rows_ser"),
+     (11, 16, 5900, "row_major", "_matmul_rows_ser"),
+     (9, 17, 2048, "row_major", "_gemm_into_ser"),
+     (12, 16, 2048, "row_major", "_gemm_into_ser"),
+     (11, 16, 6000, "row_major", "_gemm_into_par")],
 )  # fmt: skip
 def test_matmul_routing_picks_the_measured_kernel(
     m: int, k: int, n: int, layout: str, kernel: str, dtype: type, launched_kernels: list[str]
