@@ -119,10 +119,11 @@ def topological_sort(variable: Variable) -> list[Variable]:
     return order
 
 
-def backpropagate(variable: Variable, deriv: Any) -> None:
-    """Push ``deriv`` from ``variable`` back, accumulating on the leaves."""
+def backpropagate(variable: Variable, deriv: Any, order: list[Variable] | None = None) -> None:
+    """Push ``deriv`` from ``variable`` back, accumulating on the leaves. ``order`` is
+    ``topological_sort(variable)`` when the caller has it (a faster sort of its own)."""
     derivatives: dict[int, Any] = {variable.unique_id: deriv}
-    for node in topological_sort(variable):
+    for node in topological_sort(variable) if order is None else order:
         d = derivatives.pop(node.unique_id, None)
         if d is None:
             continue

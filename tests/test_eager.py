@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import make_backend
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minitorch
-from minitorch.autodiff import Context
+from minitorch.autodiff import Context, topological_sort
 from minitorch.tensor_functions import Function
 
 
@@ -268,3 +271,32 @@ def test_a_function_saving_its_result_gets_the_same_gradient() -> None:
     _SavesItsResult.apply(a).sum().backward()
     assert a.grad is not None
     np.testing.assert_allclose(a.grad.to_numpy(), 2.0 * a.to_numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 99), st.integers(0, 99), st.sampled_from("+*-rn")),
+                min_size=1, max_size=25),
+       st.lists(st.booleans(), min_size=3, max_size=3))  # fmt: skip
+def test_tensor_graph_order_is_the_generic_topological_sort(
+    steps: list[tuple[int, int, str]], tracked: list[bool]
+) -> None:
+    """``Tensor.backward``'s own sort visits the same nodes in the same order as
+    ``autodiff.topological_sort`` (so gradients sum in the same order), on random graphs
+    with shared nodes, constants, leaves with and without gradients and number operands."""
+    sort = sys.modules["minitorch.tensor"]._graph_order
+    nodes = [minitorch.tensor([1.0, 2.0], requires_grad=t) for t in tracked]
+    for i, j, op in steps:
+        a, b = nodes[i % len(nodes)], nodes[j % len(nodes)]
+        if op == "+":
+            nodes.append(a + b)
+        elif op == "*":
+            nodes.append(a * b)
+        elif op == "-":
+            nodes.append(a - 2.0)
+        elif op == "r":
+            nodes.append(a.relu())
+        else:
+            nodes.append(a.detach())  # a constant in the middle of the graph
+    for out in nodes:
+        expected = [n.unique_id for n in topological_sort(out)]
+        assert [n.unique_id for n in sort(out)] == expected
