@@ -392,23 +392,33 @@ class Permute(Function):
 
 
 class View(Function):
+    _detach_inputs = False
+
     @staticmethod
     def forward(ctx: Context, a: Tensor, shape: Any) -> Tensor:
         # Reinterpreting the storage as another shape needs a row-major layout:
         # a broadcast (stride 0) or gapped layout would read the wrong elements.
-        if not a._tensor.is_row_major():
+        td = a._tensor
+        if not td.is_row_major():
             raise IndexingError(
                 f"view needs a contiguous tensor (shape {a.shape}, strides "
-                f"{a._tensor.strides}); call .contiguous() first."
+                f"{td.strides}); call .contiguous() first."
             )
-        shape = _resolve_view_shape(a.size, _as_ints(shape, "A view shape"))
-        ctx.save_for_backward(a.shape)
-        return a._new(a._tensor.strided_view(shape, strides_from_shape(shape)))
+        shape = _as_ints(shape, "A view shape")
+        ctx.save_for_backward(td.shape)
+        if shape == td.shape:
+            # Its own shape (4 of the course step's 5 views, as ``x.view(*x.shape)``
+            # in a layer): the same layout, nothing to resolve.
+            return a._new(td)
+        shape = _resolve_view_shape(td.size, shape)
+        return a._new(td.strided_view(shape, strides_from_shape(shape)))
 
     @staticmethod
     def backward(ctx: Context, grad_output: Tensor) -> tuple[Tensor, float]:
         (original,) = ctx.saved_values
         g = grad_output if grad_output._tensor.is_row_major() else grad_output.contiguous()
+        if g._tensor.shape == original:
+            return g, 0.0
         return g._new(g._tensor.strided_view(original, strides_from_shape(original))), 0.0
 
 

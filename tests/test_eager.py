@@ -300,3 +300,18 @@ def test_tensor_graph_order_is_the_generic_topological_sort(
     for out in nodes:
         expected = [n.unique_id for n in topological_sort(out)]
         assert [n.unique_id for n in sort(out)] == expected
+
+
+@pytest.mark.parametrize("name", ["simple", "fast"])
+def test_a_view_to_its_own_shape_is_a_new_tensor_over_the_same_values(name: str) -> None:
+    backend = make_backend(name)
+    x = minitorch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend, requires_grad=True)
+    v = x.view(2, 3)
+    assert v is not x and v.shape == (2, 3) and v.history is not None
+    assert v._tensor._storage is x._tensor._storage
+    (v * v).view(6).sum().view(1).backward()
+    np.testing.assert_array_equal(x.grad.to_numpy(), 2 * x.to_numpy())
+    with pytest.raises(minitorch.IndexingError, match="contiguous"):
+        x.permute(1, 0).view(3, 2)  # its own shape, but not row-major: still refused
+    with pytest.raises(TypeError):
+        x.view(2.5, 3)
