@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -221,3 +223,26 @@ def test_training_rows_time_every_side(monkeypatch: pytest.MonkeyPatch) -> None:
     with_torch = bench._torch() is not None
     assert (row.torch32 is not None) == with_torch
     assert np.isfinite(row.eager32_ratio) == with_torch
+
+
+def test_every_side_trains_on_the_same_batches_whatever_ran_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Regression: the sides shuffled from Python's global generator, so a side's batches
+    # depended on the sides before it (the float32 MLP after four sides drifted into
+    # subnormal gradients, 4x slower epochs).
+    monkeypatch.setattr(bench, "SETTLE", 0.0)
+
+    class Data:
+        X = [[float(i), 0.0] for i in range(20)]
+        y = [float(i % 2) for i in range(20)]
+
+    seen: list[list[tuple[float, ...]]] = [[], [], []]
+
+    def side(k: int) -> tuple[Data, Any]:
+        return Data(), lambda xs, ys: seen[k].append(tuple(x[0] for x in xs))
+
+    bench._taking_turns([side(0), None, side(1), side(2)], 5, 3)
+    assert len(seen[0]) == 4 * 4 and seen[0] == seen[1] == seen[2]
+    assert sorted(sum(seen[0][:4], ())) == [float(i) for i in range(20)]
+    assert seen[0][:4] != seen[0][4:8]  # a new order each epoch
