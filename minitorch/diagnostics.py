@@ -32,8 +32,7 @@ def _flat(size: int, dtype: type) -> np.ndarray:
 def _pack_buffers(dtype: type, *shape_and_strides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Packing buffers for ``fast_ops._gemm_into`` (batch, m, n, k, then the strides)."""
     (batch, m, n, k), strides = shape_and_strides[:4], shape_and_strides[4]
-    sizes = fast_ops._pack_sizes(np.dtype(dtype).itemsize, batch, m, n, k, strides[0],
-                                 strides[3], strides[5])  # fmt: skip
+    sizes = fast_ops._pack_sizes(np.dtype(dtype).itemsize, batch, m, n, k, *strides)
     return np.empty(sizes[0], dtype), np.empty(sizes[1], dtype)
 
 

@@ -843,8 +843,13 @@ _NC = 4096
 # The L2 cache per core assumed by the prefetching of B (512 KiB on Zen 3).
 _L2_BYTES = 512 * 1024
 # A row-major B up to this size (half of L1) is read in place, unpacked (and then
-# A too): larger ones, read along k at their row stride, would thrash L1.
+# A too): larger ones, read along k at their row stride, may thrash L1 (see
+# ``_reads_in_place``, which reads them in place only where a strip fits L1's sets).
 _DIRECT_B_BYTES = 16 * 1024
+# L1's geometry as ``_strip_fits_l1`` assumes it: 64 sets of 64-byte lines (a way of
+# 4 KiB) and 8 ways (Zen 3; recent Intel cores have 12).
+_L1_WAY_BYTES = 4096
+_L1_WAYS = 8
 
 # Fused multiply-adds; only the dot products may reassociate (to vectorise along
 # k), and their lane order is fixed by the compiled code.
@@ -923,7 +928,7 @@ def _matmul_into(out: Storage, a: Storage, b: Storage, batch: int, m: int, n: in
         kernel = _matmul_rows_par if parallel else _matmul_rows_ser
     else:
         itemsize = out.itemsize
-        a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, strides[0], strides[3], strides[5])
+        a_size, b_size = _pack_sizes(itemsize, batch, m, n, k, *strides)
         # The thread count comes from here: a kernel that asks numba for it cannot be
         # cached on disk (the call is a run-time address), and the GEMM takes seconds.
         # (Asking costs about 1 us, so only a parallel product does.)
@@ -956,17 +961,48 @@ def _pack_buffers(dtype: np.dtype, a_size: int, b_size: int) -> tuple[Storage, S
     return buffers
 
 
-def _pack_sizes(itemsize, batch, m, n, k, sa0, sb0, sb2):  # noqa: ANN001, ANN202
-    """Elements of the packed panels ``_gemm_into`` needs: (0, 0) when it reads a small
-    row-major B (and A) where they lie. Plain Python, and compiled for ``_gemm_par``."""
-    nr = 2 * fast_simd.full_lane_count(itemsize)
-    if sb2 == 1 and n % nr == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
-        return 0, 0
+@njit(cache=True)
+def _strip_fits_l1(stride_bytes, steps):  # noqa: ANN001, ANN202
+    """Whether a strip of an operand read where it lies, one run of two cache lines per
+    step of k, ``stride_bytes`` apart, stays in L1 while it is reused: runs whose
+    addresses agree modulo a way (_L1_WAY_BYTES) fall in the same sets, so a stride
+    near a multiple of it crowds the strip into a few sets, which evict each other."""
+    offsets = _L1_WAY_BYTES // math.gcd(stride_bytes, _L1_WAY_BYTES)
+    return 2 * steps <= _L1_WAYS * min(_L1_WAY_BYTES // 64, 2 * offsets)
+
+
+@njit(cache=True)
+def _reads_in_place(itemsize, n, k, sa1, sa2, sb1, sb2):  # noqa: ANN001, ANN202
+    """Which operands ``_gemm_into`` reads where they lie instead of packing: (A, B).
+
+    Packing copies every block of k of both operands once more than the
+    micro-kernel reads them, which small products (and row-major A at any size) do
+    not earn back (one thread, in-process alternation: 100 x 200 x 200 float64 150
+    -> 108 us with both in place, 1024^3 0.79x with A in place; a B too large for L1
+    in place, as 512^3, 2x slower). So A is read in place when its rows lie along k,
+    or its columns do and a strip fits in L1; B when it is row-major in whole vectors
+    of columns and a strip fits in L1, or (as before) B is small. Only where the
+    micro-kernel reads changes, never an element's sum, so the results are the same.
+    """
+    lanes = fast_simd.full_lane_count(itemsize)
+    if sb2 == 1 and n % (2 * lanes) == 0 and k * n * itemsize <= _DIRECT_B_BYTES:
+        return True, True
     kb = min(k, _KC)
-    a_batches = batch if sa0 != 0 else 1
-    b_batches = batch if sb0 != 0 else 1
-    a_size = a_batches * ((m + _MR - 1) // _MR) * _MR * kb
-    return a_size, b_batches * ((min(n, _NC) + nr - 1) // nr) * nr * kb
+    a_in_place = sa2 == 1 or (sa1 == 1 and _strip_fits_l1(sa2 * itemsize, kb))
+    b_in_place = sb2 == 1 and n % lanes == 0 and _strip_fits_l1(sb1 * itemsize, kb)
+    return a_in_place, b_in_place
+
+
+def _pack_sizes(itemsize, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001, ANN202
+    """Elements of the packed panels ``_gemm_into`` needs (none for an operand it reads
+    where it lies). Plain Python, and compiled for ``_gemm_par``."""
+    a_in_place, b_in_place = _reads_in_place(itemsize, n, k, sa1, sa2, sb1, sb2)
+    nr = 2 * fast_simd.full_lane_count(itemsize)
+    kb = min(k, _KC)
+    a_size = 0 if a_in_place else (batch if sa0 != 0 else 1) * ((m + _MR - 1) // _MR) * _MR * kb
+    b_strips = (min(n, _NC) + nr - 1) // nr
+    b_size = 0 if b_in_place else (batch if sb0 != 0 else 1) * b_strips * nr * kb
+    return a_size, b_size
 
 
 def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, b_pack, threads):  # noqa: ANN001, E501
@@ -974,9 +1010,9 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
 
     For each block of k, the strips of A (_MR rows) and of B (2 vectors of
     columns) are copied into contiguous panels, k-major, read from any strides,
-    in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``); then tasks of up
-    to _MC rows by about _NB_STRIPS strips of C run the micro-kernel over them. A small
-    row-major B in whole strips, and then A, are read where they lie instead.
+    in ``a_pack`` and ``b_pack`` (sizes from ``_pack_sizes``), unless the operand
+    is read where it lies (``_reads_in_place``); then tasks of up to _MC rows by
+    about _NB_STRIPS strips of C run the micro-kernel over them.
     ``threads`` (numba's thread count) only sets how C is cut into tasks.
     """
     nr = 2 * fast_simd.full_lanes(out)
@@ -984,38 +1020,42 @@ def _gemm_into(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2, a_pack, 
     # The strips of A are dealt into the row blocks evenly (sizes differ by at most one
     # strip), so that the threads' shares match (see _gemm_task).
     m_strips = (m + _MR - 1) // _MR
-    if sb2 == 1 and n % nr == 0 and k * n * out.itemsize <= _DIRECT_B_BYTES:
-        b_strips = n // nr
-        col_blocks = _col_blocks(batch * row_blocks, b_strips, threads)
-        for t in prange(batch * row_blocks * col_blocks):
-            _gemm_task(t, out, a, 0, sa0, _MR * sa1, sa1, sa2, b, 0, sb0, nr, sb1, m, n, n, 0,
-                       k, True, m_strips, row_blocks, col_blocks, b_strips, False)  # fmt: skip
-        return
-    a_batches = batch if sa0 != 0 else 1
-    b_batches = batch if sb0 != 0 else 1
-    a_strips = (m + _MR - 1) // _MR
+    a_in_place, b_in_place = _reads_in_place(out.itemsize, n, k, sa1, sa2, sb1, sb2)
     # Each packed strip holds one block of k: kb (<= _KC) steps apart.
     kb = min(k, _KC)
+    a_batches = 0 if a_in_place else (batch if sa0 != 0 else 1)
+    b_batches = 0 if b_in_place else (batch if sb0 != 0 else 1)
+    # Where the micro-kernel reads A: its batch, strip, row and k strides.
+    a_src, a_batch, a_strip, sa_row, sa_k = a, sa0, _MR * sa1, sa1, sa2
+    if not a_in_place:
+        a_src, a_strip, sa_row, sa_k = a_pack, _MR * kb, 1, _MR
+        a_batch = m_strips * _MR * kb if a_batches > 1 else 0
     for j0 in range(0, n, _NC):
         nc = min(_NC, n - j0)
         b_strips = (nc + nr - 1) // nr
         col_blocks = _col_blocks(batch * row_blocks, b_strips, threads)
-        # A packed B that fits in L2 needs no prefetching.
-        prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
+        b_src, b_batch, b_strip, sb_k, prefetch = b, sb0, nr, sb1, False
+        if not b_in_place:
+            b_src, b_strip, sb_k = b_pack, nr * kb, nr
+            b_batch = b_strips * nr * kb if b_batches > 1 else 0
+            # A packed B that fits in L2 needs no prefetching.
+            prefetch = b_strips * nr * kb * out.itemsize > _L2_BYTES // 2
         for k0 in range(0, k, _KC):
             kc = min(_KC, k - k0)
             # Step t packs strip t of A and strip t of B, so a thread packs the rows of
             # A it then multiplies (the tasks below split the rows the same way).
             # A is packed again for each panel of _NC columns (once, unless n > _NC).
-            for t in prange(max(a_batches * a_strips, b_batches * b_strips)):
-                _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb,
-                            a_batches * a_strips, a_strips, b_batches * b_strips, b_strips,
-                            sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
-            a_batch = a_strips * _MR * kb if a_batches > 1 else 0
-            b_batch = b_strips * nr * kb if b_batches > 1 else 0
+            steps = max(a_batches * m_strips, b_batches * b_strips)
+            if steps > 0:
+                for t in prange(steps):
+                    _pack_strip(t, a_pack, b_pack, a, b, m, nc, j0, k0, kc, kb,
+                                a_batches * m_strips, m_strips, b_batches * b_strips,
+                                b_strips, sa0, sa1, sa2, sb0, sb1, sb2)  # fmt: skip
+            a_base = k0 * sa2 if a_in_place else 0
+            b_base = k0 * sb1 + j0 if b_in_place else 0
             for t in prange(batch * row_blocks * col_blocks):
-                _gemm_task(t, out, a_pack, 0, a_batch, _MR * kb, 1, _MR,
-                           b_pack, 0, b_batch, nr * kb, nr, m, n, nc, j0, kc, k0 == 0,
+                _gemm_task(t, out, a_src, a_base, a_batch, a_strip, sa_row, sa_k,
+                           b_src, b_base, b_batch, b_strip, sb_k, m, n, nc, j0, kc, k0 == 0,
                            m_strips, row_blocks, col_blocks, b_strips, prefetch)  # fmt: skip
 
 
@@ -1325,7 +1365,7 @@ _jit_pack_sizes = njit(cache=True)(variant(_pack_sizes, "_jit"))
 
 @njit(cache=True)
 def _new_pack_buffers(out, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2):  # noqa: ANN001
-    a_size, b_size = _jit_pack_sizes(out.itemsize, batch, m, n, k, sa0, sb0, sb2)
+    a_size, b_size = _jit_pack_sizes(out.itemsize, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
     return np.empty(a_size, out.dtype), np.empty(b_size, out.dtype)
 
 

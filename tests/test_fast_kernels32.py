@@ -560,8 +560,7 @@ def _with_kept_buffers(gemm_into: Callable[..., None]) -> Callable[..., None]:
 
     def run(out: np.ndarray, a: np.ndarray, b: np.ndarray, batch: int, m: int, n: int, k: int,
             *strides: int) -> None:  # fmt: skip
-        sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, strides[0], strides[3],
-                                     strides[5])  # fmt: skip
+        sizes = fast_ops._pack_sizes(out.itemsize, batch, m, n, k, *strides)
         buffers = fast_ops._pack_buffers(out.dtype, *sizes)
         gemm_into(out, a, b, batch, m, n, k, *strides, *buffers, numba.get_num_threads())
 
@@ -624,6 +623,63 @@ def test_matmul_kernels_fuzz(
     kernel = MATMUL_KERNELS[name][parallel]
     kernel(out, a, b, batch, m, n, k, sa0, sa1, sa2, sb0, sb1, sb2)
     assert_matmul(out.reshape(batch, m, n), x, y, dtype)
+
+
+def test_gemm_reads_an_operand_in_place_only_where_a_strip_fits_l1() -> None:
+    """``_reads_in_place`` (float64; every ``n`` here is whole vectors at either width):
+    ``(itemsize, n, k, A's row and k strides, B's k and column strides)``."""
+    in_place = fast_ops._reads_in_place
+    # The hidden-200 MLP's products: h @ W, then h^T @ g (A's columns along k, 1600 bytes
+    # apart: every set of L1 in use). B transposed (g @ W^T) is always packed.
+    assert in_place(8, 200, 200, 200, 1, 200, 1) == (True, True)
+    assert in_place(8, 200, 100, 1, 200, 200, 1) == (True, True)
+    assert in_place(8, 200, 200, 200, 1, 1, 200) == (True, False)
+    # Rows 2 KiB apart share two sets: a strip of more than 16 steps of k is packed.
+    assert in_place(8, 256, 256, 256, 1, 256, 1) == (True, False)
+    assert in_place(8, 256, 256, 1, 256, 256, 1) == (False, False)
+    assert in_place(8, 256, 16, 1, 256, 256, 1) == (True, True)
+    # A block of k (_KC = 512) two cache lines a step is too much for L1's 8 ways.
+    assert in_place(8, 200, 600, 600, 1, 200, 1) == (True, False)
+    assert in_place(8, 200, 256, 256, 1, 200, 1) == (True, True)
+    # B in part vectors, and A with neither stride 1, are packed ...
+    assert in_place(8, 201, 200, 200, 1, 201, 1) == (True, False)
+    assert in_place(8, 200, 200, 600, 3, 200, 1) == (False, True)
+    # ... except A beside a small B in whole strips (at most 16 KiB), as before.
+    lanes = fast_simd.full_lane_count(8)
+    assert in_place(8, 2 * lanes, 8, 600, 3, 2 * lanes, 1) == (True, True)
+
+
+@FUZZ
+@given(st.sampled_from(DTYPES), st.integers(1, 2), st.integers(1, 30),
+       st.sampled_from([1, 7, 64, 300, 600]), st.integers(1, 50), st.booleans(),
+       st.integers(0, 2**32 - 1))  # fmt: skip
+def test_gemm_gives_the_same_bits_whether_it_packs_or_reads_in_place(
+    dtype: type, batch: int, m: int, k: int, n: int, parallel: bool, seed: int
+) -> None:
+    """One product from operands laid out so that each is read in place or packed
+    (rows 4 KiB apart and A with no unit stride are packed; compact row-major ones
+    are read in place where ``_reads_in_place`` allows): the same bits every time."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, m, k)).astype(dtype)
+    y = rng.standard_normal((batch, k, n)).astype(dtype)
+    wide = 4096 // np.dtype(dtype).itemsize
+    a_spread = np.zeros((batch, m, k, 2), dtype)  # A's elements two apart
+    a_spread[..., 0] = x
+    b_padded = np.zeros((batch, k, wide), dtype)  # B's rows 4 KiB apart
+    b_padded[..., :n] = y
+    a_layouts = [strided_operand(x, False), strided_operand(x, True),
+                 (a_spread.reshape(-1), (m * k * 2, k * 2, 2))]  # fmt: skip
+    b_layouts = [strided_operand(y, False), strided_operand(y, True),
+                 (b_padded.reshape(-1), (k * wide, wide, 1))]  # fmt: skip
+    kernel = MATMUL_KERNELS["gemm"][parallel]
+    results = []
+    for (a, sa), (b, sb) in ((a, b) for a in a_layouts for b in b_layouts):
+        out = np.full(batch * m * n, np.nan, dtype)
+        kernel(out, a, b, batch, m, n, k, *sa, *sb)
+        results.append(out)
+    assert_matmul(results[0].reshape(batch, m, n), x, y, dtype)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -858,6 +914,16 @@ def test_course_tensor_matrix_multiply_in_float32() -> None:
     assert_matmul(out, x, y, F32)
 
 
+def spread(x: np.ndarray, dtype: type = F32) -> Tensor:
+    """A view of ``x`` over every other element of a wider storage: with no unit stride,
+    the GEMM packs it rather than reading it in place."""
+    wide = np.zeros((x.shape[0], 2 * x.shape[1]), dtype)
+    wide[:, ::2] = x
+    t = tensor(wide, dtype)[:, ::2]
+    assert t._tensor.strides == (2 * x.shape[1], 2)
+    return t
+
+
 def test_matmul_keeps_packing_buffers_per_thread_and_dtype() -> None:
     rng = np.random.default_rng(11)
     kept = fast_ops._pack_workspace.__dict__.setdefault("buffers", {})
@@ -865,15 +931,15 @@ def test_matmul_keeps_packing_buffers_per_thread_and_dtype() -> None:
     for dtype in DTYPES:
         x = rng.standard_normal((50, 300)).astype(dtype)
         y = rng.standard_normal((300, 70)).astype(dtype)
-        assert_matmul(FB.matrix_multiply(tensor(x, dtype), tensor(y, dtype)), x, y, dtype)
+        assert_matmul(FB.matrix_multiply(spread(x, dtype), spread(y, dtype)), x, y, dtype)
         first = kept[np.dtype(dtype)]
         # A smaller product reuses the buffers; a larger one grows them; every result
         # is right whatever the buffers held before.
-        part = FB.matrix_multiply(tensor(x[:30], dtype), tensor(y[:, :40], dtype))
+        part = FB.matrix_multiply(spread(x[:30], dtype), spread(y[:, :40], dtype))
         assert_matmul(part, x[:30], y[:, :40], dtype)
         assert all(now is then for now, then in zip(kept[np.dtype(dtype)], first))
         big = rng.standard_normal((90, 600)).astype(dtype)
-        assert_matmul(FB.matrix_multiply(tensor(big, dtype), tensor(big.T, dtype)), big, big.T,
+        assert_matmul(FB.matrix_multiply(spread(big, dtype), spread(big.T, dtype)), big, big.T,
                       dtype)  # fmt: skip
         grown = kept[np.dtype(dtype)]
         assert grown[0].size > first[0].size and grown[1].size > first[1].size
@@ -882,12 +948,12 @@ def test_matmul_keeps_packing_buffers_per_thread_and_dtype() -> None:
     with mock.patch.object(fast_ops, "_KEEP_PACK_BYTES", 1024):
         before = {d: tuple(b) for d, b in kept.items()}
         x = rng.standard_normal((100, 200))
-        assert_matmul(FB.matrix_multiply(tensor(x, F32), tensor(x.T, F32)), x.astype(F32),
+        assert_matmul(FB.matrix_multiply(spread(x, F32), spread(x.T, F32)), x.astype(F32),
                       x.T.astype(F32), F32)  # fmt: skip
         assert all(kept[d][i] is before[d][i] for d in kept for i in (0, 1))
     seen: list[Any] = []
     worker = threading.Thread(target=lambda: seen.append(
-        (FB.matrix_multiply(tensor(x), tensor(x.T)), fast_ops._pack_workspace.buffers)))
+        (FB.matrix_multiply(spread(x), spread(x.T)), fast_ops._pack_workspace.buffers)))
     worker.start()
     worker.join()
     assert_matmul(seen[0][0], x.astype(F32), x.T.astype(F32), F32)
