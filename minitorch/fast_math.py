@@ -254,16 +254,24 @@ def _fails_on(fn: Any, args: tuple[nbtypes.Type, ...]) -> bool:
     return False
 
 
-def float32_or(make_fn32: Callable[[], Any], make_fn64: Callable[[], Any], arity: int) -> Any:
+def float32_or(make_fn32: Callable[[], Any], make_fn64: Callable[[], Any], arity: int,
+               compiles: bool | None = None) -> Any:  # fmt: skip
     """The scalar function for kernels on float32 operands: the float32 variant
     ``make_fn32()`` builds, or ``make_fn64()`` where that variant does not compile
     on float32 arguments, or for arities other than 1 and 2 (``by_dtype``'s choice
-    for all-float32 arguments, made once instead of in every kernel)."""
-    if arity in (1, 2):
+    for all-float32 arguments, made once instead of in every kernel). Finding out
+    compiles the variant (some 50 ms), so a caller that knows passes ``compiles``."""
+    if arity in (1, 2) and compiles is not False:
         fn32 = make_fn32()
-        if not _fails_on(fn32, (nbtypes.float32,) * arity):
+        if compiles or float32_compiles(fn32, arity):
             return fn32
     return make_fn64()
+
+
+def float32_compiles(fn32: Any, arity: int) -> bool:
+    """Whether ``float32_or`` takes the float32 variant ``fn32`` of a function of
+    ``arity`` arguments (it compiles ``fn32`` to find out)."""
+    return arity in (1, 2) and not _fails_on(fn32, (nbtypes.float32,) * arity)
 
 
 def by_dtype(fn64: Any, make_fn32: Callable[[], Any], arity: int) -> Any:

@@ -120,7 +120,8 @@ def python_function(fn: Callable[..., float]) -> types.FunctionType:
 
 
 def jit_scalar(
-    fn: Callable[..., float], jit: Callable[..., Any] | None = None, dtype: Any = None
+    fn: Callable[..., float], jit: Callable[..., Any] | None = None, dtype: Any = None,
+    float32_compiles: bool | None = None,
 ) -> Any:
     """Compile a scalar function for use inside kernels.
 
@@ -138,14 +139,15 @@ def jit_scalar(
     that picks one of the two when a kernel compiles, by its argument types
     (``fast_math.by_dtype``). A fixed dtype is the cheaper to compile: the
     stand-in is an overload, compiled again into every kernel that calls it
-    (about 0.45 s of the 3 s a cold course MLP spends compiling).
+    (about 0.45 s of the 3 s a cold course MLP spends compiling). ``float32_compiles``
+    says whether the float32 variant compiles, when known (finding out compiles it).
     """
     py = python_function(fn)
     if jit is not None:
         return jit(_with_compiled_globals(py, jit, {}, {}))
     substitutes = {"math": fast_math.math_module()}
     inline = numba.njit(inline="always", error_model="numpy")
-    required = py.__code__.co_argcount - len(py.__defaults__ or ())
+    required = _required_arguments(py)
     if dtype is not None and np.dtype(dtype) not in (F64, F32):
         raise TypeError(f"scalar functions compile for float64 or float32, not {dtype}")
 
@@ -164,7 +166,11 @@ def jit_scalar(
         return fast_math.by_dtype(make_fn64(), make_fn32, required)
     if np.dtype(dtype) == F64:
         return make_fn64()
-    return fast_math.float32_or(make_fn32, make_fn64, required)
+    return fast_math.float32_or(make_fn32, make_fn64, required, float32_compiles)
+
+
+def _required_arguments(py: types.FunctionType) -> int:
+    return py.__code__.co_argcount - len(py.__defaults__ or ())
 
 
 # Modules whose functions numba already knows (or that are not scalar code):
@@ -569,11 +575,39 @@ def load_kernels(
     name, digest = _module_for(family, [source, key, arithmetic])
     module = _loaded.get(name)
     if module is None:
-        fn_compiled = jit_scalar(fn, dtype=dtype)
+        fn_compiled = _kernel_scalar(fn, dtype, key)
         module = _new_module(name, digest, _compiled_source(f"{family} kernels", source), {})
         module.__dict__.update(constants)  # over the template's defaults
         module.fn = fn_compiled
     return module
+
+
+def _kernel_scalar(fn: Callable[..., float], dtype: Any, key: str | None) -> Any:
+    """``jit_scalar(fn, dtype=dtype)``, remembering on disk for a keyed function whether
+    its float32 variant compiles. Finding out compiles the variant, about 50 ms a
+    function, which every process paid again (0.7 s before the digits CNN's first
+    float32 epoch) though its kernels come from the disk cache."""
+    if key is None or dtype is None or np.dtype(dtype) != F32:
+        return jit_scalar(fn, dtype=dtype)
+    path = cache_dir() / "float32" / hashlib.sha256(f"{_ENGINE_KEY} {key}".encode()).hexdigest()
+    try:
+        known = _FLOAT32_VERDICTS.get(path.read_bytes())
+    except OSError:
+        known = None
+    if known is not None:
+        return jit_scalar(fn, dtype=dtype, float32_compiles=known)
+    fn32 = jit_scalar(fn, dtype=dtype, float32_compiles=True)  # not compiled yet
+    compiles = fast_math.float32_compiles(fn32, _required_arguments(python_function(fn)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, b"yes" if compiles else b"no")
+    except OSError:
+        pass  # an unwritable cache: found out again next time (the kernels warn of it)
+    return fn32 if compiles else jit_scalar(fn, dtype=F64)
+
+
+# The float32 verdicts ``_kernel_scalar`` keeps (anything else is found out again).
+_FLOAT32_VERDICTS = {b"yes": True, b"no": False}
 
 
 def kernel_key(kernel: Any) -> str | None:

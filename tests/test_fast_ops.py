@@ -940,6 +940,72 @@ def test_kernels_cached_on_disk_across_processes(tmp_path: Path) -> None:
     assert second["hits"] >= 1 and second["misses"] == 0, second
 
 
+FLOAT32_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import numpy as np
+    from numba.core import event
+
+    import minitorch
+
+    compiled = []
+
+
+    class Compiles(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__name__)
+
+
+    event.register("numba:compile", Compiles())
+
+
+    def halve_for_float32_test(x):
+        return 0.5 * x
+
+
+    def index_for_float32_test(x):  # a float32 index does not compile: float64 arithmetic
+        return [0.5, 3.0][1] * x
+
+
+    x = minitorch.tensor_from_numpy(np.linspace(-1, 1, 7, dtype=np.float32), backend=None)
+    values = [minitorch.FastOps.map(fn)(x).to_numpy().tolist()
+              for fn in (halve_for_float32_test, index_for_float32_test)]
+    print(json.dumps({"values": values, "compiled": compiled}))
+    """
+)
+
+
+@pytest.mark.not_boundschecked
+def test_float32_variants_are_not_compiled_again_by_the_next_process(tmp_path: Path) -> None:
+    """Whether a scalar function's float32 variant compiles is found by compiling it;
+    the answer is kept with the kernels, so a process whose kernels are all on disk
+    compiles nothing (the digits CNN's float32 start paid 0.7 s for 16 functions).
+    A damaged answer is found out again."""
+    env = {"MINITORCH_CACHE_DIR": str(tmp_path)}
+    scalars = {"halve_for_float32_test", "index_for_float32_test"}
+    first = json.loads(run_python(FLOAT32_SCRIPT, env))
+    x = np.linspace(-1, 1, 7, dtype=np.float32)
+    assert first["values"][0] == (np.float32(0.5) * x).tolist()
+    assert first["values"][1] == (3 * x.astype(np.float64)).astype(np.float32).tolist()
+    assert scalars <= set(first["compiled"])
+    verdicts = sorted((tmp_path / "float32").iterdir())
+    assert sorted(p.read_bytes() for p in verdicts) == [b"no", b"yes"]
+
+    second = json.loads(run_python(FLOAT32_SCRIPT, env))
+    assert second == {"values": first["values"], "compiled": []}
+
+    for path in verdicts:
+        path.write_bytes(b"\x00garbage")
+    third = json.loads(run_python(FLOAT32_SCRIPT, env))
+    assert third["values"] == first["values"]
+    assert scalars <= set(third["compiled"])
+    assert sorted(p.read_bytes() for p in verdicts) == [b"no", b"yes"]
+
+
 def test_every_built_in_kernel_can_be_saved_to_the_disk_cache() -> None:
     """A kernel numba cannot serialise (one calling ``numba.get_num_threads()`` holds a
     run-time address) is silently compiled again by every process: the GEMM took 4.6 s
