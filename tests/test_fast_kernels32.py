@@ -969,6 +969,10 @@ def _with_int_loop(x: float) -> float:
     return acc
 
 
+def _indexes_a_list(x: float) -> float:
+    return [0.5, 0.1][1] * x
+
+
 SCALE = 0.1
 
 
@@ -988,10 +992,15 @@ def test_user_ops_compile_for_both_dtypes() -> None:
         assert_bits(FB.map_of(_reads_global)(t), xd * dtype(SCALE))
         assert_bits(FB.map_of(_closure(0.3))(t), xd * dtype(0.3))
         assert_bits(FB.map_of(lambda v, c=0.7: v * c)(t), xd * dtype(0.7))
-        # range(3) cannot take a float32: that function falls back to float64 arithmetic.
+        # range(3) keeps its int (numba takes the float32 bound).
         out = FB.map_of(_with_int_loop)(t)
         assert_dtype(out, dtype)
         np.testing.assert_allclose(values(out), 3 * xd, rtol=1e-6)
+        # A float32 index does not compile: that function falls back to float64 arithmetic,
+        # rounded once to the output's dtype.
+        out = FB.map_of(_indexes_a_list)(t)
+        assert_dtype(out, dtype)
+        assert_bits(out, (xd.astype(np.float64) * 0.1).astype(dtype))
 
 
 def test_user_ops_through_unary_and_binary_op() -> None:
