@@ -310,6 +310,8 @@ def test_binary_cross_entropy_matches_numpy(backend: TensorBackend) -> None:
 def test_one_hot(backend: TensorBackend) -> None:
     target = minitorch.tensor([2, 0, 1], backend=backend)
     assert_exact(nn.one_hot(target, 3), np.eye(3)[[2, 0, 1]])
+    # -0.0 is class 0.
+    assert_exact(nn.one_hot(minitorch.tensor([-0.0, 1], backend=backend), 2), np.eye(2))
 
 
 @pytest.mark.parametrize(
@@ -317,6 +319,11 @@ def test_one_hot(backend: TensorBackend) -> None:
     [
         ((2, 3), [0, 3], ValueError),  # class out of range
         ((2, 3), [0, 1.5], ValueError),  # not a whole number
+        ((2, 3), [0, -1], ValueError),  # negative
+        ((2, 3), [0, -0.5], ValueError),  # negative, truncating to 0
+        ((2, 3), [0, float("nan")], ValueError),
+        ((2, 3), [0, float("inf")], ValueError),
+        ((2, 3), [0, 2.0**63], ValueError),  # past int64
         ((2, 3), [0, 1, 2], IndexingError),  # batch mismatch
         ((6,), [0, 1], IndexingError),  # logits not (B, C)
     ],
