@@ -683,6 +683,34 @@ def test_gemm_gives_the_same_bits_whether_it_packs_or_reads_in_place(
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [64, 600])
+def test_gemm_packs_one_vector_of_columns_as_it_packs_any_other(dtype: type, k: int) -> None:
+    """B of one vector of columns (a float32 convolution's 4 x 4 planes), packed from rows
+    4 KiB apart by whole vectors, gives the bits of B transposed (packed element by
+    element) and of B read in place."""
+    rng = np.random.default_rng(13)
+    n = fast_simd.full_lane_count(np.dtype(dtype).itemsize)
+    batch, m = 2, 2 * fast_ops._MR + 1
+    x = rng.standard_normal((batch, m, k)).astype(dtype)
+    y = rng.standard_normal((batch, k, n)).astype(dtype)
+    wide = 4096 // np.dtype(dtype).itemsize
+    padded = np.zeros((batch, k, wide), dtype)
+    padded[..., :n] = y
+    a, sa = strided_operand(x, False)
+    results = []
+    for b, sb in (strided_operand(y, False), strided_operand(y, True),
+                  (padded.reshape(-1), (k * wide, wide, 1))):  # fmt: skip
+        for kernel in MATMUL_KERNELS["gemm"]:
+            out = np.full(batch * m * n, np.nan, dtype)
+            kernel(out, a, b, batch, m, n, k, *sa, *sb)
+            results.append(out)
+    assert fast_ops._reads_in_place(np.dtype(dtype).itemsize, n, k, k, 1, wide, 1)[1] is False
+    assert_matmul(results[0].reshape(batch, m, n), x, y, dtype)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_block_edges_and_layouts(dtype: type) -> None:
     """Through the backend: sizes around the micro-kernel and blocking sizes, k across
     several k-blocks, transposed views (as backward passes make) and batches."""
