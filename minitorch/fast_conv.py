@@ -176,7 +176,9 @@ def _im2col(cols, input, batch, channels, height, width, kh, kw, s0, s1, s2, s3)
         c = row // taps
         i = (row - c * taps) // kw
         j = row - c * taps - i * kw
-        inside = width - j  # columns x with x + j < W
+        # Columns x with x + j < W (none for a kernel wider than the plane, which only
+        # direct calls make: the ops refuse it; negative, it indexed before the row).
+        inside = max(width - j, 0)
         read = max(height - i, 0) * width  # rows y with y + i < H come first
         for b in range(batch):
             d0 = row * n + b * positions

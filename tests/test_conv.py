@@ -375,8 +375,10 @@ def strided_planes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, 
 @pytest.mark.parametrize("variant", [0, 1], ids=["parallel", "serial"])
 def test_im2col_and_channel_major_kernels_match_numpy(variant: int) -> None:
     """cols[(c, i, j), (b, y, x)] = in[b, c, y + i, x + j] (zero past the bottom and
-    right edges, kernels up to one taller and wider than the input) and the
-    channel-major copy, from any strides, in both the parallel and the serial form."""
+    right edges, kernels of 1 to 5 taps each way, larger than the input too: the ops
+    refuse those, but the kernels must stay in bounds) and the channel-major copy, from
+    any strides, in both the parallel and the serial form. Regression: (1, 1, 1, 1)
+    with a 1 x 4 kernel indexed before its row (found under NUMBA_BOUNDSCHECK)."""
 
     @settings(max_examples=40, deadline=None)
     @given(strided_planes(), st.integers(1, 5), st.integers(1, 5))
@@ -402,16 +404,18 @@ def test_im2col_and_channel_major_kernels_match_numpy(variant: int) -> None:
 @pytest.mark.parametrize("variant", [0, 1], ids=["parallel", "serial"])
 def test_unrolling_contiguous_planes_in_runs_matches_numpy(variant: int) -> None:
     """The unit-stride paths of im2col and the channel-major copy (contiguous planes, the
-    usual layout), for every kernel size up to one wider and taller than the plane: a
+    usual layout), for every kernel size up to four wider and taller than the plane: a
     run never reads past its plane's last element (the wrapped columns it copies are
-    zeroed), so the last plane of the storage ends the run."""
+    zeroed), so the last plane of the storage ends the run; a kernel wider than the
+    plane writes only zeros, inside its own row (it once indexed before it)."""
     rng = np.random.default_rng(5)
-    for b, c, h, w in ((2, 3, 4, 4), (1, 2, 3, 5), (3, 1, 5, 2), (1, 1, 1, 3)):
+    for b, c, h, w in ((2, 3, 4, 4), (1, 2, 3, 5), (3, 1, 5, 2), (1, 1, 1, 3), (1, 1, 1, 1),
+                       (2, 2, 1, 1)):
         view = rng.normal(size=(b, c, h, w))
         storage = view.ravel().copy()
         strides = (c * h * w, h * w, w, 1)
-        for kh in range(1, h + 2):
-            for kw in range(1, w + 2):
+        for kh in range(1, h + 5):
+            for kw in range(1, w + 5):
                 padded = np.zeros((b, c, h + kh, w + kw))
                 padded[:, :, :h, :w] = view
                 expected = np.stack([padded[:, :, i:i + h, j:j + w] for i in range(kh)
