@@ -598,6 +598,27 @@ def strided_operand(x: np.ndarray, transposed: bool) -> tuple[np.ndarray, tuple[
     return np.ascontiguousarray(x).reshape(-1), (x.shape[1] * x.shape[2], x.shape[2], 1)
 
 
+def rows_4k_apart(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x`` (batch, rows, cols) row-major in a storage whose rows start 4 KiB apart: a
+    strip of them crowds into one set of L1, so the GEMM packs it (beyond 8 rows)."""
+    wide = 4096 // x.itemsize
+    padded = np.zeros((*x.shape[:2], wide), x.dtype)
+    padded[..., : x.shape[2]] = x
+    return padded.reshape(-1), (x.shape[1] * wide, wide, 1)
+
+
+def gemm_results(kernels: Sequence[Callable[..., None]], a_layouts: list, b_layouts: list,
+                 batch: int, m: int, n: int, k: int, dtype: type) -> list[np.ndarray]:  # fmt: skip
+    """The product from every pair of (storage, strides) layouts of A and B, by each kernel."""
+    results = []
+    for (a, sa), (b, sb) in ((a, b) for a in a_layouts for b in b_layouts):
+        for kernel in kernels:
+            out = np.full(batch * m * n, np.nan, dtype)
+            kernel(out, a, b, batch, m, n, k, *sa, *sb)
+            results.append(out)
+    return results
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(sorted(MATMUL_KERNELS)),
@@ -662,21 +683,13 @@ def test_gemm_gives_the_same_bits_whether_it_packs_or_reads_in_place(
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, m, k)).astype(dtype)
     y = rng.standard_normal((batch, k, n)).astype(dtype)
-    wide = 4096 // np.dtype(dtype).itemsize
     a_spread = np.zeros((batch, m, k, 2), dtype)  # A's elements two apart
     a_spread[..., 0] = x
-    b_padded = np.zeros((batch, k, wide), dtype)  # B's rows 4 KiB apart
-    b_padded[..., :n] = y
     a_layouts = [strided_operand(x, False), strided_operand(x, True),
                  (a_spread.reshape(-1), (m * k * 2, k * 2, 2))]  # fmt: skip
-    b_layouts = [strided_operand(y, False), strided_operand(y, True),
-                 (b_padded.reshape(-1), (k * wide, wide, 1))]  # fmt: skip
-    kernel = MATMUL_KERNELS["gemm"][parallel]
-    results = []
-    for (a, sa), (b, sb) in ((a, b) for a in a_layouts for b in b_layouts):
-        out = np.full(batch * m * n, np.nan, dtype)
-        kernel(out, a, b, batch, m, n, k, *sa, *sb)
-        results.append(out)
+    b_layouts = [strided_operand(y, False), strided_operand(y, True), rows_4k_apart(y)]
+    results = gemm_results([MATMUL_KERNELS["gemm"][parallel]], a_layouts, b_layouts,
+                           batch, m, n, k, dtype)  # fmt: skip
     assert_matmul(results[0].reshape(batch, m, n), x, y, dtype)
     for out in results[1:]:
         np.testing.assert_array_equal(out, results[0])
@@ -693,18 +706,11 @@ def test_gemm_packs_one_vector_of_columns_as_it_packs_any_other(dtype: type, k: 
     batch, m = 2, 2 * fast_ops._MR + 1
     x = rng.standard_normal((batch, m, k)).astype(dtype)
     y = rng.standard_normal((batch, k, n)).astype(dtype)
-    wide = 4096 // np.dtype(dtype).itemsize
-    padded = np.zeros((batch, k, wide), dtype)
-    padded[..., :n] = y
-    a, sa = strided_operand(x, False)
-    results = []
-    for b, sb in (strided_operand(y, False), strided_operand(y, True),
-                  (padded.reshape(-1), (k * wide, wide, 1))):  # fmt: skip
-        for kernel in MATMUL_KERNELS["gemm"]:
-            out = np.full(batch * m * n, np.nan, dtype)
-            kernel(out, a, b, batch, m, n, k, *sa, *sb)
-            results.append(out)
-    assert fast_ops._reads_in_place(np.dtype(dtype).itemsize, n, k, k, 1, wide, 1)[1] is False
+    far = rows_4k_apart(y)
+    b_layouts = [strided_operand(y, False), strided_operand(y, True), far]
+    results = gemm_results(MATMUL_KERNELS["gemm"], [strided_operand(x, False)], b_layouts,
+                           batch, m, n, k, dtype)  # fmt: skip
+    assert fast_ops._reads_in_place(y.itemsize, n, k, k, 1, far[1][1], 1)[1] is False
     assert_matmul(results[0].reshape(batch, m, n), x, y, dtype)
     for out in results[1:]:
         np.testing.assert_array_equal(out, results[0])
